@@ -1,0 +1,42 @@
+# Set-up, demo and tests. `make demo` and `make test` each build the environment on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DLAB := $(VENV)/bin/dlab
+# The CPU build of torch, installed before the package so that no multi-GB CUDA wheel is pulled.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev
+
+# OpenMP spin-waiting made 2-thread training 2-6x slower and noisy here; dlab sets this itself,
+# the Makefile sets it too so that every tool it starts (pytest, benchmarks) inherits it.
+export OMP_WAIT_POLICY := PASSIVE
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export MPLBACKEND := Agg
+export HF_HUB_OFFLINE := 1
+
+.PHONY: demo test test-unit lint bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(DLAB) demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest -m unit
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
