@@ -1,0 +1,484 @@
+"""Recipes: the typed, frozen, validated description of one experiment, loaded from YAML.
+
+    name: mnist_cnn
+    seed: 0
+    data:  {name: mnist, batch_size: 64}
+    model: {name: seed_cnn, dropout: 0.25}
+    train: {epochs: 3, optimizer: {name: adam, lr: 0.001}}
+
+Sections that name a registered component (`data`, `model`, `train.optimizer`, `train.loss`,
+`train.scheduler`) are validated against that component's own config class, so a misspelt
+key is caught wherever it is. Every field has a default and a description (`dlab recipe doc`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from dlab.errors import RecipeError, did_you_mean
+from dlab.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS, Registry
+
+
+class Section(BaseModel):
+    """Base of every recipe section: frozen, no unknown keys, no NaN or infinity."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            known = set(cls.model_fields)
+            for key in data:
+                if key not in known:
+                    raise PydanticCustomError(
+                        "unknown_key",
+                        "unknown key{hint}",
+                        {"key": str(key), "hint": did_you_mean(str(key), sorted(known))},
+                    )
+        return data
+
+
+class ComponentConfig(Section):
+    """A section that names a registered component; subclasses add that component's fields."""
+
+    name: str = Field(description="registered name of the component (see `dlab list`)")
+
+
+def _dispatch(registry: Registry[Any]) -> BeforeValidator:
+    """Validate a section with the config class registered under its `name`."""
+
+    def validate(value: Any) -> Any:
+        if isinstance(value, ComponentConfig):
+            return value
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, Mapping):
+            raise PydanticCustomError(
+                "section_type",
+                "should be a mapping with a 'name' key or a {kind} name",
+                {"kind": registry.kind},
+            )
+        if "name" not in value:
+            raise PydanticCustomError(
+                "missing_name",
+                "needs a 'name': one of {names}",
+                {"names": ", ".join(registry.names())},
+            )
+        name = value["name"]
+        if not isinstance(name, str) or name not in registry:
+            raise PydanticCustomError(
+                "unknown_name",
+                "unknown {kind} '{name}'{hint}; see `dlab list {plural}`",
+                {
+                    "kind": registry.kind,
+                    "name": name,
+                    "hint": did_you_mean(str(name), registry.names()),
+                    "plural": registry.plural,
+                },
+            )
+        return registry.config_class(name).model_validate(dict(value))
+
+    return BeforeValidator(validate)
+
+
+# --- base classes of registered components (their subclasses live next to their builders) ---
+
+
+class DataConfig(ComponentConfig):
+    """Fields every data set accepts; a data set's config class adds its own."""
+
+    batch_size: int = Field(64, gt=0, description="training batch size")
+    eval_batch_size: int = Field(512, gt=0, description="batch size for validation and test")
+    val_size: float = Field(
+        0.1,
+        ge=0,
+        description="validation split taken from the training data: a fraction (<1) or a count (>=1)",
+    )
+    normalize: bool = Field(
+        True, description="standardise inputs with statistics of the training split"
+    )
+    split_seed: int = Field(
+        0,
+        description="seed of the train/val split; independent of the recipe seed so runs share a split",
+    )
+
+
+class ModelConfig(ComponentConfig):
+    """Fields every model accepts; a model's config class adds its own."""
+
+
+class OptimizerConfig(ComponentConfig):
+    """Fields every optimizer accepts."""
+
+    lr: float = Field(
+        1e-3, gt=0, description="learning rate (the peak rate when a scheduler is used)"
+    )
+    weight_decay: float = Field(0.0, ge=0, description="weight decay applied by the optimizer")
+
+
+class LossConfig(ComponentConfig):
+    """Fields every loss accepts."""
+
+
+class SchedulerConfig(ComponentConfig):
+    """Fields every learning-rate schedule accepts."""
+
+
+DataSection = Annotated[SerializeAsAny[DataConfig], _dispatch(DATASETS)]
+ModelSection = Annotated[SerializeAsAny[ModelConfig], _dispatch(MODELS)]
+OptimizerSection = Annotated[SerializeAsAny[OptimizerConfig], _dispatch(OPTIMIZERS)]
+LossSection = Annotated[SerializeAsAny[LossConfig], _dispatch(LOSSES)]
+SchedulerSection = Annotated[SerializeAsAny[SchedulerConfig], _dispatch(SCHEDULERS)]
+
+
+class EarlyStopping(Section):
+    """Stop when a validation metric stops improving."""
+
+    monitor: str = Field("val_loss", description="metric to watch, e.g. val_loss or val_accuracy")
+    mode: Literal["auto", "min", "max"] = Field(
+        "auto",
+        description="whether lower or higher is better; auto: min for losses and errors, max otherwise",
+    )
+    patience: int = Field(3, ge=1, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+    restore_best: bool = Field(
+        True, description="end with the weights of the best epoch, not the last"
+    )
+
+    def direction(self) -> Literal["min", "max"]:
+        """'min' if lower values of the monitored metric are better, else 'max'."""
+        if self.mode != "auto":
+            return self.mode
+        lower_is_better = ("loss", "error", "mae", "mse", "rmse", "perplexity")
+        return "min" if any(word in self.monitor for word in lower_is_better) else "max"
+
+
+class TrainConfig(Section):
+    """How to train: optimizer, loss, schedule, regularisation, checkpoints, device."""
+
+    epochs: int = Field(10, ge=1, description="passes over the training split")
+    max_steps: int | None = Field(
+        None, ge=1, description="stop after this many optimizer steps (overrides epochs)"
+    )
+    optimizer: OptimizerSection = Field(
+        default_factory=lambda: {"name": "adam"}, description="optimizer and its settings"
+    )
+    loss: LossSection = Field(
+        default_factory=lambda: {"name": "cross_entropy"}, description="training loss"
+    )
+    scheduler: SchedulerSection = Field(
+        default_factory=lambda: {"name": "constant"},
+        description="learning-rate schedule, stepped every batch",
+    )
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="linear learning-rate warm-up over this many steps, from peak/warmup_steps to the peak",
+    )
+    l1: float = Field(0.0, ge=0, description="L1 penalty λ·Σ|w| on weight matrices and kernels")
+    l2: float = Field(0.0, ge=0, description="L2 penalty (λ/2)·Σw² on weight matrices and kernels")
+    grad_clip: float | None = Field(
+        None, gt=0, description="clip the global gradient norm to this value"
+    )
+    metrics: list[str] = Field(
+        default_factory=lambda: ["accuracy"],
+        description="metrics computed on validation and test splits",
+    )
+    early_stopping: EarlyStopping | None = Field(
+        None, description="stop when a validation metric stalls"
+    )
+    checkpoint_every: int = Field(
+        500, ge=1, description="write a checkpoint every this many steps (and each epoch)"
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
+    log_every: int = Field(50, ge=1, description="log step metrics every this many steps")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    threads: int | Literal["auto"] = Field(
+        "auto", description="CPU threads; auto: 1 for tiny steps, all usable cores otherwise"
+    )
+    deterministic: bool = Field(False, description="use only deterministic kernels (slower on GPU)")
+
+    @model_validator(mode="after")
+    def _check_threads(self) -> TrainConfig:
+        if isinstance(self.threads, int) and self.threads < 1:
+            raise PydanticCustomError("threads", "threads should be 'auto' or at least 1")
+        return self
+
+
+RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Recipe(Section):
+    """One experiment: data, model and training, plus a seed."""
+
+    name: str = Field("experiment", description="recipe name; runs are stored under runs/<name>/")
+    description: str = Field("", description="free text shown in `dlab list recipes` and reports")
+    seed: int = Field(0, description="seed for weights, dropout and data order")
+    data: DataSection = Field(description="the data set and how to batch it")
+    model: ModelSection = Field(description="the model and its hyper-parameters")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="how to train")
+
+    @model_validator(mode="after")
+    def _check_name(self) -> Recipe:
+        if not RECIPE_NAME.match(self.name):
+            raise PydanticCustomError(
+                "recipe_name",
+                "name should use letters, digits, '_', '-' and '.' only (it names a folder)",
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe (every default filled in) as plain data."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as YAML; `Recipe.from_yaml(r.to_yaml()) == r`."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "<recipe>") -> Recipe:
+        """Parse and validate YAML text."""
+        return from_dict(parse_yaml(text, source), source)
+
+    def override(self, *assignments: str) -> Recipe:
+        """A copy with `a.b=value` overrides applied and validated."""
+        data = self.to_dict()
+        for assignment in assignments:
+            apply_override(data, assignment)
+        return from_dict(data, "override")
+
+
+# --- loading, overriding and error messages ------------------------------------------------
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """YAML text -> a mapping, or a RecipeError naming the line."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{source}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise RecipeError(f"{source}: YAML nests too deeply") from None
+    if data is None:
+        raise RecipeError(
+            f"{source}: the recipe is empty; it needs at least data and model sections"
+        )
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"{source}: a recipe is a mapping of sections (data, model, train), not a {type(data).__name__}"
+        )
+    return data
+
+
+def from_dict(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe:
+    """Validate plain data into a Recipe; a RecipeError with a dotted path otherwise."""
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, data, source)) from None
+    except RecursionError:
+        raise RecipeError(
+            f"{source}: the recipe refers to itself (a recursive YAML alias)"
+        ) from None
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _clean_loc(loc: Sequence[Any], data: Any) -> list[str]:
+    """The part of a pydantic error location that names keys of the recipe (no union tags)."""
+    path: list[str] = []
+    node = data
+    for i, part in enumerate(loc):
+        if (isinstance(node, Mapping) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
+            path.append(str(part))
+            node = node[part]
+        elif i == len(loc) - 1 and isinstance(part, str) and part.isidentifier():
+            path.append(part)  # a missing field
+            break
+        else:
+            break
+    return path
+
+
+def format_validation_error(exc: ValidationError, data: Any, source: str) -> str:
+    """One line: '<source>: <dotted.path>: <problem> (got <value>)', plus a count of the rest."""
+    errors = exc.errors(include_url=False)
+    seen: dict[str, str] = {}
+    for err in errors:
+        path = _clean_loc(err["loc"], data)
+        ctx = err.get("ctx") or {}
+        kind = err["type"]
+        if kind == "unknown_key":
+            path.append(ctx["key"])
+            message = f"unknown key{ctx.get('hint', '')}"
+        elif kind in ("unknown_name", "missing_name"):
+            path.append("name")
+            message = err["msg"]
+        elif kind == "missing":
+            message = "missing; this field has no default"
+        else:
+            message = (
+                err["msg"].replace("Input should be", "should be").replace("Value error, ", "")
+            )
+            message = message[0].lower() + message[1:] if message else message
+            if kind not in ("unknown_name", "missing_name", "recipe_name", "section_type"):
+                message += f" (got {_describe(err.get('input'))})"
+        key = ".".join(path) or "(top level)"
+        seen.setdefault(key, message)
+    first_key, first_message = next(iter(seen.items()))
+    more = (
+        f" (and {len(seen) - 1} more problem{'s' if len(seen) > 2 else ''})"
+        if len(seen) > 1
+        else ""
+    )
+    return f"{source}: {first_key}: {first_message}{more}"
+
+
+_OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)=(.*)$", re.DOTALL)
+_COMPONENT_PATHS = {
+    ("data",),
+    ("model",),
+    ("train", "optimizer"),
+    ("train", "loss"),
+    ("train", "scheduler"),
+}
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `dotted.key=value` override in place; the value is parsed as YAML."""
+    match = _OVERRIDE.match(assignment.strip())
+    if not match:
+        raise RecipeError(
+            f"override {assignment!r} should look like section.key=value, e.g. train.optimizer.lr=0.01"
+        )
+    keys = match.group(1).split(".")
+    try:
+        value = yaml.safe_load(match.group(2)) if match.group(2).strip() else None
+    except yaml.YAMLError:
+        value = match.group(2)  # e.g. an unquoted string with a colon: keep it as text
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(f"override {match.group(1)}: {match.group(2)!r} is not a finite number")
+    node: Any = data
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key) if isinstance(node, dict) else None
+        if isinstance(child, str) and tuple(keys[: depth + 1]) in _COMPONENT_PATHS:
+            child = {"name": child}  # shorthand `optimizer: sgd` grows into a section
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise RecipeError(
+                f"override {match.group(1)}: {'.'.join(keys[: depth + 1])} is a value, not a section"
+            )
+        node[key] = child
+        node = child
+    last = keys[-1]
+    path = tuple(keys)
+    switching_component = (
+        path[:-1] in _COMPONENT_PATHS and last == "name" and node.get("name") != value
+    )
+    if switching_component:
+        node.clear()  # the old component's settings do not apply to the new one
+    if path in _COMPONENT_PATHS and isinstance(value, str) and isinstance(node.get(last), dict):
+        value = {"name": value} if node[last].get("name") != value else node[last]
+    node[last] = value
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe path from a path or a shipped recipe's name (e.g. 'mnist_cnn')."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.suffix in ("", ".yaml", ".yml") and len(path.parts) == 1:
+        for folder in recipe_dirs():
+            for candidate in (folder / path.name, folder / f"{path.name}.yaml"):
+                if candidate.is_file():
+                    return candidate
+    if path.exists():
+        raise RecipeError(f"{path}: is a directory, not a recipe file")
+    known = [p.stem for folder in recipe_dirs() for p in folder.glob("*.yaml")]
+    raise RecipeError(
+        f"recipe not found: {name_or_path}{did_you_mean(path.stem, known)}; see `dlab list recipes`"
+    )
+
+
+def recipe_dirs() -> list[Path]:
+    """Folders searched for recipes by name: ./recipes, $DLAB_RECIPES_DIR, the source checkout's."""
+    import os
+
+    candidates = [Path.cwd() / "recipes"]
+    if os.environ.get("DLAB_RECIPES_DIR"):
+        candidates.append(Path(os.environ["DLAB_RECIPES_DIR"]))
+    candidates.append(Path(__file__).resolve().parents[2] / "recipes")
+    unique: list[Path] = []
+    for folder in candidates:
+        if folder.is_dir() and folder.resolve() not in [u.resolve() for u in unique]:
+            unique.append(folder)
+    return unique
+
+
+def load_recipe(
+    source: str | Path | Mapping[str, Any] | Recipe, overrides: Sequence[str] = ()
+) -> Recipe:
+    """A validated Recipe from a path, a shipped recipe's name, a mapping or a Recipe."""
+    if isinstance(source, Recipe):
+        return source.override(*overrides) if overrides else source
+    if isinstance(source, Mapping):
+        data = dict(source)
+        label = "<recipe>"
+    else:
+        path = find_recipe(source)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise RecipeError(f"{path}: not a UTF-8 text file") from None
+        data = parse_yaml(text, str(path))
+        data.setdefault("name", path.stem)
+        label = str(path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return from_dict(data, label)
+
+
+def field_docs(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted name, default, description) for every field of a section, recursively."""
+    rows: list[tuple[str, str, str]] = []
+    for name, info in model.model_fields.items():
+        default = (
+            "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+        )
+        rows.append((prefix + name, default, info.description or ""))
+        annotation = info.annotation
+        if (
+            isinstance(annotation, type)
+            and issubclass(annotation, Section)
+            and not issubclass(annotation, ComponentConfig)
+        ):
+            rows.extend(field_docs(annotation, prefix + name + "."))
+    return rows

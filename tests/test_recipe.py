@@ -1,0 +1,246 @@
+"""Recipes: validation with precise messages, overrides, YAML round trips, and fuzzing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+from conftest import RECIPES
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dlab.errors import DlabError, RecipeError
+from dlab.recipe import Recipe, apply_override, from_dict, load_recipe
+from dlab.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
+
+MINIMAL = {"data": {"name": "mnist_sample"}, "model": {"name": "cnn"}}
+
+
+def test_minimal_recipe_fills_every_default():
+    recipe = from_dict(MINIMAL)
+    assert recipe.train.epochs == 10
+    assert recipe.train.optimizer.name == "adam" and recipe.train.optimizer.lr == 1e-3
+    assert recipe.model.channels == [32, 64] and recipe.model.hidden == 128
+    assert recipe.data.batch_size == 64
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_loads_and_round_trips(path):
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem
+    again = Recipe.from_yaml(recipe.to_yaml())
+    assert again == recipe
+    assert again.to_yaml() == recipe.to_yaml()
+
+
+def test_shipped_recipes_exist():
+    assert {"demo", "mnist_cnn", "mnist_mlp"} <= {p.stem for p in RECIPES.glob("*.yaml")}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {**MINIMAL, "model": {"name": "cnn", "dropot": 0.1}},
+            "model.dropot: unknown key (did you mean 'dropout'?)",
+        ),
+        ({**MINIMAL, "train": {"epochz": 3}}, "train.epochz: unknown key (did you mean 'epochs'?)"),
+        ({**MINIMAL, "trian": {}}, "trian: unknown key (did you mean 'train'?)"),
+        (
+            {**MINIMAL, "train": {"optimizer": {"name": "sgd", "momentun": 0.9}}},
+            "train.optimizer.momentun: unknown key (did you mean 'momentum'?)",
+        ),
+        ({**MINIMAL, "train": {"epochs": "three"}}, "train.epochs: should be a valid integer"),
+        (
+            {**MINIMAL, "train": {"optimizer": {"name": "adam", "lr": -0.1}}},
+            "train.optimizer.lr: should be greater than 0 (got -0.1)",
+        ),
+        (
+            {**MINIMAL, "train": {"optimizer": {"name": "adam", "lr": math.inf}}},
+            "train.optimizer.lr: should be a finite number",
+        ),
+        (
+            {**MINIMAL, "model": {"name": "cnm"}},
+            "model.name: unknown model 'cnm' (did you mean 'cnn'?); see `dlab list models`",
+        ),
+        (
+            {**MINIMAL, "train": {"optimizer": "adm"}},
+            "train.optimizer.name: unknown optimizer 'adm' (did you mean 'adam'?)",
+        ),
+        ({"model": {"name": "cnn"}}, "data: missing"),
+        (
+            {**MINIMAL, "train": {"optimizer": {"name": "sgd", "nesterov": True}}},
+            "nesterov: true needs momentum > 0",
+        ),
+        ({**MINIMAL, "name": "a/b"}, "name should use letters"),
+    ],
+)
+def test_invalid_recipes_name_the_field(data, message):
+    with pytest.raises(RecipeError) as info:
+        from_dict(data, "r.yaml")
+    text = str(info.value)
+    assert text.startswith("r.yaml: ")
+    assert message in text
+    assert "\n" not in text
+
+
+def test_several_problems_are_counted_on_one_line():
+    with pytest.raises(RecipeError, match=r"\(and 1 more problem\)$"):
+        from_dict({**MINIMAL, "train": {"epochs": 0, "log_every": 0}})
+
+
+def test_overrides_are_typed_and_validated():
+    recipe = load_recipe(
+        RECIPES / "mnist_cnn.yaml",
+        ["train.optimizer.lr=0.1", "model.channels=[8, 16]", "train.grad_clip=1"],
+    )
+    assert recipe.train.optimizer.lr == 0.1
+    assert recipe.model.channels == [8, 16]
+    assert recipe.train.grad_clip == 1.0
+    with pytest.raises(RecipeError, match="train.optimizer.lr: should be greater than 0"):
+        load_recipe(RECIPES / "mnist_cnn.yaml", ["train.optimizer.lr=-1"])
+    with pytest.raises(RecipeError, match=r"train.epochs: should be a valid integer"):
+        load_recipe(RECIPES / "mnist_cnn.yaml", ["train.epochs=many"])
+    with pytest.raises(RecipeError, match="unknown key"):
+        load_recipe(RECIPES / "mnist_cnn.yaml", ["train.lr=0.1"])
+
+
+def test_switching_a_component_drops_the_old_components_settings():
+    recipe = load_recipe(
+        RECIPES / "mnist_cnn.yaml", ["train.optimizer.name=sgd", "train.optimizer.momentum=0.9"]
+    )
+    assert recipe.train.optimizer.name == "sgd" and recipe.train.optimizer.momentum == 0.9
+    assert recipe.train.optimizer.lr == 0.01  # sgd's own default, not adam's 0.002
+    assert (
+        load_recipe(RECIPES / "mnist_cnn.yaml", ["train.scheduler=cosine"]).train.scheduler.name
+        == "cosine"
+    )
+    switched = load_recipe(RECIPES / "mnist_cnn.yaml", ["model.name=mlp"])
+    assert switched.model.name == "mlp" and switched.model.hidden == [128, 64]
+
+
+@pytest.mark.parametrize("bad", ["lr", "train..lr=1", "=3", "train.epochs"])
+def test_malformed_overrides(bad):
+    with pytest.raises(RecipeError, match="should look like section.key=value"):
+        apply_override({}, bad)
+
+
+def test_override_through_a_value_is_refused():
+    with pytest.raises(RecipeError, match="train.epochs is a value, not a section"):
+        load_recipe(RECIPES / "mnist_cnn.yaml", ["train.epochs.x=1"])
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(RecipeError, match="recipe not found: nope.yaml"):
+        load_recipe("nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data: {name: mnist\nmodel: [")
+    with pytest.raises(RecipeError, match=r"broken.yaml: not valid YAML at line \d+"):
+        load_recipe(broken)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(RecipeError, match="a recipe is a mapping"):
+        load_recipe(listed)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(RecipeError, match="not a UTF-8 text file"):
+        load_recipe(binary)
+
+
+def test_recipes_are_frozen():
+    recipe = from_dict(MINIMAL)
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's frozen-instance error
+        recipe.train.epochs = 3  # type: ignore[misc]
+
+
+def test_early_stopping_direction():
+    recipe = from_dict({**MINIMAL, "train": {"early_stopping": {"monitor": "val_accuracy"}}})
+    assert recipe.train.early_stopping.direction() == "max"
+    recipe = from_dict({**MINIMAL, "train": {"early_stopping": {}}})
+    assert recipe.train.early_stopping.direction() == "min"
+
+
+# --- fuzzing: random documents and random values may only ever raise dlab's own error ------------
+
+yaml_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+)
+yaml_values = st.recursive(
+    yaml_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _only_dlab_errors(load):
+    try:
+        return load()
+    except DlabError:
+        return None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=200))
+def test_random_text_documents(text):
+    _only_dlab_errors(lambda: Recipe.from_yaml(text))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(yaml_values)
+def test_random_yaml_documents(value):
+    _only_dlab_errors(lambda: Recipe.from_yaml(yaml.safe_dump(value)))
+
+
+def _every_field_path() -> list[tuple[str, ...]]:
+    paths = [("name",), ("seed",), ("description",)]
+    for registry, prefix in (
+        (DATASETS, ("data",)),
+        (MODELS, ("model",)),
+        (OPTIMIZERS, ("train", "optimizer")),
+        (LOSSES, ("train", "loss")),
+        (SCHEDULERS, ("train", "scheduler")),
+    ):
+        for entry in registry:
+            paths += [
+                (*prefix, "@" + entry.name, field)
+                for field in entry.config.model_fields
+                if field != "name"
+            ]
+    from dlab.recipe import EarlyStopping, TrainConfig
+
+    paths += [("train", f) for f in TrainConfig.model_fields]
+    paths += [("train", "early_stopping", f) for f in EarlyStopping.model_fields]
+    return paths
+
+
+FIELD_PATHS = _every_field_path()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(FIELD_PATHS), yaml_values)
+def test_random_values_for_every_field(path, value):
+    data = {"data": {"name": "mnist_sample"}, "model": {"name": "cnn"}, "train": {}}
+    node = data
+    for key in path[:-1]:
+        if key.startswith("@"):
+            node["name"] = key[1:]
+            continue
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    recipe = _only_dlab_errors(lambda: from_dict(data))
+    if recipe is not None:
+        assert Recipe.from_yaml(recipe.to_yaml()) == recipe
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(FIELD_PATHS), st.text(max_size=20))
+def test_random_override_strings(path, text):
+    keys = [k for k in path if not k.startswith("@")]
+    _only_dlab_errors(lambda: load_recipe(dict(MINIMAL), [".".join(keys) + "=" + text]))
