@@ -1,0 +1,198 @@
+"""Where data sets live on disk, and how files get there: downloads with checksums, imports.
+
+Files are looked up in `$DLAB_DATA_DIR/<dataset>/` (default `~/.cache/dlab/<dataset>/`).
+`dlab data fetch NAME` downloads them from the data set's mirrors, resuming partial downloads,
+checking each file's md5 and moving it into place only when complete; `dlab data import NAME DIR`
+copies and verifies files a user already has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlab._io import atomic_write
+from dlab.errors import DataError
+
+DATA_DIR_ENV = "DLAB_DATA_DIR"
+CHUNK = 1 << 16
+
+
+def data_dir() -> Path:
+    """The root folder of downloaded data sets: $DLAB_DATA_DIR or ~/.cache/dlab."""
+    env = os.environ.get(DATA_DIR_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dlab"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a published data set and its published checksum."""
+
+    name: str
+    md5: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class RemoteDataset:
+    """A data set published as files on one or more mirrors."""
+
+    name: str
+    files: tuple[RemoteFile, ...]
+    mirrors: tuple[str, ...]
+    folder: str = ""  # sub-folder of the data dir; defaults to the name
+
+    def directory(self, root: Path | None = None) -> Path:
+        """Where this data set's files are expected."""
+        return (root or data_dir()) / (self.folder or self.name)
+
+    def missing(self, root: Path | None = None) -> list[str]:
+        """Names of files not present locally."""
+        folder = self.directory(root)
+        return [f.name for f in self.files if not (folder / f.name).is_file()]
+
+    def present(self, root: Path | None = None) -> bool:
+        """Whether every file is present locally (not verified)."""
+        return not self.missing(root)
+
+    def require(self, root: Path | None = None) -> Path:
+        """The local folder, or a one-line DataError that says how to get the files."""
+        folder = self.directory(root)
+        missing = self.missing(root)
+        if missing:
+            raise DataError(
+                f"{self.name} is not in {folder} (missing {', '.join(missing)}): run "
+                f"`dlab data fetch {self.name}` to download it, or `dlab data import {self.name} DIR` "
+                f"to copy files you already have (set {DATA_DIR_ENV} to use another folder)"
+            )
+        return folder
+
+    def verify(self, root: Path | None = None) -> None:
+        """Check every local file against its published md5."""
+        folder = self.require(root)
+        for remote in self.files:
+            verify_md5(folder / remote.name, remote.md5)
+
+
+def md5sum(path: Path) -> str:
+    """The md5 hex digest of a file."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_md5(path: Path, expected: str) -> None:
+    """Raise a DataError if `path` does not have the published md5."""
+    actual = md5sum(path)
+    if actual != expected:
+        raise DataError(
+            f"{path}: checksum mismatch (md5 {actual}, published {expected}); the file is corrupt or "
+            f"not the original: delete it and fetch or import it again"
+        )
+
+
+ProgressFactory = Callable[[str, int | None], Callable[[int], None]]
+
+
+def _no_progress(_name: str, _total: int | None) -> Callable[[int], None]:
+    return lambda _n: None
+
+
+def download(url: str, dest: Path, md5: str, progress: ProgressFactory = _no_progress, timeout: float = 30) -> None:
+    """Download `url` to `dest`, resuming a `.part` file, verifying md5, then renaming into place."""
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "dlab"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if offset and response.status != 206:
+                offset = 0  # the server ignored the range: start again
+            length = response.headers.get("Content-Length")
+            total = offset + int(length) if length and length.isdigit() else None
+            advance = progress(dest.name, total)
+            advance(offset)
+            size = offset
+            with open(part, "ab" if offset else "wb") as out:
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    out.write(block)
+                    size += len(block)
+                    advance(len(block))
+            if total is not None and size < total:  # keep the part file: the next attempt resumes it
+                raise ConnectionError(f"connection closed after {size:,} of {total:,} bytes")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # the part file is already complete (or longer)
+            pass
+        else:
+            raise
+    if md5sum(part) != md5:
+        part.unlink()
+        raise DataError(f"{url}: downloaded file does not have the published md5 {md5}")
+    os.replace(part, dest)
+
+
+def fetch(
+    remote: RemoteDataset,
+    root: Path | None = None,
+    mirrors: Sequence[str] | None = None,
+    progress: ProgressFactory = _no_progress,
+    timeout: float = 30,
+) -> Path:
+    """Download every missing file of `remote`, trying each mirror in turn; verify all of them."""
+    folder = remote.directory(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    bases = list(mirrors or remote.mirrors)
+    for file in remote.files:
+        target = folder / file.name
+        if target.is_file():
+            try:
+                verify_md5(target, file.md5)
+                continue
+            except DataError:
+                target.unlink()  # a corrupt copy: fetch it again
+        failures: list[str] = []
+        for base in bases:
+            url = base.rstrip("/") + "/" + file.name
+            try:
+                download(url, target, file.md5, progress, timeout)
+                break
+            except urllib.error.HTTPError as exc:
+                failures.append(f"{url}: HTTP {exc.code}")
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                failures.append(f"{url}: {reason}")
+            except DataError as exc:
+                failures.append(str(exc))
+        else:
+            raise DataError(
+                f"could not download {file.name} for {remote.name} from any mirror ({'; '.join(failures)}); "
+                f"if you are offline, copy the files here with `dlab data import {remote.name} DIR`"
+            )
+    return folder
+
+
+def import_files(remote: RemoteDataset, source: Path, root: Path | None = None) -> Path:
+    """Copy a data set's files from `source` into the data dir, verifying each md5 first."""
+    source = Path(source)
+    if not source.is_dir():
+        raise DataError(f"{source}: not a directory")
+    missing = [f.name for f in remote.files if not (source / f.name).is_file()]
+    if missing:
+        raise DataError(f"{source}: missing {', '.join(missing)} (the files {remote.name} is published as)")
+    for file in remote.files:
+        verify_md5(source / file.name, file.md5)
+    folder = remote.directory(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in remote.files:
+        atomic_write(folder / file.name, lambda tmp, src=source / file.name: shutil.copyfile(src, tmp))
+    return folder
