@@ -1,0 +1,116 @@
+"""Plain convolutional networks: (conv -> activation) blocks, max-pooling, then fully connected layers.
+
+The seed tutorial hard-codes the flatten size 9216 (= 64·12·12), which is only right when both
+convolutions come before one pooling; here the size is computed from the input shape, so no
+variant (padding, pooling after each block, another image size) can get it wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from dlab.data.bundle import DataMeta
+from dlab.models.layers import activation
+from dlab.recipe import ModelConfig
+from dlab.registry import MODELS
+
+
+class CNNConfig(ModelConfig):
+    """Defaults are the seed CNN: conv 1→32 3×3, conv 32→64 3×3, max-pool 2, fc 128, fc 10."""
+
+    channels: list[int] = Field(
+        default_factory=lambda: [32, 64],
+        min_length=1,
+        description="output channels of each conv layer",
+    )
+    kernel_size: int = Field(3, ge=1, description="square kernel size of every conv layer")
+    padding: int = Field(
+        0, ge=0, description="zero padding of every conv layer (1 keeps 3×3 convs 'same')"
+    )
+    pool: Literal["last", "each"] = Field(
+        "last",
+        description="max-pool 2×2 once after the last conv (seed 000) or after each conv (seed 001)",
+    )
+    hidden: int = Field(128, ge=1, description="width of the fully connected hidden layer")
+    activation: Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu"] = Field(
+        "relu", description="non-linearity"
+    )
+    batch_norm: bool = Field(False, description="batch-norm after each convolution")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout after pooling and after the hidden layer"
+    )
+
+
+class CNN(nn.Module):
+    """Convolutional feature extractor + a two-layer classifier head."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, config: CNNConfig):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        in_channels = input_shape[0]
+        for i, out_channels in enumerate(config.channels):
+            blocks.append(
+                nn.Conv2d(
+                    in_channels,
+                    out_channels,
+                    config.kernel_size,
+                    padding=config.padding,
+                    bias=not config.batch_norm,
+                )
+            )
+            if config.batch_norm:
+                blocks.append(nn.BatchNorm2d(out_channels))
+            blocks.append(activation(config.activation))
+            if config.pool == "each" or i == len(config.channels) - 1:
+                blocks.append(nn.MaxPool2d(2))
+            in_channels = out_channels
+        if config.dropout:
+            blocks.append(nn.Dropout(config.dropout))
+        self.features = nn.Sequential(*blocks)
+        self.flatten_size = self._flatten_size(input_shape)
+        head: list[nn.Module] = [
+            nn.Flatten(),
+            nn.Linear(self.flatten_size, config.hidden),
+            activation(config.activation),
+        ]
+        if config.dropout:
+            head.append(nn.Dropout(config.dropout))
+        head.append(nn.Linear(config.hidden, num_classes))
+        self.classifier = nn.Sequential(*head)
+
+    @torch.no_grad()
+    def _flatten_size(self, input_shape: tuple[int, ...]) -> int:
+        """Features per sample after the conv blocks, measured by running one zero image."""
+        self.features.eval()  # keep batch-norm running statistics untouched
+        try:
+            out = self.features(torch.zeros(1, *input_shape))  # (1, C, H', W')
+        except RuntimeError as exc:
+            from dlab.errors import RecipeError
+
+            raise RecipeError(
+                f"model: the conv blocks shrink a {input_shape} input to nothing ({exc})"
+            ) from None
+        finally:
+            self.features.train()
+        return out[0].numel()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))  # (B, C, H, W) -> (B, classes)
+
+
+@MODELS.register(
+    "cnn", config=CNNConfig, summary="conv net; defaults: the seed CNN (2 convs, 1 pool, fc 128)"
+)
+def build_cnn(config: CNNConfig, meta: DataMeta) -> CNN:
+    """A CNN for images shaped like `meta.input_shape` (C, H, W)."""
+    if len(meta.input_shape) != 3:
+        from dlab.errors import RecipeError
+
+        raise RecipeError(
+            f"model.name: cnn needs (channels, height, width) images; {meta.dataset} gives shape {meta.input_shape}"
+        )
+    return CNN(meta.input_shape, meta.num_classes or 1, config)
