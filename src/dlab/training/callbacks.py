@@ -1,0 +1,216 @@
+"""Five hooks into the training loop, and the callbacks dlab itself is built from."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from dlab.errors import RecipeError, did_you_mean
+
+if TYPE_CHECKING:
+    from dlab.recipe import EarlyStopping as EarlyStoppingConfig
+    from dlab.training.trainer import Trainer
+
+
+class Callback:
+    """Override the hooks you need; each receives the trainer, whose `state` says where it is."""
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Before the first step (also after a resume)."""
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        """After every optimizer step."""
+
+    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """When a step or epoch record is written to metrics.jsonl."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """After validation at the end of each epoch (before the epoch's checkpoint)."""
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """After the last epoch, early stopping or max_steps; not after an error."""
+
+
+def format_record(record: dict[str, Any], keys: tuple[str, ...] = ()) -> str:
+    """'train_loss 0.0312  val_accuracy 0.9880 ...' for the numeric metrics of a record."""
+    skip = {"kind", "epoch", "step", "time_s", "elapsed_s", "samples_per_s"}
+    parts = []
+    for key in keys or tuple(record):
+        value = record.get(key)
+        if key in skip or not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        parts.append(f"{key} {value:.4g}" if key == "lr" else f"{key} {value:.4f}")
+    return "  ".join(parts)
+
+
+class ProgressBar(Callback):
+    """A rich progress bar per epoch (loss, samples/s, ETA); periodic plain lines when not a terminal."""
+
+    def __init__(
+        self, console: Console | None = None, refresh_s: float = 0.1, plain_every_s: float = 30.0
+    ):
+        self.console = console or Console(highlight=False)
+        self.refresh_s, self.plain_every_s = refresh_s, plain_every_s
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._last = 0.0
+        self._epoch_start = 0.0
+        self._epoch_samples = 0
+        self._epoch = -1
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if self.console.is_terminal:
+            self._progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[speed]} samples/s"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+        self._start_epoch(trainer)
+
+    def _start_epoch(self, trainer: Trainer) -> None:
+        state = trainer.state
+        self._epoch = state.epoch
+        self._epoch_start = self._last = time.perf_counter()
+        self._epoch_samples = 0
+        label = f"{state.epoch + 1}/{trainer.epochs}"
+        if self._progress is not None:
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task(
+                "train",
+                total=trainer.steps_in_epoch(state.epoch),
+                completed=state.batch,
+                epoch=label,
+                loss="-",
+                speed="-",
+            )
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if trainer.state.epoch != self._epoch:
+            self._start_epoch(trainer)
+        self._epoch_samples += trainer.last_batch_size
+        now = time.perf_counter()
+        interval = self.refresh_s if self._progress is not None else self.plain_every_s
+        if now - self._last < interval:
+            return
+        self._last = now
+        state = trainer.state
+        speed = self._epoch_samples / max(now - self._epoch_start, 1e-9)
+        loss = trainer.epoch_loss()
+        if self._progress is not None:
+            self._progress.update(
+                self._task, completed=state.batch, loss=f"{loss:.4f}", speed=f"{speed:,.0f}"
+            )
+        else:
+            total = trainer.steps_in_epoch(state.epoch)
+            left = (total - state.batch) * trainer.last_batch_size / max(speed, 1e-9)
+            self.console.print(
+                f"epoch {state.epoch + 1}/{trainer.epochs}  {100 * state.batch / total:3.0f}% ({state.batch}/{total})  "
+                f"loss {loss:.4f}  {speed:,.0f} samples/s  eta {left:.0f}s",
+                soft_wrap=True,
+            )
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        speed = record.get("samples_per_s")
+        tail = f"  {speed:,.0f} samples/s  {record['time_s']:.1f}s" if speed else ""
+        line = f"epoch {record['epoch']}/{trainer.epochs}  {format_record(record)}{tail}"
+        console = self._progress.console if self._progress is not None else self.console
+        console.print(line, soft_wrap=True)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop drawing (also called when training fails)."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+class TensorBoard(Callback):
+    """Every record's numbers as TensorBoard scalars in <run>/tb (`tensorboard --logdir runs`)."""
+
+    def __init__(self, log_dir: str):
+        self.log_dir = log_dir
+        self._writer: Any = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is a dependency, but a stripped install must still train
+            warnings.warn("tensorboard is not installed; no event files are written", stacklevel=2)
+            return
+        # purge_step drops events a killed run wrote after its last checkpoint
+        self._writer = SummaryWriter(self.log_dir, purge_step=trainer.state.step or None)
+
+    def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self._writer is None:
+            return
+        group = record["kind"]
+        for key, value in record.items():
+            if (
+                key not in ("kind", "step", "epoch")
+                and isinstance(value, int | float)
+                and math.isfinite(value)
+            ):
+                self._writer.add_scalar(f"{group}/{key}", value, record["step"])
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved for `patience` epochs; optionally restore the best weights."""
+
+    def __init__(self, config: EarlyStoppingConfig):
+        self.config = config
+        self.direction = config.direction()
+
+    def _improved(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        delta = self.config.min_delta
+        return value < best - delta if self.direction == "min" else value > best + delta
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        monitor = self.config.monitor
+        if monitor not in record:
+            names = [k for k, v in record.items() if isinstance(v, float)]
+            raise RecipeError(
+                f"train.early_stopping.monitor: '{monitor}' is not a logged metric{did_you_mean(monitor, names)}; "
+                f"logged: {', '.join(names)}"
+            )
+        state = trainer.state
+        value = float(record[monitor])
+        if self._improved(value, state.best):
+            state.best, state.best_epoch, state.bad_epochs = value, record["epoch"], 0
+            if self.config.restore_best:
+                trainer.save_best_weights()
+        else:
+            state.bad_epochs += 1
+            if state.bad_epochs >= self.config.patience:
+                state.stop_reason = (
+                    f"early stopping: {monitor} did not improve for {state.bad_epochs} epochs "
+                    f"(best {state.best:.4f} at epoch {state.best_epoch})"
+                )
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self.config.restore_best and trainer.state.best_epoch is not None:
+            trainer.restore_best_weights()

@@ -1,0 +1,167 @@
+"""Metrics by name (torchmetrics underneath) and the evaluation loop shared by train and evaluate.
+
+torchmetrics is imported on first use: it pulls in scipy and costs ~3 s of start-up, which
+commands that only validate a recipe or predict one image should not pay.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from dlab.data.bundle import DataMeta, Loader
+from dlab.errors import RecipeError, did_you_mean
+
+if TYPE_CHECKING:
+    import torchmetrics
+
+# metric name -> (torchmetrics class path, keyword arguments given the data's metadata)
+METRICS: dict[str, dict[str, tuple[str, Any]]] = {
+    "classification": {
+        "accuracy": (
+            "classification.MulticlassAccuracy",
+            lambda m: {"num_classes": m.num_classes, "average": "micro"},
+        ),
+        "balanced_accuracy": (
+            "classification.MulticlassAccuracy",
+            lambda m: {"num_classes": m.num_classes, "average": "macro"},
+        ),
+        "top5_accuracy": (
+            "classification.MulticlassAccuracy",
+            lambda m: {"num_classes": m.num_classes, "top_k": min(5, m.num_classes)},
+        ),
+        "f1": (
+            "classification.MulticlassF1Score",
+            lambda m: {"num_classes": m.num_classes, "average": "macro"},
+        ),
+        "precision": (
+            "classification.MulticlassPrecision",
+            lambda m: {"num_classes": m.num_classes, "average": "macro"},
+        ),
+        "recall": (
+            "classification.MulticlassRecall",
+            lambda m: {"num_classes": m.num_classes, "average": "macro"},
+        ),
+    },
+    "regression": {
+        "mae": ("MeanAbsoluteError", lambda m: {}),
+        "mse": ("MeanSquaredError", lambda m: {}),
+        "rmse": ("MeanSquaredError", lambda m: {"squared": False}),
+    },
+}
+
+
+def _metric_class(path: str) -> type:
+    import importlib
+
+    module, _, name = ("torchmetrics." + path).rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_metrics(names: list[str], meta: DataMeta) -> torchmetrics.MetricCollection:
+    """The named metrics for `meta.task`, or a RecipeError naming the closest valid one."""
+    available = METRICS.get(meta.task, {})
+    for name in names:
+        if name not in available:
+            raise RecipeError(
+                f"train.metrics: unknown metric '{name}' for {meta.task}{did_you_mean(name, available)}; "
+                f"choose from {', '.join(available)}"
+            )
+    import torchmetrics
+
+    return torchmetrics.MetricCollection(
+        {name: _metric_class(available[name][0])(**available[name][1](meta)) for name in names}
+    )
+
+
+def forward(model: nn.Module, inputs: Any) -> torch.Tensor:
+    """Call a model on one input tensor or a tuple of them."""
+    return model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move a tensor, or a tuple of tensors, to `device` (no-op when already there)."""
+    if isinstance(batch, tuple):
+        return tuple(to_device(b, device) for b in batch)
+    return batch.to(device, non_blocking=True) if isinstance(batch, torch.Tensor) else batch
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Loader,
+    loss_fn: nn.Module,
+    metrics: torchmetrics.MetricCollection,
+    device: torch.device,
+    prefix: str = "",
+) -> dict[str, float]:
+    """Mean loss and every metric of `model` over `loader`."""
+    was_training = model.training
+    model.eval()
+    metrics = metrics.to(device)
+    metrics.reset()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    for inputs, targets in loader.epoch(0):
+        inputs, targets = to_device(inputs, device), to_device(targets, device)
+        outputs = forward(model, inputs)
+        total += loss_fn(outputs, targets).double() * len(targets)
+        count += len(targets)
+        metrics.update(outputs, targets)
+    model.train(was_training)
+    results = {"loss": (total / max(count, 1)).item()}
+    results.update({name: float(value) for name, value in metrics.compute().items()})
+    return {f"{prefix}{k}": v for k, v in results.items()}
+
+
+@torch.no_grad()
+def predict_all(
+    model: nn.Module, loader: Loader, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities and targets for a whole split (on the CPU)."""
+    was_training = model.training
+    model.eval()
+    probs, targets = [], []
+    for inputs, target in loader.epoch(0):
+        outputs = forward(model, to_device(inputs, device))
+        probs.append(outputs.float().softmax(-1).cpu())
+        targets.append(target.cpu())
+    model.train(was_training)
+    return torch.cat(probs), torch.cat(targets)
+
+
+def classification_report(
+    probs: torch.Tensor, targets: torch.Tensor, classes: list[str]
+) -> dict[str, Any]:
+    """Accuracy, macro and per-class precision/recall/F1, and the confusion matrix."""
+    from torchmetrics.functional import classification as tmf
+
+    n = len(classes)
+    kwargs = {"num_classes": n}
+    per_class = {
+        "precision": tmf.multiclass_precision(probs, targets, average=None, **kwargs),
+        "recall": tmf.multiclass_recall(probs, targets, average=None, **kwargs),
+        "f1": tmf.multiclass_f1_score(probs, targets, average=None, **kwargs),
+    }
+    support = torch.bincount(targets, minlength=n)
+    confusion = tmf.multiclass_confusion_matrix(probs, targets, **kwargs)
+    return {
+        "samples": len(targets),
+        "accuracy": float(tmf.multiclass_accuracy(probs, targets, average="micro", **kwargs)),
+        "macro_precision": float(per_class["precision"].mean()),
+        "macro_recall": float(per_class["recall"].mean()),
+        "macro_f1": float(per_class["f1"].mean()),
+        "per_class": [
+            {
+                "class": name,
+                "precision": float(per_class["precision"][i]),
+                "recall": float(per_class["recall"][i]),
+                "f1": float(per_class["f1"][i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(classes)
+        ],
+        "confusion_matrix": confusion.tolist(),
+    }

@@ -1,0 +1,445 @@
+"""The training loop. It reads top to bottom: for each epoch, for each batch, one optimizer step;
+then validation, a record, and a checkpoint. Everything optional arrives as a callback.
+
+Resuming is exact: the data order is a function of (seed, epoch), and a checkpoint holds the
+weights, optimizer, scheduler, every RNG stream, the position inside the epoch and the running
+sums of the epoch's metrics, so a run killed at any step and resumed ends bitwise identical
+(on the CPU) to one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlab import runtime
+from dlab.data.bundle import DataBundle
+from dlab.errors import TrainingDiverged, TrainingInterrupted
+from dlab.recipe import TrainConfig
+from dlab.registry import LOSSES
+from dlab.training.callbacks import Callback, EarlyStopping, ProgressBar, TensorBoard
+from dlab.training.checkpoint import CheckpointStore, load_weights, save_weights
+from dlab.training.losses import weight_penalty
+from dlab.training.metrics import build_metrics, evaluate, forward, to_device
+from dlab.training.optim import build_optimizer, build_scheduler
+from dlab.training.state import rng_state, set_rng_state
+
+
+@dataclass
+class TrainState:
+    """Where training is; saved in every checkpoint."""
+
+    epoch: int = 0  # current epoch, 0-based
+    batch: int = 0  # batches done in the current epoch
+    step: int = 0  # optimizer steps done in total
+    samples: int = 0  # training samples seen in total
+    elapsed_s: float = 0.0  # training wall time across resumes
+    log_lines: int = 0  # lines of metrics.jsonl that belong to this state
+    best: float | None = None  # early stopping: best monitored value
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    stop_reason: str | None = None
+
+
+class History:
+    """Epoch records of a fit; `history["val_accuracy"]` is that metric per epoch."""
+
+    def __init__(self, records: Sequence[dict[str, Any]] = ()):
+        self.records = [dict(r) for r in records]
+
+    def __getitem__(self, key: str) -> list[float]:
+        return [r[key] for r in self.records if key in r]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The final epoch's record (empty if no epoch finished)."""
+        return self.records[-1] if self.records else {}
+
+    def __repr__(self) -> str:
+        return f"History({len(self)} epochs, last={self.last})"
+
+
+class _GracefulStop:
+    """First SIGINT/SIGTERM asks the loop to stop after the current step; a second SIGINT aborts."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> _GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Trains `model` on `bundle` as `config` says; writes logs and checkpoints under `out_dir`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        bundle: DataBundle,
+        config: TrainConfig,
+        *,
+        seed: int = 0,
+        out_dir: str | Path | None = None,
+        recipe_yaml: str | None = None,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = True,
+    ):
+        self.config, self.seed, self.bundle = config, seed, bundle
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.recipe_yaml = recipe_yaml
+        self.device = runtime.resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.train_loader = bundle.train.to(self.device)
+        self.val_loader = bundle.val.to(self.device) if bundle.val is not None else None
+
+        self.forward_flops = runtime.count_forward_flops(
+            model, to_device(bundle.train.sample_batch()[0], self.device)
+        )
+        self.threads = (
+            runtime.choose_threads(config.threads, self.forward_flops)
+            if self.device.type == "cpu"
+            else torch.get_num_threads()
+        )
+        torch.set_num_threads(self.threads)
+
+        self.loss_fn = LOSSES.build(config.loss)
+        self.metrics = build_metrics(config.metrics, bundle.meta)
+        self.optimizer = build_optimizer(config.optimizer, self.model)
+        self.steps_per_epoch = len(self.train_loader)
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.scheduler = build_scheduler(
+            config.scheduler,
+            self.optimizer,
+            self.total_steps,
+            self.steps_per_epoch,
+            config.warmup_steps,
+        )
+
+        self.state = TrainState()
+        self.history = History()
+        self.checkpoints = (
+            CheckpointStore(self.out_dir / "checkpoints", config.keep_checkpoints)
+            if self.out_dir
+            else None
+        )
+        self._best_in_memory: dict[str, torch.Tensor] | None = None
+        self.last_batch_size = 0
+        self._clock = time.perf_counter()
+        self._epoch_started, self._timed_samples = self._clock, 0
+        self._reset_epoch_sums()
+        self._reset_interval()
+
+        self.callbacks: list[Callback] = []
+        if progress:
+            self.callbacks.append(ProgressBar())
+        if self.out_dir is not None:
+            self.callbacks.append(TensorBoard(str(self.out_dir / "tb")))
+        if config.early_stopping is not None:
+            self.callbacks.append(EarlyStopping(config.early_stopping))
+        self.callbacks.extend(callbacks)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> History:
+        """Train until the epochs or max_steps are done, early stopping fires, or a signal arrives."""
+        state = self.state
+        previous_determinism = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(self.config.deterministic, warn_only=True)
+        self._clock = time.perf_counter()
+        try:
+            with _GracefulStop() as stop:
+                self._call("on_fit_start")
+                while state.epoch < self.epochs and state.stop_reason is None:
+                    self._epoch_started, self._timed_samples = time.perf_counter(), 0
+                    for batch in self._batches():
+                        self._train_step(batch)
+                        self._call("on_step_end")
+                        if self.checkpoints and state.step % self.config.checkpoint_every == 0:
+                            self.save_checkpoint()
+                        if stop.received is not None:
+                            self._interrupt(stop.received)
+                    self._end_epoch()
+                self._call("on_fit_end")
+        finally:
+            torch.use_deterministic_algorithms(previous_determinism)
+            self._close_callbacks()
+            self._tick()
+        return self.history
+
+    def _batches(self) -> Iterator[Any]:
+        """The rest of the current epoch's batches, stopping at max_steps."""
+        for batch in self.train_loader.epoch(self.state.epoch, start=self.state.batch):
+            if self.state.step >= self.total_steps:
+                return
+            yield batch
+
+    def _train_step(self, batch: Any) -> None:
+        inputs, targets = to_device(batch[0], self.device), to_device(batch[1], self.device)
+        self.model.train()
+        outputs = forward(self.model, inputs)
+        loss = self.loss_fn(outputs, targets)
+        penalty = weight_penalty(self.model, self.config.l1, self.config.l2)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss + penalty if penalty is not None else loss).backward()
+
+        state = self.state
+        logging_now = (state.step + 1) % self.config.log_every == 0
+        grad_norm = None
+        if self.config.grad_clip is not None:
+            grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        elif logging_now:
+            grad_norm = _grad_norm(self.model)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+
+        n = len(targets)
+        detached = loss.detach()
+        self._nonfinite |= ~torch.isfinite(detached)
+        self._epoch_loss += detached.double() * n
+        self._interval_loss += detached.double()
+        self._interval_steps += 1
+        if self.bundle.meta.task == "classification":
+            self._epoch_correct += (outputs.detach().argmax(-1) == targets).sum()
+        self._epoch_count += n
+        self._timed_samples += n
+        self.last_batch_size = n
+        state.step += 1
+        state.batch += 1
+        state.samples += n
+        if logging_now:
+            self._check_finite()
+            record = {
+                "kind": "step",
+                "epoch": state.epoch + 1,
+                "step": state.step,
+                "loss": self.interval_loss(),
+                "lr": lr,
+            }
+            if grad_norm is not None:
+                record["grad_norm"] = float(grad_norm)
+            self._log(record)
+            self._reset_interval()
+
+    def _end_epoch(self) -> None:
+        """Validate, write the epoch record, let callbacks react, advance, checkpoint."""
+        state = self.state
+        if state.batch == 0:
+            return  # nothing trained in this epoch (max_steps fell on its boundary)
+        self._check_finite()
+        seconds = time.perf_counter() - self._epoch_started
+        count = max(int(self._epoch_count), 1)
+        record: dict[str, Any] = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step}
+        record["train_loss"] = (self._epoch_loss / count).item()
+        if self.bundle.meta.task == "classification":
+            record["train_accuracy"] = (self._epoch_correct.double() / count).item()
+        if self.val_loader is not None:
+            record.update(
+                evaluate(
+                    self.model,
+                    self.val_loader,
+                    self.loss_fn,
+                    self.metrics,
+                    self.device,
+                    prefix="val_",
+                )
+            )
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        record["time_s"] = seconds
+        record["samples_per_s"] = self._timed_samples / max(seconds, 1e-9)
+        record["elapsed_s"] = self._tick()
+        self._log(record)
+        self.history.records.append(record)
+        self._call("on_epoch_end", record)
+        if state.batch >= self.steps_in_epoch(state.epoch):
+            state.epoch, state.batch = state.epoch + 1, 0
+        if state.step >= self.total_steps and state.stop_reason is None:
+            state.stop_reason = "completed"
+        self._reset_epoch_sums()
+        if self.checkpoints:
+            self.save_checkpoint()
+
+    def _interrupt(self, signum: int) -> None:
+        where = f"step {self.state.step} (epoch {self.state.epoch + 1}, batch {self.state.batch})"
+        if self.checkpoints:
+            folder = self.save_checkpoint()
+            raise TrainingInterrupted(
+                f"{signal.Signals(signum).name}: stopped at {where}; checkpoint {folder}"
+            )
+        raise TrainingInterrupted(
+            f"{signal.Signals(signum).name}: stopped at {where}; no checkpoint (no run folder)"
+        )
+
+    # --- small helpers ------------------------------------------------------------------------
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Optimizer steps in `epoch` (the last may be cut short by max_steps)."""
+        return min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
+
+    def interval_loss(self) -> float:
+        """Mean training loss since the last step record (synchronises with the device)."""
+        return (self._interval_loss / max(self._interval_steps, 1)).item()
+
+    def epoch_loss(self) -> float:
+        """Mean training loss of the current epoch so far (synchronises with the device)."""
+        return (self._epoch_loss / max(self._epoch_count, 1)).item()
+
+    def _reset_interval(self) -> None:
+        self._interval_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._interval_steps = 0
+
+    def _reset_epoch_sums(self) -> None:
+        self._epoch_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._epoch_correct = torch.zeros((), dtype=torch.long, device=self.device)
+        self._epoch_count = 0
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+
+    def _tick(self) -> float:
+        """Add the wall time since the last tick to state.elapsed_s and return the total."""
+        now = time.perf_counter()
+        self.state.elapsed_s += now - self._clock
+        self._clock = now
+        return self.state.elapsed_s
+
+    def _check_finite(self) -> None:
+        if bool(self._nonfinite):
+            last = self.checkpoints.latest() if self.checkpoints else None
+            kept = (
+                f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+            )
+            raise TrainingDiverged(
+                f"the training loss became NaN or infinite by step {self.state.step} (epoch {self.state.epoch + 1}); "
+                f"{kept}; try a smaller train.optimizer.lr (now {self.config.optimizer.lr:g}) or set train.grad_clip"
+            )
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.out_dir is not None:
+            with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        self.state.log_lines += 1
+        self._call("on_log", record)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
+
+    def _close_callbacks(self) -> None:
+        for callback in self.callbacks:
+            close = getattr(callback, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+
+    # --- best weights (early stopping) -----------------------------------------------------------
+
+    def save_best_weights(self) -> None:
+        """Keep the current weights as the best so far (on disk when there is a run folder)."""
+        if self.out_dir is not None:
+            save_weights(self.model, self.out_dir / "best.safetensors")
+        else:
+            self._best_in_memory = {
+                k: v.detach().clone() for k, v in self.model.state_dict().items()
+            }
+
+    def restore_best_weights(self) -> None:
+        """Load the weights saved by save_best_weights."""
+        if self.out_dir is not None:
+            load_weights(self.model, self.out_dir / "best.safetensors")
+        elif self._best_in_memory is not None:
+            self.model.load_state_dict(self._best_in_memory)
+
+    # --- checkpoints -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here, except the weights."""
+        return {
+            "trainer": asdict(self.state),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "sums": {
+                "epoch_loss": self._epoch_loss,
+                "epoch_correct": self._epoch_correct,
+                "epoch_count": self._epoch_count,
+                "interval_loss": self._interval_loss,
+                "interval_steps": self._interval_steps,
+                "nonfinite": self._nonfinite,
+            },
+            "threads": self.threads,
+            "history": self.history.records,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of state_dict (weights are loaded separately)."""
+        names = {f.name for f in fields(TrainState)}
+        self.state = TrainState(**{k: v for k, v in state["trainer"].items() if k in names})
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        sums = state["sums"]
+        self._epoch_loss = sums["epoch_loss"].to(self.device)
+        self._epoch_correct = sums["epoch_correct"].to(self.device)
+        self._epoch_count = int(sums["epoch_count"])
+        self._interval_loss = sums["interval_loss"].to(self.device)
+        self._interval_steps = int(sums["interval_steps"])
+        self._nonfinite = sums["nonfinite"].to(self.device)
+        self.threads = int(state.get("threads", self.threads))
+        torch.set_num_threads(self.threads)
+        self.history = History(state.get("history", []))
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current state (refuses if the loss has gone non-finite)."""
+        if self.checkpoints is None:
+            return None
+        self._check_finite()
+        self._tick()
+        return self.checkpoints.save(self.model, self.state_dict(), self.recipe_yaml)
+
+    def resume(self, folder: Path) -> None:
+        """Continue from the checkpoint in `folder`; later metrics.jsonl lines are dropped."""
+        self.load_state_dict(CheckpointStore.load(folder, self.model))
+        if self.state.stop_reason == "completed" and self.state.step < self.total_steps:
+            self.state.stop_reason = None  # the run was given more epochs or steps
+        if self.out_dir is not None:
+            log = self.out_dir / "metrics.jsonl"
+            if log.exists():
+                lines = log.read_text(encoding="utf-8").splitlines(keepends=True)[
+                    : self.state.log_lines
+                ]
+                log.write_text("".join(lines), encoding="utf-8")
+
+
+def _grad_norm(model: nn.Module) -> torch.Tensor:
+    """The global L2 norm of all gradients."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))

@@ -1,0 +1,112 @@
+"""Checkpoints: a pickle-free exact round trip, atomic placement, pruning, and damaged stores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dlab.errors import RunError
+from dlab.training.checkpoint import CheckpointStore, load_weights, save_weights
+from dlab.training.state import flatten, rng_state, set_rng_state, unflatten
+
+
+def test_flatten_round_trips_optimizer_state_exactly():
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters(), betas=(0.8, 0.9))
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "tuple": (1, 2.5, "x"),
+        "none": None,
+        "nested": [{"a": torch.ones(2)}],
+    }
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = flatten(state, tensors)
+    json.dumps(skeleton)  # the skeleton is plain JSON
+    back = unflatten(json.loads(json.dumps(skeleton)), tensors)
+    assert back["tuple"] == (1, 2.5, "x")
+    assert set(back["optimizer"]["state"]) == {0, 1}  # integer keys survive
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.8, 0.9)
+    for key in ("exp_avg", "exp_avg_sq", "step"):
+        assert torch.equal(
+            back["optimizer"]["state"][0][key], optimizer.state_dict()["state"][0][key]
+        )
+
+
+def test_rng_state_round_trip():
+    state = rng_state()
+    tensors: dict[str, torch.Tensor] = {}
+    restored = unflatten(json.loads(json.dumps(flatten(state, tensors))), tensors)
+    expected = (torch.rand(3), np.random.rand(3))
+    set_rng_state(restored)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1])
+
+
+def test_unsupported_objects_are_a_bug_not_silently_dropped():
+    with pytest.raises(TypeError, match="cannot checkpoint a object"):
+        flatten({"x": object()}, {})
+
+
+def state(step):
+    return {"trainer": {"step": step}, "weights_seen": torch.arange(step)}
+
+
+def test_store_keeps_the_newest_and_points_at_the_latest(tmp_path):
+    store = CheckpointStore(tmp_path, keep=2)
+    model = nn.Linear(2, 2)
+    for step in (5, 10, 15):
+        store.save(model, state(step), recipe_yaml="name: x\n")
+    names = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert names == ["ckpt-000002-step10", "ckpt-000003-step15"]
+    latest = store.latest()
+    assert latest.name == "ckpt-000003-step15"
+    assert (latest / "recipe.yaml").read_text() == "name: x\n"
+    loaded = CheckpointStore.load(latest, nn.Linear(2, 2))
+    assert torch.equal(loaded["weights_seen"], torch.arange(15))
+
+
+def test_a_half_written_checkpoint_is_ignored_and_cleaned(tmp_path):
+    store = CheckpointStore(tmp_path)
+    model = nn.Linear(2, 2)
+    store.save(model, state(5))
+    torn = tmp_path / ".ckpt-000002-step10.tmp-4242"  # a process killed mid-write leaves this
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"partial")
+    assert store.latest().name == "ckpt-000001-step5"
+    (tmp_path / "latest").unlink()  # even without the pointer, complete folders are found
+    assert store.latest().name == "ckpt-000001-step5"
+    store.save(model, state(10))
+    assert not torn.exists()
+    assert store.latest().name == "ckpt-000002-step10"
+
+
+def test_damaged_checkpoints_are_run_errors(tmp_path):
+    store = CheckpointStore(tmp_path)
+    folder = store.save(nn.Linear(2, 2), state(1))
+    with pytest.raises(RunError, match="weights do not fit the model"):
+        CheckpointStore.load(folder, nn.Linear(3, 2))
+    (folder / "state.json").write_text("{not json")
+    with pytest.raises(RunError, match="unreadable checkpoint"):
+        CheckpointStore.load(folder, nn.Linear(2, 2))
+
+
+def test_tied_weights_are_saved_once_and_reloaded(tmp_path):
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(5, 3)
+            self.out = nn.Linear(3, 5, bias=False)
+            self.out.weight = self.embed.weight
+
+    model = Tied()
+    save_weights(model, tmp_path / "w.safetensors")
+    other = Tied()
+    load_weights(other, tmp_path / "w.safetensors")
+    assert torch.equal(other.out.weight, model.embed.weight)
+    assert other.out.weight.data_ptr() == other.embed.weight.data_ptr()

@@ -1,0 +1,303 @@
+"""The training loop: it learns, resumes exactly, stops cleanly, and refuses to hide a NaN."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_blobs
+from torch import nn
+
+import dlab
+from dlab.api import _as_bundle
+from dlab.errors import RecipeError, TrainingDiverged, TrainingInterrupted
+from dlab.models import MNIST_META, build
+from dlab.recipe import TrainConfig
+from dlab.registry import MODELS
+from dlab.training.callbacks import Callback
+from dlab.training.checkpoint import CheckpointStore
+from dlab.training.losses import weight_penalty
+from dlab.training.trainer import Trainer
+
+TIMING = {"time_s", "samples_per_s", "elapsed_s"}
+
+
+def blobs_bundle(n=240, seed=0, val=True):
+    x, y = make_blobs(n, seed=seed)
+    vx, vy = make_blobs(120, seed=seed)  # same centres (same seed), fresh noise is not needed here
+    return _as_bundle(
+        (x, y), (vx, vy) if val else None, batch_size=16, seed=seed, loss="cross_entropy"
+    )
+
+
+def mlp(dropout=0.3, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 3))
+
+
+def config(**fields) -> TrainConfig:
+    return TrainConfig.model_validate(
+        {"epochs": 3, "log_every": 5, "checkpoint_every": 7, **fields}
+    )
+
+
+def records(out_dir):
+    lines = (out_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+class CrashAt(Callback):
+    """Simulates a crash (like SIGKILL) right after step `step`."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer):
+        if trainer.state.step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_fit_learns_a_separable_problem():
+    x, y = make_blobs(400)
+    history = dlab.fit(
+        mlp(0.0),
+        (x, y),
+        val_data=make_blobs(200, seed=0),
+        epochs=5,
+        batch_size=32,
+        lr=0.01,
+        progress=False,
+    )
+    assert len(history) == 5
+    assert history["val_accuracy"][-1] > 0.95
+    assert history["train_loss"][-1] < history["train_loss"][0]
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_overfits_one_small_batch(name):
+    torch.manual_seed(0)
+    entry = MODELS.get(name)
+    meta = entry.info.get("example_meta", MNIST_META)
+    model = build(entry.config(name=name), meta)
+    x = torch.randn(32, *meta.input_shape)
+    y = torch.randint(0, meta.num_classes, (32,))
+    history = dlab.fit(model, (x, y), epochs=60, batch_size=32, lr=3e-3, progress=False)
+    assert history["train_loss"][-1] < 0.05
+    assert history["train_accuracy"][-1] == 1.0
+
+
+RESUME_CASES = {
+    "adam+constant": {},
+    "sgd-nesterov+onecycle": {
+        "optimizer": {"name": "sgd", "momentum": 0.9, "nesterov": True, "lr": 0.05},
+        "scheduler": "onecycle",
+    },
+    "adamw+warmup+cosine": {"optimizer": "adamw", "scheduler": "cosine", "warmup_steps": 10},
+    "rmsprop+step+clip": {
+        "optimizer": {"name": "rmsprop", "lr": 0.003},
+        "scheduler": {"name": "step", "every_epochs": 1},
+        "grad_clip": 0.5,
+    },
+    "adam+l1+l2+smoothing": {
+        "l1": 1e-4,
+        "l2": 1e-3,
+        "loss": {"name": "cross_entropy", "label_smoothing": 0.1},
+    },
+    "linear+early-stopping": {
+        "scheduler": "linear",
+        "early_stopping": {"monitor": "val_loss", "patience": 5},
+    },
+}
+
+
+@pytest.mark.parametrize("fields", RESUME_CASES.values(), ids=RESUME_CASES.keys())
+def test_a_crashed_run_resumes_bitwise_identically(tmp_path, fields):
+    straight = Trainer(
+        mlp(), blobs_bundle(), config(**fields), seed=5, out_dir=tmp_path / "a", progress=False
+    )
+    straight.fit()
+
+    crashed = Trainer(
+        mlp(),
+        blobs_bundle(),
+        config(**fields),
+        seed=5,
+        out_dir=tmp_path / "b",
+        progress=False,
+        callbacks=[CrashAt(29)],
+    )
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.fit()
+    latest = CheckpointStore(tmp_path / "b" / "checkpoints").latest()
+    assert latest.name.endswith("step28")  # mid-epoch 2 (15 steps per epoch), crash at 29
+
+    resumed = Trainer(
+        mlp(seed=99),
+        blobs_bundle(),
+        config(**fields),
+        seed=5,
+        out_dir=tmp_path / "b",
+        progress=False,
+    )
+    resumed.resume(latest)
+    resumed.fit()
+
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert records(tmp_path / "a") == records(tmp_path / "b")
+    assert resumed.state.step == straight.state.step == 45
+    assert [r["val_loss"] for r in resumed.history.records] == [
+        r["val_loss"] for r in straight.history.records
+    ]
+
+
+def test_sigint_saves_a_checkpoint_and_resumes(tmp_path):
+    class Interrupt(Callback):
+        def on_step_end(self, trainer):
+            if trainer.state.step == 20:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    straight = Trainer(mlp(), blobs_bundle(), config(), out_dir=tmp_path / "a", progress=False)
+    straight.fit()
+    stopped = Trainer(
+        mlp(),
+        blobs_bundle(),
+        config(),
+        out_dir=tmp_path / "b",
+        progress=False,
+        callbacks=[Interrupt()],
+    )
+    with pytest.raises(
+        TrainingInterrupted, match=r"SIGINT: stopped at step 20 \(epoch 2, batch 5\)"
+    ):
+        stopped.fit()
+    latest = CheckpointStore(tmp_path / "b" / "checkpoints").latest()
+    assert latest.name.endswith("step20")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    resumed = Trainer(mlp(), blobs_bundle(), config(), out_dir=tmp_path / "b", progress=False)
+    resumed.resume(latest)
+    resumed.fit()
+    assert all(
+        torch.equal(v, resumed.model.state_dict()[k])
+        for k, v in straight.model.state_dict().items()
+    )
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    x, y = make_blobs(240)
+    x[200] = np.nan
+    bundle = _as_bundle((x, y), None, batch_size=16, seed=0, loss="cross_entropy")
+    trainer = Trainer(
+        mlp(0.0), bundle, config(log_every=1, checkpoint_every=1), out_dir=tmp_path, progress=False
+    )
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.fit()
+    message = str(info.value)
+    assert "became NaN or infinite by step" in message and "the last good checkpoint is" in message
+    assert "train.optimizer.lr" in message
+    latest = CheckpointStore(tmp_path / "checkpoints").latest()
+    model = mlp(0.0)
+    CheckpointStore.load(latest, model)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert int(latest.name.rsplit("step", 1)[1]) < trainer.state.step
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
+    x, y = make_blobs(240)
+    noise = np.random.default_rng(1).normal(size=(120, 8)).astype(np.float32)
+    bundle = _as_bundle(
+        (x, y), (noise, np.zeros(120, dtype=np.int64)), batch_size=16, seed=0, loss="cross_entropy"
+    )
+    es = {"monitor": "val_loss", "patience": 2}
+    trainer = Trainer(
+        mlp(0.0),
+        bundle,
+        config(epochs=30, early_stopping=es, optimizer={"name": "adam", "lr": 0.05}),
+        out_dir=tmp_path,
+        progress=False,
+    )
+    history = trainer.fit()
+    assert trainer.state.stop_reason.startswith(
+        "early stopping: val_loss did not improve for 2 epochs"
+    )
+    assert len(history) < 30
+    best = min(history["val_loss"])
+    assert history.records[trainer.state.best_epoch - 1]["val_loss"] == best
+    from dlab.training.metrics import evaluate
+
+    again = evaluate(trainer.model, bundle.val, trainer.loss_fn, trainer.metrics, trainer.device)
+    assert again["loss"] == pytest.approx(best, rel=1e-6)
+
+
+def test_unknown_early_stopping_metric_is_a_recipe_error():
+    trainer = Trainer(
+        mlp(), blobs_bundle(), config(early_stopping={"monitor": "val_acc"}), progress=False
+    )
+    with pytest.raises(
+        RecipeError, match="'val_acc' is not a logged metric \\(did you mean 'val_accuracy'\\?\\)"
+    ):
+        trainer.fit()
+
+
+def test_max_steps_ends_inside_an_epoch(tmp_path):
+    trainer = Trainer(
+        mlp(), blobs_bundle(), config(epochs=5, max_steps=20), out_dir=tmp_path, progress=False
+    )
+    history = trainer.fit()
+    assert trainer.state.step == 20
+    assert [r["step"] for r in history.records] == [15, 20]
+    assert trainer.state.stop_reason == "completed"
+
+
+def test_warmup_then_cosine_schedule():
+    trainer = Trainer(
+        mlp(),
+        blobs_bundle(),
+        config(epochs=2, warmup_steps=10, scheduler="cosine", optimizer={"name": "sgd", "lr": 0.1}),
+        progress=False,
+    )
+    rates = [trainer.optimizer.param_groups[0]["lr"]]  # the rate of step 1
+
+    class Record(Callback):
+        def on_step_end(self, t):
+            rates.append(t.optimizer.param_groups[0]["lr"])  # the rate of the next step
+
+    trainer.callbacks.append(Record())
+    trainer.fit()
+    assert rates[0] == pytest.approx(0.01)  # peak / warmup_steps
+    assert rates[5] == pytest.approx(0.1 * (0.1 + 0.9 * 5 / 10))  # linear in between
+    assert rates[10] == pytest.approx(0.1)  # warm-up done after 10 steps
+    assert rates[-1] == pytest.approx(0.0, abs=1e-9)  # cosine reaches zero at the last step
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+
+
+def test_penalty_gradients_are_l1_sign_plus_l2_weight():
+    model = nn.Linear(4, 3)
+    penalty = weight_penalty(model, l1=0.01, l2=0.1)
+    penalty.backward()
+    w = model.weight.detach()
+    torch.testing.assert_close(model.weight.grad, 0.01 * w.sign() + 0.1 * w)
+    assert model.bias.grad is None  # biases are not penalised
+    assert weight_penalty(model, 0.0, 0.0) is None
+
+
+def test_thread_policy_follows_step_size():
+    small = Trainer(mlp(), blobs_bundle(), config(), progress=False)
+    assert small.threads == 1 and small.forward_flops < 1e6
+    pinned = Trainer(mlp(), blobs_bundle(), config(threads=2), progress=False)
+    assert pinned.threads == 2
+
+
+def test_progress_prints_plain_lines_when_not_a_terminal(capsys):
+    trainer = Trainer(mlp(), blobs_bundle(), config(epochs=2), progress=True)
+    trainer.callbacks[0].plain_every_s = 0.0
+    trainer.fit()
+    out = capsys.readouterr().out
+    assert "epoch 1/2" in out and "samples/s" in out and "eta" in out
+    assert "epoch 2/2  train_loss" in out
+    assert "\x1b[" not in out  # no terminal control codes in a log file
