@@ -1,0 +1,365 @@
+"""dlab from Python: `train(recipe)`, `fit(model, data, ...)`, `load(run_dir)`.
+
+The CLI calls these and nothing else, so everything it does can be done from a notebook.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlab import data as datasets
+from dlab import models, runtime
+from dlab.data.bundle import DataBundle, DataMeta, TensorLoader
+from dlab.data.inputs import load_input
+from dlab.errors import (
+    DlabError,
+    InputError,
+    RecipeError,
+    RunError,
+    TrainingDiverged,
+    TrainingInterrupted,
+)
+from dlab.recipe import Recipe, TrainConfig, format_validation_error, load_recipe
+from dlab.registry import LOSSES
+from dlab.runs import RunDir
+from dlab.training.callbacks import Callback
+from dlab.training.checkpoint import load_weights, save_weights
+from dlab.training.metrics import classification_report, predict_all
+from dlab.training.state import seed_everything
+from dlab.training.trainer import History, Trainer
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Top-k classes of one input."""
+
+    source: str
+    top: list[tuple[str, float]]  # (class name, probability), most likely first
+
+    @property
+    def label(self) -> str:
+        """The most likely class."""
+        return self.top[0][0]
+
+
+class Run:
+    """A trained (or training) run, opened from its directory."""
+
+    def __init__(self, run_dir: RunDir):
+        self.dir = run_dir
+        self.recipe: Recipe = run_dir.recipe
+        self._model: nn.Module | None = None
+
+    @property
+    def path(self) -> Path:
+        """The run directory."""
+        return self.dir.path
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, status={self.dir.status!r})"
+
+    @property
+    def meta(self) -> DataMeta:
+        """Data metadata saved at training time."""
+        return self.dir.data_meta
+
+    @property
+    def history(self) -> History:
+        """Epoch records from metrics.jsonl."""
+        return History(self.dir.epochs())
+
+    @property
+    def model(self) -> nn.Module:
+        """The trained model (built from the recipe, weights loaded), in eval mode on the CPU."""
+        if self._model is None:
+            if not self.dir.weights.is_file():
+                raise RunError(
+                    f"{self.path}: no model.safetensors (status {self.dir.status}); "
+                    f"finish it with `dlab train --resume {self.path}`"
+                )
+            model = models.build(self.recipe.model, self.meta)
+            self._model = load_weights(model, self.dir.weights).eval()
+        return self._model
+
+    def evaluate(self, split: str = "test", write: bool = True) -> dict[str, Any]:
+        """Accuracy, per-class precision/recall/F1 and the confusion matrix on `split`."""
+        bundle = datasets.build(self.recipe.data, self.recipe.seed)
+        loader = bundle.loader(split)
+        meta = self.meta
+        probs, targets = predict_all(self.model, loader, torch.device("cpu"))
+        report = classification_report(
+            probs, targets, meta.classes or [str(i) for i in range(probs.shape[1])]
+        )
+        report["split"] = split
+        if write:
+            from dlab.report.plots import save_confusion_matrix
+
+            out = self.path / "eval"
+            out.mkdir(exist_ok=True)
+            from dlab._io import atomic_write_json
+
+            atomic_write_json(out / f"{split}.json", report)
+            save_confusion_matrix(
+                report["confusion_matrix"],
+                meta.classes,
+                out / f"{split}_confusion.png",
+                title=f"{self.recipe.name}: {split}",
+            )
+            if split == "test":
+                self.dir.update_meta(
+                    test={k: report[k] for k in ("accuracy", "macro_f1", "samples")}
+                )
+        return report
+
+    def test_report(self) -> dict[str, Any]:
+        """The test-split report written at the end of training (computed now if missing)."""
+        saved = self.path / "eval" / "test.json"
+        if saved.is_file():
+            from dlab._io import read_json
+
+            return read_json(saved)
+        return self.evaluate("test")
+
+    def predict(
+        self,
+        inputs: Sequence[str | Path] | torch.Tensor,
+        top_k: int = 3,
+        resize: bool = False,
+        invert: str = "auto",
+    ) -> list[Prediction]:
+        """Top-k predictions for files (PNG/JPEG/.npy) or a batch tensor already preprocessed."""
+        meta = self.meta
+        if isinstance(inputs, torch.Tensor):
+            batch, sources = inputs, [f"#{i}" for i in range(len(inputs))]
+        else:
+            if not inputs:
+                raise InputError("predict: no input files given")
+            batch = torch.stack([load_input(p, meta, resize=resize, invert=invert) for p in inputs])
+            sources = [str(p) for p in inputs]
+        if tuple(batch.shape[1:]) != tuple(meta.input_shape):
+            raise InputError(
+                f"predict: inputs shaped {tuple(batch.shape[1:])}, the model takes {tuple(meta.input_shape)}"
+            )
+        with torch.no_grad():
+            probs = self.model(batch).float().softmax(-1)
+        k = max(1, min(top_k, probs.shape[1]))
+        values, indices = probs.topk(k, dim=1)
+        classes = meta.classes or [str(i) for i in range(probs.shape[1])]
+        return [
+            Prediction(src, [(classes[int(i)], float(v)) for v, i in zip(vals, idx, strict=True)])
+            for src, vals, idx in zip(sources, values, indices, strict=True)
+        ]
+
+
+def load(run_dir: str | Path) -> Run:
+    """Open a run directory."""
+    return Run(RunDir.open(run_dir))
+
+
+def train(
+    recipe: str | Path | dict | Recipe,
+    overrides: Sequence[str] = (),
+    *,
+    runs_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    evaluate_test: bool = True,
+) -> Run:
+    """Train a recipe into a new run directory (or continue `resume`), then evaluate on the test split."""
+    if resume is not None:
+        run_dir = RunDir.open(resume)
+        bad = [
+            o for o in overrides if not o.strip().startswith(("train.epochs=", "train.max_steps="))
+        ]
+        if bad:
+            raise RecipeError(
+                f"--resume continues the run's own recipe; only train.epochs and train.max_steps may change, not {bad[0]!r}"
+            )
+        recipe_obj = run_dir.recipe.override(*overrides) if overrides else run_dir.recipe
+        _check_extension(run_dir.recipe, recipe_obj)
+        checkpoint = run_dir.checkpoints.latest()
+        if checkpoint is None:
+            raise RunError(
+                f"{run_dir.path}: no checkpoint to resume from (it stopped before its first one)"
+            )
+    else:
+        recipe_obj = load_recipe(recipe, overrides)
+        run_dir, checkpoint = None, None
+
+    seed_everything(recipe_obj.seed)
+    bundle = datasets.build(recipe_obj.data, recipe_obj.seed)
+    model = models.build(recipe_obj.model, bundle.meta)
+    if run_dir is None:
+        run_dir = RunDir.create(recipe_obj, runs_dir)
+    elif overrides:
+        from dlab._io import atomic_write_text
+
+        atomic_write_text(run_dir.path / RunDir.RECIPE, recipe_obj.to_yaml())
+
+    trainer = Trainer(
+        model,
+        bundle,
+        recipe_obj.train,
+        seed=recipe_obj.seed,
+        out_dir=run_dir.path,
+        recipe_yaml=recipe_obj.to_yaml(),
+        callbacks=callbacks,
+        progress=progress,
+    )
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+    run_dir.update_meta(
+        status="running",
+        data=bundle.meta.to_json(),
+        parameters=models.count_parameters(model),
+        forward_flops_per_batch=trainer.forward_flops,
+        hardware=runtime.hardware_summary(trainer.device),
+        seed=recipe_obj.seed,
+    )
+    try:
+        history = trainer.fit()
+    except TrainingInterrupted as exc:
+        run_dir.update_meta(status="interrupted")
+        raise TrainingInterrupted(
+            f"{exc}; resume with `dlab train --resume {run_dir.path}`"
+        ) from None
+    except TrainingDiverged:
+        run_dir.update_meta(status="diverged")
+        raise
+    except BaseException:
+        run_dir.update_meta(status="failed")
+        raise
+    save_weights(trainer.model, run_dir.weights)
+    state = trainer.state
+    run_dir.update_meta(
+        status="completed",
+        stop_reason=state.stop_reason,
+        steps=state.step,
+        epochs=state.epoch,
+        train_seconds=round(state.elapsed_s, 3),
+        samples_per_s=round(state.samples / max(state.elapsed_s, 1e-9), 1),
+        final=history.last,
+        best_epoch=state.best_epoch,
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    run = Run(run_dir)
+    if evaluate_test and bundle.test is not None and bundle.meta.task == "classification":
+        run.evaluate("test")
+    return run
+
+
+def _check_extension(old: Recipe, new: Recipe) -> None:
+    """Refuse to lengthen a run whose schedule is laid out over its whole length."""
+    schedule = new.train.scheduler.name
+    lengthened = (old.train.epochs, old.train.max_steps) != (new.train.epochs, new.train.max_steps)
+    if lengthened and schedule not in ("constant", "step"):
+        raise RecipeError(
+            f"train.epochs: the run's {schedule} schedule is laid out over its original length, so it cannot be "
+            f"extended; start a new run (or use a constant or step schedule when you plan to extend)"
+        )
+
+
+def fit(
+    model: nn.Module,
+    data: Any,
+    *,
+    optimizer: str | dict = "adam",
+    loss: str | dict = "cross_entropy",
+    metrics: Sequence[str] | None = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float | None = None,
+    val_data: tuple[Any, Any] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    out_dir: str | Path | None = None,
+    **train_options: Any,
+) -> History:
+    """Keras-style training of any nn.Module: `data` is (inputs, targets) arrays, a DataBundle, or a data set name.
+
+    `metrics` defaults to accuracy for classification and mae for regression; `train_options` are any
+    other `train:` recipe fields (scheduler, grad_clip, early_stopping, ...).
+    """
+    optimizer_section = {"name": optimizer} if isinstance(optimizer, str) else dict(optimizer)
+    if lr is not None:
+        optimizer_section["lr"] = lr
+    bundle = _as_bundle(data, val_data, batch_size, seed, loss)
+    if metrics is None:
+        metrics = ["accuracy"] if bundle.meta.task == "classification" else ["mae"]
+    section = {
+        "epochs": epochs,
+        "optimizer": optimizer_section,
+        "loss": loss,
+        "metrics": list(metrics),
+        **train_options,
+    }
+    try:
+        config = TrainConfig.model_validate(section)
+    except Exception as exc:
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            raise RecipeError(
+                format_validation_error(exc, section, "fit").replace("fit: ", "fit: train.", 1)
+            ) from None
+        raise
+    torch.manual_seed(seed)
+    trainer = Trainer(
+        model, bundle, config, seed=seed, out_dir=out_dir, callbacks=callbacks, progress=progress
+    )
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return trainer.fit()
+
+
+def _tensor(array: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+    tensor = array if isinstance(array, torch.Tensor) else torch.as_tensor(np.asarray(array))
+    return tensor.to(dtype) if dtype is not None else tensor
+
+
+def _as_bundle(
+    data: Any, val_data: Any, batch_size: int, seed: int, loss: str | dict
+) -> DataBundle:
+    if isinstance(data, DataBundle):
+        return data
+    if isinstance(data, str | dict):
+        section = {"name": data} if isinstance(data, str) else dict(data)
+        section.setdefault("batch_size", batch_size)
+        recipe = load_recipe({"data": section, "model": {"name": "mlp"}})
+        return datasets.build(recipe.data, seed)
+    if not (isinstance(data, tuple | list) and len(data) == 2):
+        raise DlabError(
+            "fit: data should be (inputs, targets), a DataBundle, or a data set name such as 'mnist_sample'"
+        )
+    loss_name = loss if isinstance(loss, str) else loss.get("name", "")
+    classification = LOSSES.get(loss_name).name == "cross_entropy"
+    target_dtype = torch.long if classification else torch.float32
+    x, y = _tensor(data[0]).float(), _tensor(data[1], target_dtype)
+    if len(x) != len(y):
+        raise DlabError(f"fit: {len(x)} inputs but {len(y)} targets")
+    num_classes = int(y.max()) + 1 if classification else None
+    meta = DataMeta(
+        dataset="arrays",
+        task="classification" if classification else "regression",
+        input_kind="image" if x.ndim == 4 else "vector",
+        input_shape=tuple(x.shape[1:]),
+        num_classes=num_classes,
+        classes=[str(i) for i in range(num_classes)] if num_classes else None,
+        sizes={"train": len(x)},
+    )
+    val = None
+    if val_data is not None:
+        vx, vy = _tensor(val_data[0]).float(), _tensor(val_data[1], target_dtype)
+        val = TensorLoader(vx, vy, max(batch_size, 256))
+        meta.sizes["val"] = len(vx)
+    return DataBundle(TensorLoader(x, y, batch_size, shuffle=True, seed=seed), val, None, meta)

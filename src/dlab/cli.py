@@ -1,0 +1,263 @@
+"""The `dlab` command line: parses, calls one library function, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dlab.errors import DlabError
+
+app = typer.Typer(
+    name="dlab",
+    help="A deep-learning lab: train, check, evaluate and explain the classic model families on real data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+runs_app = typer.Typer(help="Look at runs.", no_args_is_help=True)
+data_app = typer.Typer(help="Get data sets onto this machine.", no_args_is_help=True)
+recipe_app = typer.Typer(help="Look at recipes.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(data_app, name="data")
+app.add_typer(recipe_app, name="recipe")
+
+
+def _console() -> Console:
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("-o", "--override", help="override a recipe field: -o train.optimizer.lr=0.01"),
+]
+RunsDir = Annotated[
+    Path | None,
+    typer.Option("--runs-dir", help="where runs are stored (default: $DLAB_RUNS_DIR or ./runs)"),
+]
+
+
+@app.command()
+def train(
+    recipe: Annotated[
+        str | None, typer.Argument(help="recipe file or shipped recipe name, e.g. mnist_cnn")
+    ] = None,
+    override: Overrides = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="continue this run directory from its last checkpoint"),
+    ] = None,
+    runs_dir: RunsDir = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Train a recipe into a new run directory (or resume one)."""
+    from dlab.api import train as train_recipe
+
+    if recipe is None and resume is None:
+        raise DlabError(
+            "train: give a recipe (e.g. dlab train recipes/mnist_cnn.yaml) or --resume RUN_DIR"
+        )
+    if recipe is not None and resume is not None:
+        raise DlabError("train: give either a recipe or --resume RUN_DIR, not both")
+    run = train_recipe(recipe, override or [], runs_dir=runs_dir, resume=resume, progress=not quiet)
+    _print_run_summary(run)
+
+
+def _print_run_summary(run: Any) -> None:
+    meta = run.dir.meta
+    console = _console()
+    test = meta.get("test") or {}
+    final = meta.get("final") or {}
+    parts = [f"run {run.path}"]
+    if "val_accuracy" in final:
+        parts.append(f"val accuracy {final['val_accuracy']:.4f}")
+    if "accuracy" in test:
+        parts.append(f"test accuracy {test['accuracy']:.4f}")
+    parts.append(
+        f"{meta.get('train_seconds', 0):.1f}s, {meta.get('samples_per_s', 0):,.0f} samples/s"
+    )
+    if meta.get("stop_reason") and meta["stop_reason"] != "completed":
+        parts.append(meta["stop_reason"])
+    console.print("  ".join(parts))
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    split: Annotated[str, typer.Option(help="train, val or test")] = "test",
+) -> None:
+    """Accuracy, per-class precision/recall/F1 and confusion matrix of a run on a split."""
+    from dlab.api import load
+
+    report = load(run).evaluate(split)
+    console = _console()
+    table = Table(
+        title=f"{run} — {split}: accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}"
+    )
+    for column in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for row in report["per_class"]:
+        table.add_row(
+            row["class"],
+            f"{row['precision']:.4f}",
+            f"{row['recall']:.4f}",
+            f"{row['f1']:.4f}",
+            str(row["support"]),
+        )
+    console.print(table)
+    console.print(
+        f"saved {run / 'eval' / (split + '.json')} and {run / 'eval' / (split + '_confusion.png')}"
+    )
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG images or .npy arrays")],
+    top_k: Annotated[
+        int, typer.Option("--top-k", "-k", min=1, help="how many classes to show")
+    ] = 3,
+    resize: Annotated[bool, typer.Option(help="scale images to the model's input size")] = False,
+    invert: Annotated[
+        str, typer.Option(help="auto: match the training images' background; always; never")
+    ] = "auto",
+) -> None:
+    """Predict the class of each input file; prints the top-k with probabilities."""
+    from dlab.api import load
+
+    if invert not in ("auto", "always", "never"):
+        raise DlabError(f"--invert: '{invert}' should be auto, always or never")
+    console = _console()
+    for prediction in load(run).predict(inputs, top_k=top_k, resize=resize, invert=invert):
+        ranked = "  ".join(f"{label} {prob:.1%}" for label, prob in prediction.top)
+        console.print(f"{prediction.source}: {prediction.label}   ({ranked})")
+
+
+@app.command("list")
+def list_things(
+    what: Annotated[
+        str, typer.Argument(help="models, datasets, recipes, optimizers, losses or schedulers")
+    ],
+) -> None:
+    """List what is registered, one line each."""
+    from dlab.catalog import catalog
+
+    columns, rows = catalog(what)
+    table = Table()
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    _console().print(table)
+
+
+@runs_app.command("list")
+def runs_list(runs_dir: RunsDir = None) -> None:
+    """Every run with its status and accuracy."""
+    from dlab.runs import list_runs, runs_root
+
+    table = Table(title=f"runs in {runs_root(runs_dir)}")
+    for column in ("run", "model", "data", "status", "epochs", "val acc", "test acc", "created"):
+        table.add_column(column)
+    for run in list_runs(runs_dir):
+        s = run.summary()
+        table.add_row(
+            s["run"],
+            s["model"],
+            s["data"],
+            s["status"],
+            str(s["epochs"]),
+            _number(s["val_accuracy"]),
+            _number(s["test_accuracy"]),
+            s["created"][:19],
+        )
+    _console().print(table)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-"
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="data set name, e.g. mnist")],
+    mirror: Annotated[
+        list[str] | None,
+        typer.Option("--mirror", help="base URL to download from instead of the canonical mirrors"),
+    ] = None,
+) -> None:
+    """Download a data set's files, verify their checksums, and put them in the data directory."""
+    from dlab.catalog import fetch_dataset
+
+    folder = fetch_dataset(name, mirror or None, console=_console())
+    _console().print(f"{name}: verified files in {folder}")
+
+
+@data_app.command("import")
+def data_import(
+    name: Annotated[str, typer.Argument(help="data set name, e.g. mnist")],
+    source: Annotated[Path, typer.Argument(help="folder holding the data set's published files")],
+) -> None:
+    """Copy a data set's files from a folder into the data directory, verifying checksums."""
+    from dlab.catalog import import_dataset
+
+    folder = import_dataset(name, source)
+    _console().print(f"{name}: verified and copied into {folder}")
+
+
+@recipe_app.command("show")
+def recipe_show(
+    recipe: Annotated[str, typer.Argument(help="recipe file or name")], override: Overrides = None
+) -> None:
+    """Print the resolved recipe (every default filled in, overrides applied)."""
+    from dlab.recipe import load_recipe
+
+    sys.stdout.write(load_recipe(recipe, override or []).to_yaml())
+
+
+@recipe_app.command("doc")
+def recipe_doc(
+    recipe: Annotated[
+        str | None, typer.Argument(help="recipe whose components to document")
+    ] = None,
+) -> None:
+    """Every recipe field with its default and meaning."""
+    from dlab.catalog import recipe_fields
+
+    table = Table()
+    for column in ("field", "default", "meaning"):
+        table.add_column(column)
+    for row in recipe_fields(recipe):
+        table.add_row(*row)
+    _console().print(table)
+
+
+@app.command()
+def demo(runs_dir: RunsDir = None) -> None:
+    """Train the seed CNN on 5,000 real MNIST digits (offline), evaluate, and predict one image."""
+    from dlab.demo import run_demo
+
+    run_demo(runs_dir=runs_dir, console=_console())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `dlab` script: user errors become one line on stderr and exit code 2."""
+    try:
+        app(args=argv, prog_name="dlab")  # typer reports its own usage errors and exits 2
+    except DlabError as exc:
+        sys.stderr.write(f"dlab: error: {exc}\n")
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        sys.stderr.write("dlab: interrupted\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

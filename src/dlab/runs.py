@@ -1,0 +1,184 @@
+"""Run directories: what one verb writes and the next reads.
+
+runs/<recipe>/<YYYYmmdd-HHMMSS>/
+  recipe.yaml          the resolved recipe (rebuilds the exact model)
+  meta.json            status, data metadata, hardware, timings, final metrics
+  metrics.jsonl        one JSON record per logged step and per epoch
+  model.safetensors    final weights (the best epoch's, when early stopping restores them)
+  checkpoints/         resumable training state (see dlab.training.checkpoint)
+  tb/                  TensorBoard event files
+  eval/                test metrics and confusion matrix
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dlab._io import atomic_write_json, atomic_write_text, read_json
+from dlab.data.bundle import DataMeta
+from dlab.errors import RunError
+from dlab.recipe import Recipe, from_dict, parse_yaml
+from dlab.training.checkpoint import CheckpointStore
+
+RUNS_DIR_ENV = "DLAB_RUNS_DIR"
+
+
+def runs_root(root: str | Path | None = None) -> Path:
+    """Where runs are stored: `root`, $DLAB_RUNS_DIR, or ./runs."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get(RUNS_DIR_ENV, "runs"))
+
+
+class RunDir:
+    """One run directory."""
+
+    RECIPE, META, METRICS, WEIGHTS = (
+        "recipe.yaml",
+        "meta.json",
+        "metrics.jsonl",
+        "model.safetensors",
+    )
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @classmethod
+    def create(cls, recipe: Recipe, root: str | Path | None = None) -> RunDir:
+        """A new, uniquely named run folder holding the resolved recipe."""
+        parent = runs_root(root) / recipe.name
+        parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for attempt in range(1, 1000):
+            path = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+        run = cls(path)
+        atomic_write_text(path / cls.RECIPE, recipe.to_yaml())
+        run.update_meta(status="created", created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing run folder, or a RunError saying why it is not one."""
+        path = Path(path)
+        if not path.exists():
+            raise RunError(f"{path}: no such run directory; see `dlab runs list`")
+        if not path.is_dir():
+            raise RunError(f"{path}: is a file, not a run directory")
+        if not (path / cls.RECIPE).is_file() or not (path / cls.META).is_file():
+            raise RunError(
+                f"{path}: not a dlab run directory (no recipe.yaml and meta.json); see `dlab runs list`"
+            )
+        return cls(path)
+
+    # --- contents ---------------------------------------------------------------------------
+
+    @property
+    def recipe(self) -> Recipe:
+        """The resolved recipe this run was trained with."""
+        source = str(self.path / self.RECIPE)
+        return from_dict(
+            parse_yaml((self.path / self.RECIPE).read_text(encoding="utf-8"), source), source
+        )
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """meta.json as a dict."""
+        try:
+            return read_json(self.path / self.META)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RunError(f"{self.path / self.META}: unreadable ({exc})") from None
+
+    def update_meta(self, **fields: Any) -> dict[str, Any]:
+        """Merge `fields` into meta.json (atomically)."""
+        meta = self.meta if (self.path / self.META).exists() else {}
+        meta.update(fields)
+        atomic_write_json(self.path / self.META, meta)
+        return meta
+
+    @property
+    def data_meta(self) -> DataMeta:
+        """The data metadata saved at training time (shapes, classes, normalisation)."""
+        data = self.meta.get("data")
+        if data is None:
+            raise RunError(
+                f"{self.path}: the run has no data metadata yet (it never started training)"
+            )
+        return DataMeta.from_json(data)
+
+    @property
+    def status(self) -> str:
+        """created, running, completed, interrupted, diverged or failed."""
+        return str(self.meta.get("status", "unknown"))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every record in metrics.jsonl (skipping a torn last line)."""
+        path = self.path / self.METRICS
+        if not path.exists():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def epochs(self) -> list[dict[str, Any]]:
+        """The epoch records."""
+        return [r for r in self.metrics() if r.get("kind") == "epoch"]
+
+    @property
+    def weights(self) -> Path:
+        """Path of the final weights."""
+        return self.path / self.WEIGHTS
+
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """This run's checkpoint store."""
+        return CheckpointStore(self.path / "checkpoints")
+
+    def summary(self) -> dict[str, Any]:
+        """One row for `dlab runs list`."""
+        meta = self.meta
+        recipe_data: dict[str, Any] = {}
+        with contextlib.suppress(Exception):  # a damaged run still gets listed
+            recipe_data = parse_yaml(
+                (self.path / self.RECIPE).read_text(encoding="utf-8"), str(self.path)
+            )
+        last = (self.epochs() or [{}])[-1]
+        return {
+            "run": str(self.path),
+            "recipe": recipe_data.get("name", "?"),
+            "model": (recipe_data.get("model") or {}).get("name", "?"),
+            "data": (recipe_data.get("data") or {}).get("name", "?"),
+            "status": meta.get("status", "?"),
+            "epochs": last.get("epoch", 0),
+            "val_accuracy": last.get("val_accuracy"),
+            "test_accuracy": (meta.get("test") or {}).get("accuracy"),
+            "created": meta.get("created", ""),
+        }
+
+
+def list_runs(root: str | Path | None = None) -> Iterator[RunDir]:
+    """Every run under the runs root, oldest first."""
+    base = runs_root(root)
+    if not base.is_dir():
+        return iter(())
+    found = [
+        p.parent for p in base.glob("*/*/" + RunDir.RECIPE) if (p.parent / RunDir.META).is_file()
+    ]
+    return iter(RunDir(p) for p in sorted(found, key=lambda p: (p.name, p.parent.name)))

@@ -1,0 +1,206 @@
+"""The command line, called in-process through `dlab.cli.main`: bad input is one line and exit 2.
+
+(tests/e2e runs real subprocesses for what needs one: SIGKILL, usage errors, `python -m dlab`.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from httpfixture import serve
+from PIL import Image
+
+from dlab.cli import main
+from dlab.data.idx import write_idx
+from dlab.data.mnist import MNIST
+
+TINY = ["-o", "model.channels=[8, 16]", "-o", "model.hidden=32"]
+
+
+@pytest.fixture
+def dlab(capsys, monkeypatch):
+    """Run the CLI in this process; returns (exit code, stdout, stderr)."""
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args, env=None, check_ok=False):
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        if check_ok:
+            assert code == 0, err
+        return code, out, err
+
+    return run
+
+
+def assert_user_error(result, *fragments):
+    code, _, err = result
+    assert code == 2, (code, err)
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dlab: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny run trained through the CLI."""
+    runs = tmp_path_factory.mktemp("runs")
+    assert (
+        main(["train", "demo", *TINY, "-o", "train.max_steps=40", "--runs-dir", str(runs), "-q"])
+        == 0
+    )
+    return next((runs / "demo").iterdir())
+
+
+def fake_mnist(folder: Path, images: bytes | None = None) -> Path:
+    """An MNIST folder whose first file is `images` (the others are never reached)."""
+    target = folder / "mnist"
+    target.mkdir(parents=True)
+    for file in MNIST.files:
+        (target / file.name).write_bytes(b"")
+    if images is not None:
+        (target / MNIST.files[0].name).write_bytes(images)
+    return target
+
+
+def test_recipe_errors(dlab, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {name: mnist_sample}\nmodel: {name: cnn, dropot: 0.1}\n")
+    assert_user_error(dlab("train", recipe), "model.dropot: unknown key (did you mean 'dropout'?)")
+    assert_user_error(
+        dlab("train", "demo", "-o", "train.epochs=abc"), "train.epochs: should be a valid integer"
+    )
+    assert_user_error(
+        dlab("train", "demo", "-o", "train.optimizer.lr=-0.1"),
+        "train.optimizer.lr: should be greater than 0 (got -0.1)",
+    )
+    assert_user_error(dlab("train", "demo", "-o", "lr"), "should look like section.key=value")
+    assert_user_error(dlab("train", "nothing_like_this"), "recipe not found: nothing_like_this")
+    assert_user_error(dlab("list", "modles"), "did you mean 'models'")
+
+
+def test_data_errors(dlab, tmp_path):
+    empty = {"DLAB_DATA_DIR": str(tmp_path / "empty")}
+    assert_user_error(
+        dlab("train", "mnist_cnn", env=empty),
+        "mnist is not in",
+        "dlab data fetch mnist",
+        "dlab data import mnist DIR",
+    )
+
+    truncated = tmp_path / "truncated"
+    fake_mnist(truncated, images=b"\x1f\x8b\x08\x00" + b"\0" * 20)
+    assert_user_error(
+        dlab("train", "mnist_cnn", env={"DLAB_DATA_DIR": str(truncated)}),
+        "train-images-idx3-ubyte.gz: not a complete gzip file",
+    )
+
+    wrong_magic = tmp_path / "magic"
+    folder = fake_mnist(wrong_magic)
+    write_idx(
+        folder / MNIST.files[0].name, np.zeros(10, dtype=np.uint8)
+    )  # a label file where images belong
+    assert_user_error(
+        dlab("train", "mnist_cnn", env={"DLAB_DATA_DIR": str(wrong_magic)}),
+        "magic number 2049, expected 2051",
+    )
+
+    mismatch = tmp_path / "mismatch"
+    folder = fake_mnist(mismatch)
+    write_idx(
+        folder / MNIST.files[0].name, np.zeros((10, 28, 28), dtype=np.uint8)
+    )  # well formed, not MNIST
+    assert_user_error(
+        dlab("train", "mnist_cnn", env={"DLAB_DATA_DIR": str(mismatch)}),
+        "checksum mismatch",
+        "published f68b3c2d",
+    )
+
+
+def test_run_errors(dlab, tmp_path, trained):
+    assert_user_error(dlab("train", "--resume", tmp_path), "not a dlab run directory")
+    assert_user_error(dlab("evaluate", tmp_path / "missing"), "no such run directory")
+    Image.new("L", (40, 30)).save(tmp_path / "big.png")
+    assert_user_error(
+        dlab("predict", trained, tmp_path / "big.png"),
+        "big.png: image is 40×30 but the model takes 28×28; pass --resize",
+    )
+    (tmp_path / "notes.txt").write_text("not a picture")
+    assert_user_error(dlab("predict", trained, tmp_path / "notes.txt"), "notes.txt: not an image")
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 32, 32)))
+    assert_user_error(
+        dlab("predict", trained, tmp_path / "wrong.npy"),
+        "array shape (3, 32, 32) does not fit the model input",
+    )
+
+
+def test_train_evaluate_predict_and_list(dlab, tmp_path, trained):
+    out = dlab("evaluate", trained, check_ok=True)[1]
+    assert (
+        "accuracy" in out
+        and "precision" in out
+        and (trained / "eval" / "test_confusion.png").is_file()
+    )
+    image = tmp_path / "digit.png"
+    from dlab.api import load
+    from dlab.demo import save_test_digit
+
+    path, _ = save_test_digit(load(trained), 2)
+    image.write_bytes(path.read_bytes())
+    out = dlab("predict", trained, image, "--top-k", "2", check_ok=True)[1]
+    assert out.startswith(f"{image}: ") and out.count("%") == 2
+    listing = dlab("runs", "list", "--runs-dir", trained.parent.parent, check_ok=True)[1]
+    assert "completed" in listing and "cnn" in listing
+    shown = dlab("recipe", "show", "mnist_cnn", "-o", "train.epochs=1", check_ok=True)[1]
+    assert "epochs: 1" in shown and "label_smoothing: 0.05" in shown
+    assert "optimizer.lr" in dlab("recipe", "doc", "demo", check_ok=True)[1]
+
+
+@pytest.mark.shared_data
+def test_fetch_from_a_local_mirror_and_import(dlab, shared_data, tmp_path):
+    files = {f.name: (shared_data / "mnist" / f.name).read_bytes() for f in MNIST.files}
+    with serve(files) as server:
+        result = dlab(
+            "data",
+            "fetch",
+            "mnist",
+            "--mirror",
+            server.url,
+            env={"DLAB_DATA_DIR": str(tmp_path / "fetched")},
+            check_ok=True,
+        )
+    assert "mnist: verified files in" in result[1]
+    assert (
+        tmp_path / "fetched" / "mnist" / "train-images-idx3-ubyte.gz"
+    ).stat().st_size == 9_912_422
+    result = dlab(
+        "data",
+        "import",
+        "mnist",
+        shared_data / "mnist",
+        env={"DLAB_DATA_DIR": str(tmp_path / "imported")},
+        check_ok=True,
+    )
+    assert "verified and copied" in result[1]
+    listing = dlab(
+        "list", "datasets", env={"DLAB_DATA_DIR": str(tmp_path / "imported")}, check_ok=True
+    )[1]
+    assert "yes" in listing.split("mnist ")[1][:200]
+    offline = dlab(
+        "data",
+        "fetch",
+        "mnist",
+        "--mirror",
+        "http://127.0.0.1:9/none",
+        env={"DLAB_DATA_DIR": str(tmp_path / "offline")},
+    )
+    assert_user_error(
+        offline, "could not download train-images-idx3-ubyte.gz", "dlab data import mnist DIR"
+    )
