@@ -156,6 +156,7 @@ def test_train_evaluate_predict_and_list(dlab, tmp_path, trained):
     image.write_bytes(path.read_bytes())
     out = dlab("predict", trained, image, "--top-k", "2", check_ok=True)[1]
     assert out.startswith(f"{image}: ") and out.count("%") == 2
+    assert "no runs in" in dlab("runs", "list", "--runs-dir", tmp_path / "none", check_ok=True)[1]
     listing = dlab("runs", "list", "--runs-dir", trained.parent.parent, check_ok=True)[1]
     assert "completed" in listing and "cnn" in listing
     shown = dlab("recipe", "show", "mnist_cnn", "-o", "train.epochs=1", check_ok=True)[1]

@@ -160,10 +160,14 @@ def runs_list(runs_dir: RunsDir = None) -> None:
     """Every run with its status and accuracy."""
     from dlab.runs import list_runs, runs_root
 
+    runs = list(list_runs(runs_dir))
+    if not runs:
+        _console().print(f"no runs in {runs_root(runs_dir)} yet; try `dlab train demo`")
+        return
     table = Table(title=f"runs in {runs_root(runs_dir)}")
     for column in ("run", "model", "data", "status", "epochs", "val acc", "test acc", "created"):
         table.add_column(column)
-    for run in list_runs(runs_dir):
+    for run in runs:
         s = run.summary()
         table.add_row(
             s["run"],
