@@ -17,6 +17,7 @@ from torch import nn
 
 from dlab import data as datasets
 from dlab import models, runtime
+from dlab._io import atomic_write_json, atomic_write_text, read_json
 from dlab.data.bundle import DataBundle, DataMeta, TensorLoader
 from dlab.data.inputs import load_input
 from dlab.errors import (
@@ -100,12 +101,10 @@ class Run:
         )
         report["split"] = split
         if write:
-            from dlab.report.plots import save_confusion_matrix
+            from dlab.report.plots import save_confusion_matrix  # matplotlib: only when writing
 
             out = self.path / "eval"
             out.mkdir(exist_ok=True)
-            from dlab._io import atomic_write_json
-
             atomic_write_json(out / f"{split}.json", report)
             save_confusion_matrix(
                 report["confusion_matrix"],
@@ -123,8 +122,6 @@ class Run:
         """The test-split report written at the end of training (computed now if missing)."""
         saved = self.path / "eval" / "test.json"
         if saved.is_file():
-            from dlab._io import read_json
-
             return read_json(saved)
         return self.evaluate("test")
 
@@ -201,8 +198,6 @@ def train(
     if run_dir is None:
         run_dir = RunDir.create(recipe_obj, runs_dir)
     elif overrides:
-        from dlab._io import atomic_write_text
-
         atomic_write_text(run_dir.path / RunDir.RECIPE, recipe_obj.to_yaml())
 
     trainer = Trainer(

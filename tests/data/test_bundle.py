@@ -12,7 +12,9 @@ from dlab.recipe import from_dict
 
 
 def loader(n=103, batch=10, seed=0, shuffle=True):
-    return TensorLoader(torch.arange(n).float().unsqueeze(1), torch.arange(n), batch, shuffle=shuffle, seed=seed)
+    return TensorLoader(
+        torch.arange(n).float().unsqueeze(1), torch.arange(n), batch, shuffle=shuffle, seed=seed
+    )
 
 
 def targets(batches):
@@ -24,7 +26,7 @@ def test_order_is_a_function_of_seed_and_epoch():
     assert targets(a.epoch(3)) == targets(b.epoch(3))
     assert targets(a.epoch(3)) != targets(a.epoch(4))
     assert targets(a.epoch(3)) != targets(loader(seed=2).epoch(3))
-    every = sorted(sum(targets(a.epoch(5)), []))
+    every = sorted(t for batch in targets(a.epoch(5)) for t in batch)
     assert every == list(range(103))
 
 
@@ -52,7 +54,7 @@ def test_loading_draws_no_global_random_numbers():
 def test_stratified_split_is_exact_and_deterministic():
     y = np.repeat(np.arange(4), [50, 30, 15, 5])
     x = np.arange(len(y))
-    (rest_x, rest_y), (held_x, held_y) = split_off(x, y, 0.2, seed=0)
+    (rest_x, _), (held_x, held_y) = split_off(x, y, 0.2, seed=0)
     assert np.bincount(held_y).tolist() == [10, 6, 3, 1]
     assert sorted(np.concatenate([rest_x, held_x]).tolist()) == x.tolist()
     again = split_off(x, y, 20, seed=0)[1]
@@ -65,12 +67,18 @@ def test_normalisation_uses_training_statistics_only():
     rng = np.random.default_rng(0)
     train = rng.integers(0, 100, size=(200, 8, 8), dtype=np.uint8)
     test = np.full((50, 8, 8), 255, dtype=np.uint8)  # very different: must not move the statistics
-    splits = ArraySplits(train=(train, rng.integers(0, 2, 200)), test=(test, np.zeros(50, dtype=np.int64)))
-    config = from_dict({"data": {"name": "mnist_sample", "val_size": 0}, "model": {"name": "mlp"}}).data
+    splits = ArraySplits(
+        train=(train, rng.integers(0, 2, 200)), test=(test, np.zeros(50, dtype=np.int64))
+    )
+    config = from_dict(
+        {"data": {"name": "mnist_sample", "val_size": 0}, "model": {"name": "mlp"}}
+    ).data
     bundle = finish(splits, config, "toy", seed=0)
     expected_mean = train.astype(np.float64).mean() / 255
     assert bundle.meta.mean[0] == pytest.approx(expected_mean, rel=1e-6)
     assert float(bundle.train.inputs.mean()) == pytest.approx(0.0, abs=1e-5)
-    assert float(bundle.test.inputs.mean()) > 3  # the test split is standardised with train statistics
+    assert (
+        float(bundle.test.inputs.mean()) > 3
+    )  # the test split is standardised with train statistics
     assert bundle.val is None and bundle.meta.sizes == {"train": 200, "test": 50}
     assert bundle.meta.extra["dark_background"] is True

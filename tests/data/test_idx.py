@@ -37,7 +37,9 @@ def test_truncated_payload(tmp_path):
     path = tmp_path / "images-idx3-ubyte"
     write_idx(path, np.zeros((5, 28, 28), dtype=np.uint8))
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(DataError, match=r"truncated: header says 5×28×28 = 3920 bytes of data, found 3820"):
+    with pytest.raises(
+        DataError, match=r"truncated: header says 5×28×28 = 3920 bytes of data, found 3820"
+    ):
         read_idx(path, IMAGES_MAGIC)
 
 

@@ -50,8 +50,13 @@ def copy_mnist(real_data_dir, target):
 def test_checksum_mismatch_with_valid_contents(shared_data, data_dir):
     folder = copy_mnist(shared_data, data_dir)
     labels = folder / "t10k-labels-idx1-ubyte.gz"
-    labels.write_bytes(gzip.compress(gzip.decompress(labels.read_bytes()), mtime=1))  # same data, new bytes
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: checksum mismatch \(md5 [0-9a-f]+, published ec29112d"):
+    labels.write_bytes(
+        gzip.compress(gzip.decompress(labels.read_bytes()), mtime=1)
+    )  # same data, new bytes
+    with pytest.raises(
+        DataError,
+        match=r"t10k-labels-idx1-ubyte.gz: checksum mismatch \(md5 [0-9a-f]+, published ec29112d",
+    ):
         build(data_config("mnist"))
 
 

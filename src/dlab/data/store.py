@@ -107,7 +107,9 @@ def _no_progress(_name: str, _total: int | None) -> Callable[[int], None]:
     return lambda _n: None
 
 
-def download(url: str, dest: Path, md5: str, progress: ProgressFactory = _no_progress, timeout: float = 30) -> None:
+def download(
+    url: str, dest: Path, md5: str, progress: ProgressFactory = _no_progress, timeout: float = 30
+) -> None:
     """Download `url` to `dest`, resuming a `.part` file, verifying md5, then renaming into place."""
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
@@ -128,7 +130,9 @@ def download(url: str, dest: Path, md5: str, progress: ProgressFactory = _no_pro
                     out.write(block)
                     size += len(block)
                     advance(len(block))
-            if total is not None and size < total:  # keep the part file: the next attempt resumes it
+            if (
+                total is not None and size < total
+            ):  # keep the part file: the next attempt resumes it
                 raise ConnectionError(f"connection closed after {size:,} of {total:,} bytes")
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # the part file is already complete (or longer)
@@ -188,11 +192,15 @@ def import_files(remote: RemoteDataset, source: Path, root: Path | None = None) 
         raise DataError(f"{source}: not a directory")
     missing = [f.name for f in remote.files if not (source / f.name).is_file()]
     if missing:
-        raise DataError(f"{source}: missing {', '.join(missing)} (the files {remote.name} is published as)")
+        raise DataError(
+            f"{source}: missing {', '.join(missing)} (the files {remote.name} is published as)"
+        )
     for file in remote.files:
         verify_md5(source / file.name, file.md5)
     folder = remote.directory(root)
     folder.mkdir(parents=True, exist_ok=True)
     for file in remote.files:
-        atomic_write(folder / file.name, lambda tmp, src=source / file.name: shutil.copyfile(src, tmp))
+        atomic_write(
+            folder / file.name, lambda tmp, src=source / file.name: shutil.copyfile(src, tmp)
+        )
     return folder
