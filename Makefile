@@ -27,6 +27,7 @@ demo: $(VENV)/.installed
 	$(DLAB) demo
 
 test: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests
 	$(PY) -m pytest
 
 test-unit: $(VENV)/.installed
