@@ -1,0 +1,56 @@
+"""Shared pieces of the benchmark suites: where real data is, the hardware, results files, tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see dlab.runtime)
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def real_data_dir() -> Path:
+    """The real data sets: $DLAB_DATA_DIR, else ../shared/data beside the checkout."""
+    for candidate in (os.environ.get("DLAB_DATA_DIR"), ROOT.parent / "shared" / "data"):
+        if candidate and (Path(candidate) / "mnist").is_dir():
+            return Path(candidate)
+    raise SystemExit("benchmarks need real data: set DLAB_DATA_DIR or put it in ../shared/data")
+
+
+def hardware() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    from dlab import runtime
+
+    info = runtime.hardware_summary()
+    info["host"] = socket.gethostname()
+    info["platform"] = platform.platform()
+    return info
+
+
+def write_results(suite: str, rows: list[dict[str, Any]]) -> Path:
+    """Write benchmarks/results/<host>-<date>-<suite>.json and return its path."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{socket.gethostname()}-{time.strftime('%Y%m%d')}-{suite}.json"
+    path.write_text(
+        json.dumps({"suite": suite, "hardware": hardware(), "rows": rows}, indent=2) + "\n"
+    )
+    return path
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A markdown table of `rows` restricted to `columns`."""
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    for row in rows:
+        cells = [
+            f"{row[c]:.4g}" if isinstance(row.get(c), float) else str(row.get(c, ""))
+            for c in columns
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
