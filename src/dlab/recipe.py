@@ -103,6 +103,20 @@ def _dispatch(registry: Registry[Any]) -> BeforeValidator:
 # --- base classes of registered components (their subclasses live next to their builders) ---
 
 
+class AugmentConfig(Section):
+    """Training-time image augmentation (validation and test images are never augmented)."""
+
+    crop_padding: int = Field(
+        0, ge=0, description="random crop after zero-padding each side by this many pixels"
+    )
+    flip: bool = Field(
+        False, description="mirror half of the images left-right (not for digits or text)"
+    )
+    cutout: int = Field(
+        0, ge=0, description="zero a random square of this side in each image (DeVries & Taylor)"
+    )
+
+
 class DataConfig(ComponentConfig):
     """Fields every data set accepts; a data set's config class adds its own."""
 
@@ -120,6 +134,22 @@ class DataConfig(ComponentConfig):
         0,
         description="seed of the train/val split; independent of the recipe seed so runs share a split",
     )
+    limit: int | None = Field(
+        None,
+        ge=1,
+        description="keep only this many training samples (class-balanced where there are classes)",
+    )
+    loader: Literal["memory", "workers"] = Field(
+        "memory",
+        description="memory: tensors batched by index, no workers (fast); workers: torch DataLoader",
+    )
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes (loader: workers)")
+
+
+class ImageDataConfig(DataConfig):
+    """Fields of image data sets: DataConfig plus augmentation."""
+
+    augment: AugmentConfig | None = Field(None, description="training-time augmentation")
 
 
 class ModelConfig(ComponentConfig):

@@ -22,7 +22,7 @@ __all__ = [
 
 def build(config: Any, seed: int = 0) -> DataBundle:
     """The DataBundle described by a recipe's data section; `seed` fixes the training order."""
-    result = DATASETS.build(config)
+    result = DATASETS.build(config, seed)
     if isinstance(result, DataBundle):
         return result
     return finish(result, config, config.name, seed)

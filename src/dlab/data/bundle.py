@@ -126,12 +126,14 @@ class TensorLoader:
 
 @dataclass
 class DataBundle:
-    """Train/val/test loaders and their metadata."""
+    """Train/val/test loaders, their metadata, and the tokenizer of text data."""
 
     train: Loader
     val: Loader | None
     test: Loader | None
     meta: DataMeta
+    tokenizer: Any = None  # dlab.data.tokenizers.Tokenizer for text; saved with the run
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. raw reference texts for BLEU
 
     def loader(self, split: str) -> Loader:
         """The loader of `split`, or a DataError if this data set has no such split."""
@@ -194,11 +196,19 @@ def _as_float_images(x: np.ndarray) -> torch.Tensor:
     return t.float().div_(255.0) if x.dtype == np.uint8 else t.float()
 
 
+def subsample(x: np.ndarray, y: np.ndarray, limit: int | None, seed: int, stratify: bool = True):
+    """Keep `limit` samples, drawn class-balanced (largest remainders) and in their original order."""
+    if limit is None or limit >= len(x):
+        return x, y
+    return split_off(x, y, limit, seed, stratify)[1]
+
+
 def finish(splits: ArraySplits, config: Any, dataset: str, seed: int) -> DataBundle:
-    """Split off validation, normalise with training statistics, and wrap the splits in loaders."""
+    """Split off validation, subsample, normalise with training statistics, and wrap in loaders."""
     train, val = splits.train, splits.val
     if val is None:
         train, val = split_off(*train, config.val_size, config.split_seed)
+    train = subsample(*train, config.limit, config.split_seed + 2)
     convert = (
         _as_float_images
         if splits.input_kind == "image"
@@ -241,12 +251,31 @@ def finish(splits: ArraySplits, config: Any, dataset: str, seed: int) -> DataBun
         std=std,
         extra=extra,
     )
+    from dlab.data.augment import build_augment
 
-    def loader(name: str, train_split: bool) -> TensorLoader | None:
+    augment = build_augment(getattr(config, "augment", None))
+    if augment is not None and splits.input_kind != "image":
+        from dlab.errors import RecipeError
+
+        raise RecipeError(f"data.augment: {dataset} is not an image data set")
+
+    def loader(name: str, train_split: bool) -> Loader | None:
         if name not in tensors:
             return None
         x, y = tensors[name]
         size = config.batch_size if train_split else config.eval_batch_size
-        return TensorLoader(x, y, size, shuffle=train_split, seed=seed)
+        transform = augment if train_split else None
+        if config.loader == "workers":
+            from dlab.data.workers import TensorPairs, WorkerLoader
+
+            return WorkerLoader(
+                TensorPairs(x, y),
+                size,
+                shuffle=train_split,
+                seed=seed,
+                num_workers=config.num_workers,
+                transform=transform,
+            )
+        return TensorLoader(x, y, size, shuffle=train_split, seed=seed, transform=transform)
 
     return DataBundle(loader("train", True), loader("val", False), loader("test", False), meta)

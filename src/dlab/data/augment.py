@@ -1,0 +1,63 @@
+"""Image augmentation as batched tensor operations: one call per batch, on whatever device holds it.
+
+Random numbers come from torch's global generator of the batch's device, which checkpoints save,
+so an augmented run still resumes exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from dlab.recipe import AugmentConfig
+
+
+def random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
+    """Pad (B, C, H, W) images by `padding` and cut each back to H×W at a random offset."""
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (padding,) * 4)  # (B, C, H+2p, W+2p)
+    dy = torch.randint(0, 2 * padding + 1, (batch, 1), device=images.device)
+    dx = torch.randint(0, 2 * padding + 1, (batch, 1), device=images.device)
+    rows = (dy + torch.arange(height, device=images.device))[:, :, None]  # (B, H, 1)
+    cols = (dx + torch.arange(width, device=images.device))[:, None, :]  # (B, 1, W)
+    index = torch.arange(batch, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[index, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+def random_flip(images: torch.Tensor) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0], device=images.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+def cutout(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero one size×size square (clipped at the border) at a random centre in each image."""
+    batch, _, height, width = images.shape
+    cy = torch.randint(0, height, (batch, 1, 1), device=images.device)
+    cx = torch.randint(0, width, (batch, 1, 1), device=images.device)
+    ys = torch.arange(height, device=images.device)[None, :, None]
+    xs = torch.arange(width, device=images.device)[None, None, :]
+    half = size // 2
+    inside = (
+        (ys >= cy - half) & (ys < cy - half + size) & (xs >= cx - half) & (xs < cx - half + size)
+    )  # (B, H, W)
+    return images * ~inside[:, None]
+
+
+def build_augment(config: AugmentConfig | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The batch transform a recipe asks for, or None."""
+    if config is None or not (config.crop_padding or config.flip or config.cutout):
+        return None
+
+    def augment(images: torch.Tensor) -> torch.Tensor:
+        if config.crop_padding:
+            images = random_crop(images, config.crop_padding)
+        if config.flip:
+            images = random_flip(images)
+        if config.cutout:
+            images = cutout(images, config.cutout)
+        return images
+
+    return augment
