@@ -104,7 +104,19 @@ class Registry(Generic[T]):
 
 # The registries. Their built-in entries are imported on first use (see Registry._load_builtins).
 MODELS: Registry[Any] = Registry("model", modules=("dlab.models.mlp", "dlab.models.cnn"))
-DATASETS: Registry[Any] = Registry("dataset", modules=("dlab.data.mnist",))
+DATASETS: Registry[Any] = Registry(
+    "dataset",
+    modules=(
+        "dlab.data.mnist",
+        "dlab.data.cifar",
+        "dlab.data.small",
+        "dlab.data.folder",
+        "dlab.data.text",
+        "dlab.data.language",
+        "dlab.data.pairs",
+        "dlab.data.series",
+    ),
+)
 OPTIMIZERS: Registry[Any] = Registry("optimizer", modules=("dlab.training.optim",))
 SCHEDULERS: Registry[Any] = Registry("scheduler", modules=("dlab.training.optim",))
 LOSSES: Registry[Any] = Registry("loss", modules=("dlab.training.losses",), plural="losses")
