@@ -193,7 +193,8 @@ def test_fetch_from_a_local_mirror_and_import(dlab, shared_data, tmp_path):
     listing = dlab(
         "list", "datasets", env={"DLAB_DATA_DIR": str(tmp_path / "imported")}, check_ok=True
     )[1]
-    assert "yes" in listing.split("mnist ")[1][:200]
+    (mnist_row,) = [line for line in listing.splitlines() if line.startswith("│ mnist ")]
+    assert "yes" in mnist_row
     offline = dlab(
         "data",
         "fetch",
@@ -205,3 +206,59 @@ def test_fetch_from_a_local_mirror_and_import(dlab, shared_data, tmp_path):
     assert_user_error(
         offline, "could not download train-images-idx3-ubyte.gz", "dlab data import mnist DIR"
     )
+
+
+def _files(tmp_path):
+    (tmp_path / "latin.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1") * 50)
+    (tmp_path / "ragged.csv").write_text("text,label\ngood,pos\nbad,neg,oops\n")
+    (tmp_path / "nolabel.csv").write_text("text,sentiment\ngood,pos\nbad,neg\n")
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "pairs.tsv").write_text("hello\thallo\nno tab on this line\n")
+    (tmp_path / "short.csv").write_text("v\n" + "".join(f"{i}\n" for i in range(10)))
+
+
+BAD_DATA = {
+    "missing file": (
+        {"name": "text_file", "path": "{tmp}/absent.txt"},
+        "absent.txt: file not found",
+    ),
+    "wrong encoding": (
+        {"name": "text_file", "path": "{tmp}/latin.txt"},
+        "latin.txt: not valid utf-8 at byte 3 (line 1); set data.encoding",
+    ),
+    "ragged csv": (
+        {"name": "text_csv", "path": "{tmp}/ragged.csv"},
+        "ragged.csv: row 3 has 3 cells but the header has 2",
+    ),
+    "label column absent": (
+        {"name": "text_csv", "path": "{tmp}/nolabel.csv"},
+        "data.label_column: ",
+    ),
+    "empty text file": (
+        {"name": "text_file", "path": "{tmp}/empty.txt"},
+        "empty.txt: the file is empty",
+    ),
+    "pairs without a tab": (
+        {"name": "pairs_tsv", "path": "{tmp}/pairs.tsv"},
+        "pairs.tsv: line 2 has no tab",
+    ),
+    "series shorter than the window": (
+        {"name": "csv_series", "path": "{tmp}/short.csv", "column": "v"},
+        "too few for window 24",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DATA, ids=list(BAD_DATA))
+def test_bad_data_is_one_line_and_exit_2(dlab, tmp_path, case):
+    import yaml
+
+    _files(tmp_path)
+    section, message = BAD_DATA[case]
+    section = {
+        k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v
+        for k, v in section.items()
+    }
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"data": section, "model": {"name": "mlp"}}))
+    assert_user_error(dlab("train", recipe, "--runs-dir", tmp_path / "runs"), message)

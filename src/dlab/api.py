@@ -20,6 +20,7 @@ from dlab import models, runtime
 from dlab._io import atomic_write_json, atomic_write_text, read_json
 from dlab.data.bundle import DataBundle, DataMeta, TensorLoader
 from dlab.data.inputs import load_input
+from dlab.data.tokenizers import Tokenizer
 from dlab.errors import (
     DlabError,
     InputError,
@@ -71,6 +72,12 @@ class Run:
     def meta(self) -> DataMeta:
         """Data metadata saved at training time."""
         return self.dir.data_meta
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        """The tokenizer the run was trained with (text models), or None."""
+        path = self.path / RunDir.TOKENIZER
+        return Tokenizer.load(path) if path.is_file() else None
 
     @property
     def history(self) -> History:
@@ -132,16 +139,22 @@ class Run:
         resize: bool = False,
         invert: str = "auto",
     ) -> list[Prediction]:
-        """Top-k predictions for files (PNG/JPEG/.npy) or a batch tensor already preprocessed."""
+        """Top-k classes for files (PNG/JPEG/.npy), texts (text models), or a preprocessed batch tensor."""
         meta = self.meta
+        if meta.task != "classification":
+            raise InputError(
+                f"predict is for classifiers; this {meta.task.replace('_', ' ')} model is used with `dlab generate`"
+            )
         if isinstance(inputs, torch.Tensor):
             batch, sources = inputs, [f"#{i}" for i in range(len(inputs))]
+        elif meta.input_kind == "tokens":
+            batch, sources = self._encode_texts(list(inputs)), [str(t) for t in inputs]
         else:
             if not inputs:
                 raise InputError("predict: no input files given")
             batch = torch.stack([load_input(p, meta, resize=resize, invert=invert) for p in inputs])
             sources = [str(p) for p in inputs]
-        if tuple(batch.shape[1:]) != tuple(meta.input_shape):
+        if meta.input_kind != "tokens" and tuple(batch.shape[1:]) != tuple(meta.input_shape):
             raise InputError(
                 f"predict: inputs shaped {tuple(batch.shape[1:])}, the model takes {tuple(meta.input_shape)}"
             )
@@ -154,6 +167,20 @@ class Run:
             Prediction(src, [(classes[int(i)], float(v)) for v, i in zip(vals, idx, strict=True)])
             for src, vals, idx in zip(sources, values, indices, strict=True)
         ]
+
+    def _encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Token ids of `texts`, truncated and padded exactly as in training."""
+        from dlab.data.sequences import pad_sequences
+        from dlab.data.tokenizers import UNK
+
+        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise InputError("predict: give non-empty texts for a text model")
+        tokenizer = self.tokenizer
+        if tokenizer is None:
+            raise RunError(f"{self.path}: a text model without tokenizer.json; retrain it")
+        limit = int(self.meta.extra.get("max_length", 512))
+        ids = [tokenizer.encode(t)[:limit] or [UNK] for t in texts]
+        return pad_sequences(ids, tokenizer.pad_id or 0, limit)[0]
 
 
 def load(run_dir: str | Path) -> Run:
@@ -197,6 +224,8 @@ def train(
     model = models.build(recipe_obj.model, bundle.meta)
     if run_dir is None:
         run_dir = RunDir.create(recipe_obj, runs_dir)
+        if bundle.tokenizer is not None:
+            bundle.tokenizer.save(run_dir.path / RunDir.TOKENIZER)
     elif overrides:
         atomic_write_text(run_dir.path / RunDir.RECIPE, recipe_obj.to_yaml())
 

@@ -53,26 +53,36 @@ def _models() -> Rows:
 
 
 def _availability(entry: Any) -> str:
+    """Whether a data set can be used on this machine now, and if not, how to get it."""
+    locate = entry.info.get("available")
     remote: RemoteDataset | None = entry.info.get("remote")
-    if remote is not None:
-        missing = remote.missing()
-        return f"yes ({remote.directory()})" if not missing else f"no: dlab data fetch {entry.name}"
     package = entry.info.get("packaged")
-    if package:
-        return (
-            f"packaged ({package})"
-            if importlib.util.find_spec(package)
-            else f"no: pip install {package}"
-        )
-    return "-"
+    if locate is not None and locate():
+        return f"yes ({locate()})"
+    if remote is not None and locate is None and remote.present():
+        return f"yes ({remote.directory()})"
+    if package and importlib.util.find_spec(package):
+        return f"packaged ({package})"
+    if entry.info.get("source") == "data.path":
+        return "your files (data.path)"
+    if remote is not None:
+        return f"no: dlab data fetch {entry.name}"
+    return f"no: pip install {package}" if package else "-"
 
 
 def _datasets() -> Rows:
     rows = [
-        [e.name, e.info.get("splits", "-"), e.info.get("source", "-"), _availability(e), e.summary]
+        [
+            e.name,
+            e.info.get("size", "-"),
+            e.info.get("splits", "-"),
+            e.info.get("source", "-"),
+            _availability(e),
+            e.summary,
+        ]
         for e in DATASETS
     ]
-    return ["name", "splits", "source", "local", "summary"], rows
+    return ["name", "size", "splits", "source", "local", "summary"], rows
 
 
 def _recipes() -> Rows:

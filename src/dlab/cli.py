@@ -117,7 +117,13 @@ def evaluate(
 @app.command()
 def predict(
     run: Annotated[Path, typer.Argument(help="run directory")],
-    inputs: Annotated[list[Path], typer.Argument(help="PNG/JPEG images or .npy arrays")],
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(help="PNG/JPEG images or .npy arrays")
+    ] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option("--text", "-t", help="a text to classify (text models; repeatable)"),
+    ] = None,
     top_k: Annotated[
         int, typer.Option("--top-k", "-k", min=1, help="how many classes to show")
     ] = 3,
@@ -126,13 +132,15 @@ def predict(
         str, typer.Option(help="auto: match the training images' background; always; never")
     ] = "auto",
 ) -> None:
-    """Predict the class of each input file; prints the top-k with probabilities."""
+    """Predict the class of each input file or --text; prints the top-k with probabilities."""
     from dlab.api import load
 
     if invert not in ("auto", "always", "never"):
         raise DlabError(f"--invert: '{invert}' should be auto, always or never")
     console = _console()
-    for prediction in load(run).predict(inputs, top_k=top_k, resize=resize, invert=invert):
+    if bool(inputs) == bool(text):
+        raise DlabError("predict: give input files, or --text for a text model (not both)")
+    for prediction in load(run).predict(text or inputs, top_k=top_k, resize=resize, invert=invert):
         ranked = "  ".join(f"{label} {prob:.1%}" for label, prob in prediction.top)
         console.print(f"{prediction.source}: {prediction.label}   ({ranked})")
 

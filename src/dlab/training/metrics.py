@@ -45,6 +45,14 @@ METRICS: dict[str, dict[str, tuple[str, Any]]] = {
             lambda m: {"num_classes": m.num_classes, "average": "macro"},
         ),
     },
+    "language_model": {
+        "accuracy": ("!TokenAccuracy", lambda m: {}),
+        "perplexity": ("text.Perplexity", lambda m: {"ignore_index": IGNORE}),
+    },
+    "seq2seq": {
+        "accuracy": ("!TokenAccuracy", lambda m: {}),
+        "perplexity": ("text.Perplexity", lambda m: {"ignore_index": IGNORE}),
+    },
     "regression": {
         "mae": ("MeanAbsoluteError", lambda m: {}),
         "mse": ("MeanSquaredError", lambda m: {}),
@@ -53,11 +61,42 @@ METRICS: dict[str, dict[str, tuple[str, Any]]] = {
 }
 
 
+IGNORE = -100  # target id that scores nothing (padding)
+
+
 def _metric_class(path: str) -> type:
     import importlib
 
+    if path.startswith("!"):  # one of ours, below
+        return _token_accuracy_class()
     module, _, name = ("torchmetrics." + path).rpartition(".")
     return getattr(importlib.import_module(module), name)
+
+
+def _token_accuracy_class() -> type:
+    import torchmetrics
+
+    class TokenAccuracy(torchmetrics.Metric):
+        """Share of (non-padding) target tokens whose most likely prediction is right."""
+
+        full_state_update = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_state(
+                "correct", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum"
+            )
+            self.add_state("total", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+        def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:  # (B, T, V), (B, T)
+            scored = targets != IGNORE
+            self.correct += ((logits.argmax(-1) == targets) & scored).sum()
+            self.total += scored.sum()
+
+        def compute(self) -> torch.Tensor:
+            return self.correct.float() / self.total.clamp_min(1)
+
+    return TokenAccuracy
 
 
 def build_metrics(names: list[str], meta: DataMeta) -> torchmetrics.MetricCollection:

@@ -31,7 +31,7 @@ from dlab.registry import LOSSES
 from dlab.training.callbacks import Callback, EarlyStopping, ProgressBar, TensorBoard
 from dlab.training.checkpoint import CheckpointStore, load_weights, save_weights
 from dlab.training.losses import weight_penalty
-from dlab.training.metrics import build_metrics, evaluate, forward, to_device
+from dlab.training.metrics import IGNORE, build_metrics, evaluate, forward, to_device
 from dlab.training.optim import build_optimizer, build_scheduler
 from dlab.training.state import rng_state, set_rng_state
 
@@ -130,6 +130,7 @@ class Trainer:
         torch.set_num_threads(self.threads)
 
         self.loss_fn = LOSSES.build(config.loss)
+        self._scores_accuracy = bundle.meta.task in ("classification", "language_model", "seq2seq")
         self.metrics = build_metrics(config.metrics, bundle.meta)
         self.optimizer = build_optimizer(config.optimizer, self.model)
         self.steps_per_epoch = len(self.train_loader)
@@ -227,8 +228,10 @@ class Trainer:
         self._epoch_loss += detached.double() * n
         self._interval_loss += detached.double()
         self._interval_steps += 1
-        if self.bundle.meta.task == "classification":
-            self._epoch_correct += (outputs.detach().argmax(-1) == targets).sum()
+        if self._scores_accuracy:
+            scored = targets != IGNORE  # padding of sequence targets scores nothing
+            self._epoch_correct += ((outputs.detach().argmax(-1) == targets) & scored).sum()
+            self._epoch_scored += scored.sum()
         self._epoch_count += n
         self._timed_samples += n
         self.last_batch_size = n
@@ -259,8 +262,10 @@ class Trainer:
         count = max(int(self._epoch_count), 1)
         record: dict[str, Any] = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step}
         record["train_loss"] = (self._epoch_loss / count).item()
-        if self.bundle.meta.task == "classification":
-            record["train_accuracy"] = (self._epoch_correct.double() / count).item()
+        if self._scores_accuracy:
+            record["train_accuracy"] = (
+                self._epoch_correct.double() / self._epoch_scored.clamp_min(1)
+            ).item()
         if self.val_loader is not None:
             record.update(
                 evaluate(
@@ -319,6 +324,7 @@ class Trainer:
     def _reset_epoch_sums(self) -> None:
         self._epoch_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         self._epoch_correct = torch.zeros((), dtype=torch.long, device=self.device)
+        self._epoch_scored = torch.zeros((), dtype=torch.long, device=self.device)
         self._epoch_count = 0
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
 
@@ -388,6 +394,7 @@ class Trainer:
             "sums": {
                 "epoch_loss": self._epoch_loss,
                 "epoch_correct": self._epoch_correct,
+                "epoch_scored": self._epoch_scored,
                 "epoch_count": self._epoch_count,
                 "interval_loss": self._interval_loss,
                 "interval_steps": self._interval_steps,
@@ -407,6 +414,7 @@ class Trainer:
         sums = state["sums"]
         self._epoch_loss = sums["epoch_loss"].to(self.device)
         self._epoch_correct = sums["epoch_correct"].to(self.device)
+        self._epoch_scored = sums["epoch_scored"].to(self.device)
         self._epoch_count = int(sums["epoch_count"])
         self._interval_loss = sums["interval_loss"].to(self.device)
         self._interval_steps = int(sums["interval_steps"])
