@@ -1,0 +1,312 @@
+"""Every registered model: shape, no NaN, gradients everywhere, overfits a small batch, pinned loss.
+Then the proofs the seeds' code gets wrong: causal masks, padding, caches, attention itself."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlab.models import build, count_parameters
+from dlab.models.blocks import KVCache, MultiHeadAttention, SinusoidalPosition, sample_next
+from dlab.models.examples import example_batch, example_meta
+from dlab.recipe import from_dict
+from dlab.registry import MODELS
+from dlab.training.metrics import forward
+
+PINNED = Path(__file__).with_name("pinned_losses.json")
+NAMES = [n for n in MODELS.names() if n != "pretrained"]
+
+
+def make(name: str, seed: int = 0, **fields):
+    torch.manual_seed(seed)
+    entry = MODELS.get(name)
+    meta = example_meta(name)
+    return build(entry.config(name=name, **fields), meta), meta
+
+
+def loss_of(meta, outputs, targets):
+    if meta.task == "regression":
+        return F.mse_loss(outputs, targets)
+    return F.cross_entropy(
+        outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), ignore_index=-100
+    )
+
+
+def expected_shape(meta, batch):
+    if meta.task in ("language_model", "seq2seq"):
+        return (batch, meta.input_shape[0], meta.extra["vocab_size"])
+    return (batch, meta.extra.get("horizon", 1) if meta.task == "regression" else meta.num_classes)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shape_finiteness_and_gradients(name):
+    model, meta = make(name)
+    x, y = example_batch(meta)
+    out = forward(model, x)
+    assert tuple(out.shape) == expected_shape(meta, 8)
+    assert torch.isfinite(out).all()
+    loss_of(meta, out, y).backward()
+    missing = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())
+    ]
+    assert not missing, f"no gradient for {missing}"
+    # after one step every parameter must be learning (ResNet's zero-initialised block gains only
+    # open the path at step 2, by design)
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.zero_grad()
+    loss_of(meta, forward(model, x), y).backward()
+    silent = [
+        n for n, p in model.named_parameters() if p.requires_grad and float(p.grad.abs().sum()) == 0
+    ]
+    assert not silent, f"zero gradient for {silent}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_overfits_one_small_batch(name):
+    fields = {"dropout": 0.0} if "dropout" in MODELS.get(name).config.model_fields else {}
+    model, meta = make(name, **fields)
+    x, y = example_batch(meta, batch=8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(400):
+        optimizer.zero_grad()
+        loss = loss_of(meta, forward(model, x), y)
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.02:
+            break
+    assert loss.item() < 0.05
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pinned_initial_loss(name):
+    """The loss at seed 0 is pinned: any change to a model's init or wiring shows up here."""
+    model, meta = make(name)
+    model.eval()
+    x, y = example_batch(meta)
+    with torch.no_grad():
+        value = loss_of(meta, forward(model, x), y).item()
+    pinned = json.loads(PINNED.read_text()) if PINNED.exists() else {}
+    if os.environ.get("DLAB_UPDATE_PINNED") or name not in pinned:
+        pinned[name] = value
+        PINNED.write_text(json.dumps(dict(sorted(pinned.items())), indent=2) + "\n")
+        if not os.environ.get("DLAB_UPDATE_PINNED"):
+            pytest.fail(f"no pinned loss for {name}; recorded {value:.6f}, rerun")
+    assert value == pytest.approx(pinned[name], rel=1e-4)
+
+
+def test_cnn_variants_compute_their_own_flatten_size():
+    mnist = example_meta("cnn")
+    seed000 = build(from_dict({"data": {"name": "mnist"}, "model": {"name": "cnn"}}).model, mnist)
+    seed001 = build(
+        from_dict(
+            {"data": {"name": "mnist"}, "model": {"name": "cnn", "padding": 1, "pool": "each"}}
+        ).model,
+        mnist,
+    )
+    keras = build(
+        from_dict(
+            {"data": {"name": "mnist"}, "model": {"name": "cnn", "pool": "each", "hidden": 0}}
+        ).model,
+        mnist,
+    )
+    assert (
+        seed000.flatten_size == 9216
+        and seed001.flatten_size == 64 * 7 * 7
+        and keras.flatten_size == 64 * 5 * 5
+    )
+    assert count_parameters(keras) == 320 + 18_496 + 1600 * 10 + 10
+    assert count_parameters(make("lenet")[0]) == 62_006  # PyTorch's CIFAR-10 tutorial
+
+
+def test_attention_equals_torch_multihead_attention_in_float64():
+    torch.manual_seed(0)
+    d, heads = 16, 4
+    ours = MultiHeadAttention(d, heads).double().eval()
+    theirs = nn.MultiheadAttention(d, heads, batch_first=True).double().eval()
+    with torch.no_grad():
+        q, k, v = theirs.in_proj_weight.chunk(3)
+        qb, kb, vb = theirs.in_proj_bias.chunk(3)
+        for layer, w, b in ((ours.query, q, qb), (ours.key, k, kb), (ours.value, v, vb)):
+            layer.weight.copy_(w)
+            layer.bias.copy_(b)
+        ours.out.weight.copy_(theirs.out_proj.weight)
+        ours.out.bias.copy_(theirs.out_proj.bias)
+    x = torch.randn(3, 7, d, dtype=torch.float64)
+    memory = torch.randn(3, 5, d, dtype=torch.float64)
+    padding = torch.zeros(3, 5, dtype=torch.bool)
+    padding[1, 3:] = True
+    torch.testing.assert_close(
+        ours(x, memory, key_padding=padding),
+        theirs(x, memory, memory, key_padding_mask=padding)[0],
+        atol=1e-6,
+        rtol=1e-6,
+    )
+    causal = torch.ones(7, 7, dtype=torch.bool).triu(1)  # torch: True = may NOT attend
+    torch.testing.assert_close(
+        ours(x, causal=True), theirs(x, x, x, attn_mask=causal)[0], atol=1e-6, rtol=1e-6
+    )
+
+
+def test_gpt_is_causal():
+    model, _ = make("gpt")
+    model.eval()
+    tokens = torch.randint(0, 65, (2, 20))
+    changed = tokens.clone()
+    changed[:, 12] = (changed[:, 12] + 1) % 65
+    with torch.no_grad():
+        a, b = model(tokens), model(changed)
+    torch.testing.assert_close(a[:, :12], b[:, :12])  # earlier positions never see position 12
+    assert not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+def test_seq2seq_decoder_is_causal_and_ignores_source_padding():
+    model, meta = make("seq2seq_transformer", dropout=0.0)
+    model.eval()
+    (source, target_in), _ = example_batch(meta, batch=4)
+    with torch.no_grad():
+        base = model(source, target_in)
+        later = target_in.clone()
+        later[:, 10] = 7
+        torch.testing.assert_close(model(source, later)[:, :10], base[:, :10])
+        short = source[:, :16]
+        padded = torch.cat([short, torch.zeros(4, 8, dtype=torch.long)], dim=1)  # 8 more pad tokens
+        torch.testing.assert_close(
+            model(padded, target_in), model(short, target_in), atol=1e-5, rtol=1e-5
+        )
+        with pytest.raises(Exception, match="longer than the model's 25 positions"):
+            model(torch.ones(4, 30, dtype=torch.long), target_in)
+
+
+@pytest.mark.parametrize(
+    ("name", "bidirectional"),
+    [
+        ("transformer_classifier", False),
+        ("lstm", False),
+        ("lstm", True),
+        ("gru", False),
+        ("gru", True),
+        ("rnn", True),
+    ],
+)
+def test_padding_never_changes_a_text_classifier(name, bidirectional):
+    fields = {"bidirectional": True} if bidirectional else {}
+    model, meta = (
+        make(name, dropout=0.0, **fields)
+        if "dropout" in MODELS.get(name).config.model_fields
+        else make(name, **fields)
+    )
+    model.eval()
+    tokens = example_batch(meta)[0][:, :20]
+    longer = torch.cat([tokens, torch.zeros(8, 12, dtype=torch.long)], dim=1)  # up to max_length 32
+    with torch.no_grad():
+        torch.testing.assert_close(model(longer), model(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_kv_cache_generation_equals_full_recomputation():
+    model, _ = make("gpt")
+    prompt = torch.randint(0, 65, (2, 5))
+    cached = model.generate(prompt, 20, temperature=0.0, use_cache=True)
+    full = model.generate(prompt, 20, temperature=0.0, use_cache=False)
+    assert torch.equal(cached, full)
+    long = model.generate(prompt, 40, temperature=0.0)  # past block_size 32: the window slides
+    assert long.shape == (2, 45)
+
+
+def test_kv_cache_attention_step_by_step():
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(8, 2).eval()
+    x = torch.randn(1, 6, 8)
+    full = attention(x, causal=True)
+    cache = KVCache()
+    steps = [attention(x[:, i : i + 1], causal=True, cache=cache) for i in range(6)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-6, rtol=1e-5)
+
+
+def test_cached_greedy_decoding_equals_full_recomputation():
+    model, meta = make("seq2seq_transformer")
+    model.eval()
+    (source, _), _ = example_batch(meta, batch=5)
+    memory, padding = model.encode(source)
+    prefix = torch.full((5, 1), meta.extra["bos_id"])
+    for _ in range(10):  # the textbook loop: rerun the decoder over the whole prefix each step
+        next_token = model.decode(prefix, memory, padding)[:, -1].argmax(-1, keepdim=True)
+        prefix = torch.cat([prefix, next_token], dim=1)
+    expected = [model._strip(row) for row in prefix.tolist()]
+    assert model.greedy(source, max_new=10) == expected
+
+
+def test_beam_of_one_equals_greedy():
+    model, meta = make("seq2seq_transformer")
+    (source, _), _ = example_batch(meta, batch=5)
+    assert model.beam_search(source, beam=1, max_new=12) == model.greedy(source, max_new=12)
+    wide = model.beam_search(source, beam=4, max_new=12)
+    assert len(wide) == 5 and all(isinstance(i, int) for ids in wide for i in ids)
+
+
+def test_recurrent_models_adapt_to_every_input_kind():
+    from dlab.data.bundle import DataMeta
+
+    metas = {
+        "image rows": DataMeta("mnist", input_shape=(1, 28, 28), num_classes=10),
+        "signal": DataMeta("mnist1d", input_kind="vector", input_shape=(40,), num_classes=10),
+        "series": DataMeta(
+            "sunspots",
+            task="regression",
+            input_kind="series",
+            input_shape=(12, 2),
+            extra={"horizon": 3},
+        ),
+        "language model": DataMeta(
+            "text",
+            task="language_model",
+            input_kind="tokens",
+            input_shape=(16,),
+            extra={"vocab_size": 30},
+        ),
+    }
+    for kind, meta in metas.items():
+        model = build(
+            from_dict({"data": {"name": "mnist"}, "model": {"name": "gru", "hidden": 16}}).model,
+            meta,
+        )
+        x, _ = example_batch(meta)
+        assert tuple(forward(model, x).shape) == expected_shape(meta, 8), kind
+    prompt = torch.randint(0, 30, (2, 4))
+    assert model.generate(prompt, 6, temperature=0.0).shape == (2, 10)
+    every = build(
+        from_dict({"data": {"name": "mnist"}, "model": {"name": "gru", "outputs": "every"}}).model,
+        metas["image rows"],
+    )
+    assert every(torch.randn(3, 1, 28, 28)).shape == (
+        3,
+        28,
+        10,
+    )  # the seed's per-step GRU, output size 10
+
+
+def test_sampling_rules():
+    logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    assert int(sample_next(logits, temperature=0)) == 3
+    g = torch.Generator().manual_seed(0)
+    assert {int(sample_next(logits, top_k=2, generator=g)) for _ in range(200)} == {2, 3}
+    # probabilities 0.032, 0.087, 0.237, 0.644: top_p 0.7 keeps the two largest
+    assert {int(sample_next(logits, top_p=0.7, generator=g)) for _ in range(200)} == {2, 3}
+    assert {int(sample_next(logits, top_p=0.5, generator=g)) for _ in range(50)} == {3}
+
+
+def test_positional_encoding_is_added_and_passes_gradients():
+    encoding = SinusoidalPosition(8, 10)
+    x = torch.zeros(1, 4, 8, requires_grad=True)
+    y = encoding(x)
+    torch.testing.assert_close(y[0, 0, 1::2], torch.ones(4))  # cos(0) = 1 at position 0
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))  # the seed's multiplication would zero these
