@@ -103,7 +103,18 @@ class Registry(Generic[T]):
 
 
 # The registries. Their built-in entries are imported on first use (see Registry._load_builtins).
-MODELS: Registry[Any] = Registry("model", modules=("dlab.models.mlp", "dlab.models.cnn"))
+MODELS: Registry[Any] = Registry(
+    "model",
+    modules=(
+        "dlab.models.mlp",
+        "dlab.models.cnn",
+        "dlab.models.resnet",
+        "dlab.models.recurrent",
+        "dlab.models.transformer",
+        "dlab.models.gpt",
+        "dlab.models.pretrained",
+    ),
+)
 DATASETS: Registry[Any] = Registry(
     "dataset",
     modules=(

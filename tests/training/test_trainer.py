@@ -16,9 +16,7 @@ from torch import nn
 import dlab
 from dlab.api import _as_bundle
 from dlab.errors import RecipeError, TrainingDiverged, TrainingInterrupted
-from dlab.models import MNIST_META, build
 from dlab.recipe import TrainConfig
-from dlab.registry import MODELS
 from dlab.training.callbacks import Callback
 from dlab.training.checkpoint import CheckpointStore
 from dlab.training.losses import weight_penalty
@@ -76,19 +74,6 @@ def test_fit_learns_a_separable_problem():
     assert len(history) == 5
     assert history["val_accuracy"][-1] > 0.95
     assert history["train_loss"][-1] < history["train_loss"][0]
-
-
-@pytest.mark.parametrize("name", MODELS.names())
-def test_every_model_overfits_one_small_batch(name):
-    torch.manual_seed(0)
-    entry = MODELS.get(name)
-    meta = entry.info.get("example_meta", MNIST_META)
-    model = build(entry.config(name=name), meta)
-    x = torch.randn(32, *meta.input_shape)
-    y = torch.randint(0, meta.num_classes, (32,))
-    history = dlab.fit(model, (x, y), epochs=60, batch_size=32, lr=3e-3, progress=False)
-    assert history["train_loss"][-1] < 0.05
-    assert history["train_accuracy"][-1] == 1.0
 
 
 RESUME_CASES = {

@@ -35,7 +35,11 @@ class CNNConfig(ModelConfig):
         "last",
         description="max-pool 2×2 once after the last conv (seed 000) or after each conv (seed 001)",
     )
-    hidden: int = Field(128, ge=1, description="width of the fully connected hidden layer")
+    hidden: int = Field(
+        128,
+        ge=0,
+        description="width of the fully connected hidden layer (0: none, as keras.io's MNIST CNN)",
+    )
     activation: Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu"] = Field(
         "relu", description="non-linearity"
     )
@@ -72,14 +76,14 @@ class CNN(nn.Module):
             blocks.append(nn.Dropout(config.dropout))
         self.features = nn.Sequential(*blocks)
         self.flatten_size = self._flatten_size(input_shape)
-        head: list[nn.Module] = [
-            nn.Flatten(),
-            nn.Linear(self.flatten_size, config.hidden),
-            activation(config.activation),
-        ]
-        if config.dropout:
-            head.append(nn.Dropout(config.dropout))
-        head.append(nn.Linear(config.hidden, num_classes))
+        head: list[nn.Module] = [nn.Flatten()]
+        width = self.flatten_size
+        if config.hidden:
+            head += [nn.Linear(width, config.hidden), activation(config.activation)]
+            if config.dropout:
+                head.append(nn.Dropout(config.dropout))
+            width = config.hidden
+        head.append(nn.Linear(width, num_classes))
         self.classifier = nn.Sequential(*head)
 
     @torch.no_grad()
@@ -114,3 +118,64 @@ def build_cnn(config: CNNConfig, meta: DataMeta) -> CNN:
             f"model.name: cnn needs (channels, height, width) images; {meta.dataset} gives shape {meta.input_shape}"
         )
     return CNN(meta.input_shape, meta.num_classes or 1, config)
+
+
+CIFAR_META = DataMeta(
+    dataset="cifar10", input_shape=(3, 32, 32), num_classes=10, classes=[str(i) for i in range(10)]
+)
+
+
+class LeNetConfig(ModelConfig):
+    """LeNet-5 as in PyTorch's CIFAR-10 tutorial: conv 6@5×5, pool, conv 16@5×5, pool, fc 120, fc 84."""
+
+    activation: Literal["relu", "tanh", "sigmoid"] = Field(
+        "relu", description="relu (the tutorial) or tanh (LeCun 1998)"
+    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout before each fully connected layer")
+
+
+class LeNet(nn.Module):
+    """(B, C, 32, 32) or (B, C, 28, 28) -> class logits; the flatten size is measured, not assumed."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, config: LeNetConfig):
+        super().__init__()
+        act = config.activation
+        self.features = nn.Sequential(
+            nn.Conv2d(input_shape[0], 6, 5),
+            activation(act),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            activation(act),
+            nn.MaxPool2d(2),
+        )
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, *input_shape)).numel()  # 16·5·5 for 32×32 inputs
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(config.dropout),
+            nn.Linear(flat, 120),
+            activation(act),
+            nn.Dropout(config.dropout),
+            nn.Linear(120, 84),
+            activation(act),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@MODELS.register(
+    "lenet",
+    config=LeNetConfig,
+    summary="LeNet-5 of PyTorch's CIFAR-10 tutorial (seed 003)",
+    example_meta=CIFAR_META,
+)
+def build_lenet(config: LeNetConfig, meta: DataMeta) -> LeNet:
+    if len(meta.input_shape) != 3 or min(meta.input_shape[1:]) < 16:
+        from dlab.errors import RecipeError
+
+        raise RecipeError(
+            f"model.name: lenet needs images of at least 16×16; {meta.dataset} gives {meta.input_shape}"
+        )
+    return LeNet(meta.input_shape, meta.num_classes or 1, config)
