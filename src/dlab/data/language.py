@@ -54,7 +54,9 @@ def build_language_bundle(
     fraction = config.val_size if config.val_size < 1 else config.val_size / len(text)
     cut = int(len(text) * (1 - fraction))
     train_text, val_text = text[:cut], text[cut:]
-    if config.tokenizer.kind == "char":
+    if config.tokenizer.kind == "pretrained":
+        tokenizer = train_tokenizer([], config.tokenizer)
+    elif config.tokenizer.kind == "char":
         tokenizer = CharTokenizer.train(
             [text], config.tokenizer
         )  # the alphabet of the whole file, as nanoGPT

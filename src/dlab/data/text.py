@@ -90,7 +90,7 @@ def build_text_bundle(
         if name not in splits:
             return None
         texts, labels = splits[name]
-        ids = [tokenizer.encode(t)[: config.max_length] or [UNK] for t in texts]
+        ids = [tokenizer.encode(t, specials=True)[: config.max_length] or [UNK] for t in texts]
         tokens, lengths = pad_sequences(ids, tokenizer.pad_id, config.max_length)
         train = name == "train"
         return PaddedLoader(

@@ -28,8 +28,12 @@ _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]", re.UNICODE)
 class TokenizerConfig(Section):
     """How text becomes token ids."""
 
-    kind: Literal["char", "word", "bpe", "wordpiece"] = Field(
-        "word", description="char, word, bpe (byte-level) or wordpiece"
+    kind: Literal["char", "word", "bpe", "wordpiece", "pretrained"] = Field(
+        "word",
+        description="char, word, bpe (byte-level), wordpiece, or pretrained (a model's own, from path)",
+    )
+    path: str | None = Field(
+        None, description="pretrained: minilm, smollm2, a model folder or a .gguf file"
     )
     lowercase: bool = Field(True, description="lower-case text first (word and wordpiece)")
     vocab_size: int = Field(
@@ -53,7 +57,8 @@ class Tokenizer:
     def vocab_size(self) -> int:
         raise NotImplementedError
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, specials: bool = False) -> list[int]:
+        """Token ids of `text`; `specials` adds what a pretrained model expects around it ([CLS] ... [SEP])."""
         raise NotImplementedError
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -106,7 +111,7 @@ class CharTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return len(self.symbols)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, specials: bool = False) -> list[int]:
         if self.has_specials:
             return [self.index.get(c, UNK) for c in text]
         try:
@@ -154,7 +159,7 @@ class WordTokenizer(Tokenizer):
         """The words and marks of `text`, as the vocabulary sees them."""
         return _WORD.findall(text.lower() if self.lowercase else text)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, specials: bool = False) -> list[int]:
         return [self.index.get(w, UNK) for w in self.tokens(text)]
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -213,7 +218,7 @@ class SubwordTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size()
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, specials: bool = False) -> list[int]:
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -223,8 +228,72 @@ class SubwordTokenizer(Tokenizer):
         return {"backend": json.loads(self.serialized)}
 
 
+class PretrainedTokenizer(Tokenizer):
+    """A pretrained model's own tokenizer (HF tokenizers), loaded, never trained."""
+
+    kind = "pretrained"
+
+    def __init__(self, serialized: str, pad_id: int, source: str):
+        super().__init__(True)
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self.serialized, self._pad_id, self.source = serialized, pad_id, source
+        self.backend = HFTokenizer.from_str(serialized)
+        self.backend.no_padding()  # dlab pads and truncates its own batches
+        self.backend.no_truncation()
+
+    @classmethod
+    def from_source(cls, source: str) -> PretrainedTokenizer:
+        """Load from `minilm`, `smollm2`, a model folder with tokenizer.json, or a .gguf file."""
+        from dlab.models.hub import resolve
+
+        local = resolve(source)
+        if local.gguf is None and (local.folder / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer as HFTokenizer
+
+            backend = HFTokenizer.from_file(str(local.folder / "tokenizer.json"))
+        else:
+            backend = local.auto_tokenizer().backend_tokenizer
+        pad = next(
+            (
+                backend.token_to_id(t)
+                for t in ("[PAD]", "<pad>", "<|endoftext|>", "</s>")
+                if backend.token_to_id(t) is not None
+            ),
+            0,
+        )
+        return cls(backend.to_str(), pad, source)
+
+    @property
+    def pad_id(self) -> int:
+        return self._pad_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    def encode(self, text: str, specials: bool = False) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=specials).ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "backend": json.loads(self.serialized),
+            "pad_id": self._pad_id,
+            "source": self.source,
+        }
+
+
 def train_tokenizer(texts: Sequence[str], config: TokenizerConfig) -> Tokenizer:
-    """A tokenizer of `config.kind` trained on `texts`."""
+    """A tokenizer of `config.kind` trained on `texts` (pretrained ones are loaded, not trained)."""
+    if config.kind == "pretrained":
+        if not config.path:
+            raise DataError(
+                "data.tokenizer.path: a pretrained tokenizer needs path (minilm, smollm2, a folder or a .gguf)"
+            )
+        return PretrainedTokenizer.from_source(config.path)
     if not texts:
         raise DataError("tokenizer: no training text")
     if config.kind == "char":
@@ -243,4 +312,8 @@ def from_json(data: dict[str, Any]) -> Tokenizer:
         return WordTokenizer(data["words"], data.get("lowercase", True))
     if kind in ("bpe", "wordpiece"):
         return SubwordTokenizer(kind, json.dumps(data["backend"]))
+    if kind == "pretrained":
+        return PretrainedTokenizer(
+            json.dumps(data["backend"]), data["pad_id"], data.get("source", "")
+        )
     raise DataError(f"tokenizer: unknown kind {kind!r}")

