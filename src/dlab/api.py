@@ -34,7 +34,6 @@ from dlab.registry import LOSSES
 from dlab.runs import RunDir
 from dlab.training.callbacks import Callback
 from dlab.training.checkpoint import load_weights, save_weights
-from dlab.training.metrics import classification_report, predict_all
 from dlab.training.state import seed_everything
 from dlab.training.trainer import History, Trainer
 
@@ -97,33 +96,94 @@ class Run:
             self._model = load_weights(model, self.dir.weights).eval()
         return self._model
 
-    def evaluate(self, split: str = "test", write: bool = True) -> dict[str, Any]:
-        """Accuracy, per-class precision/recall/F1 and the confusion matrix on `split`."""
-        bundle = datasets.build(self.recipe.data, self.recipe.seed)
-        loader = bundle.loader(split)
-        meta = self.meta
-        probs, targets = predict_all(self.model, loader, torch.device("cpu"))
-        report = classification_report(
-            probs, targets, meta.classes or [str(i) for i in range(probs.shape[1])]
-        )
+    def evaluate(
+        self, split: str = "test", write: bool = True, bundle: DataBundle | None = None
+    ) -> dict[str, Any]:
+        """The task's report on `split` (see dlab.evaluation); written to eval/<split>.json."""
+        from dlab.evaluation import evaluate_split
+
+        bundle = bundle or datasets.build(self.recipe.data, self.recipe.seed)
+        report = evaluate_split(self, bundle, split)
         report["split"] = split
         if write:
-            from dlab.report.plots import save_confusion_matrix  # matplotlib: only when writing
-
             out = self.path / "eval"
             out.mkdir(exist_ok=True)
             atomic_write_json(out / f"{split}.json", report)
-            save_confusion_matrix(
-                report["confusion_matrix"],
-                meta.classes,
-                out / f"{split}_confusion.png",
-                title=f"{self.recipe.name}: {split}",
-            )
-            if split == "test":
-                self.dir.update_meta(
-                    test={k: report[k] for k in ("accuracy", "macro_f1", "samples")}
+            if "confusion_matrix" in report:
+                from dlab.report.plots import save_confusion_matrix  # matplotlib: only when writing
+
+                classes = bundle.meta.classes
+                save_confusion_matrix(
+                    report["confusion_matrix"],
+                    classes,
+                    out / f"{split}_confusion.png",
+                    title=f"{self.recipe.name}: {split}",
                 )
+            headline = {
+                k: report[k]
+                for k in (
+                    "accuracy",
+                    "macro_f1",
+                    "perplexity",
+                    "bleu",
+                    "mae",
+                    "naive_mae",
+                    "loss",
+                    "samples",
+                )
+                if k in report
+            }
+            self.dir.update_meta(
+                **{"evaluation": {**self.dir.meta.get("evaluation", {}), split: headline}},
+                **({"test": headline} if split == "test" else {}),
+            )
         return report
+
+    def generate(
+        self,
+        prompt: str = "\n",
+        max_new_tokens: int = 200,
+        temperature: float = 0.8,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """Continue `prompt` with a language model; temperature 0 is greedy, `seed` makes it repeatable."""
+        if self.meta.task != "language_model":
+            raise InputError(
+                f"generate: this is a {self.meta.task.replace('_', ' ')} model; generate needs a language model"
+            )
+        tokenizer = self.tokenizer
+        ids = tokenizer.encode(prompt or "\n")
+        if not ids:
+            raise InputError("generate: the prompt is empty after tokenization")
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        out = self.model.generate(
+            torch.tensor([ids]),
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+        )
+        return tokenizer.decode(out[0, len(ids) :].tolist())
+
+    def translate(self, texts: Sequence[str], beam: int = 4) -> list[str]:
+        """Translate sentences with a seq2seq model (beam search; beam 1 is greedy)."""
+        from dlab.data.sequences import pad_sequences
+        from dlab.data.tokenizers import EOS, PAD
+
+        if self.meta.task != "seq2seq":
+            raise InputError(
+                f"translate: this is a {self.meta.task.replace('_', ' ')} model, not a seq2seq one"
+            )
+        limit = int(self.meta.extra.get("max_length", 64))
+        tokenizer = self.tokenizer
+        source, _ = pad_sequences([tokenizer.encode(t)[:limit] or [EOS] for t in texts], PAD, limit)
+        outputs = (
+            self.model.greedy(source) if beam == 1 else self.model.beam_search(source, beam=beam)
+        )
+        return [tokenizer.decode(ids) for ids in outputs]
 
     def test_report(self) -> dict[str, Any]:
         """The test-split report written at the end of training (computed now if missing)."""
@@ -179,7 +239,7 @@ class Run:
         if tokenizer is None:
             raise RunError(f"{self.path}: a text model without tokenizer.json; retrain it")
         limit = int(self.meta.extra.get("max_length", 512))
-        ids = [tokenizer.encode(t)[:limit] or [UNK] for t in texts]
+        ids = [tokenizer.encode(t, specials=True)[:limit] or [UNK] for t in texts]
         return pad_sequences(ids, tokenizer.pad_id or 0, limit)[0]
 
 
@@ -245,6 +305,7 @@ def train(
         status="running",
         data=bundle.meta.to_json(),
         parameters=models.count_parameters(model),
+        trainable_parameters=models.count_parameters(model, trainable_only=True),
         forward_flops_per_batch=trainer.forward_flops,
         hardware=runtime.hardware_summary(trainer.device),
         seed=recipe_obj.seed,
@@ -276,8 +337,12 @@ def train(
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     run = Run(run_dir)
-    if evaluate_test and bundle.test is not None and bundle.meta.task == "classification":
-        run.evaluate("test")
+    if evaluate_test and (bundle.test is not None or bundle.val is not None):
+        bundle.train.to(torch.device("cpu"))  # evaluation runs on the CPU copy of the model
+        for loader in (bundle.val, bundle.test):
+            if loader is not None:
+                loader.to(torch.device("cpu"))
+        run.evaluate("test" if bundle.test is not None else "val", bundle=bundle)
     return run
 
 

@@ -69,20 +69,20 @@ def train(
 
 def _print_run_summary(run: Any) -> None:
     meta = run.dir.meta
-    console = _console()
-    test = meta.get("test") or {}
-    final = meta.get("final") or {}
     parts = [f"run {run.path}"]
-    if "val_accuracy" in final:
-        parts.append(f"val accuracy {final['val_accuracy']:.4f}")
-    if "accuracy" in test:
-        parts.append(f"test accuracy {test['accuracy']:.4f}")
+    for split, report in (meta.get("evaluation") or {}).items():
+        shown = {
+            k: v
+            for k, v in report.items()
+            if k in ("accuracy", "macro_f1", "perplexity", "bleu", "mae", "naive_mae", "loss")
+        }
+        parts.append(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
     parts.append(
         f"{meta.get('train_seconds', 0):.1f}s, {meta.get('samples_per_s', 0):,.0f} samples/s"
     )
     if meta.get("stop_reason") and meta["stop_reason"] != "completed":
         parts.append(meta["stop_reason"])
-    console.print("  ".join(parts))
+    _console().print("  ".join(parts), soft_wrap=True)
 
 
 @app.command()
@@ -90,28 +90,86 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="run directory")],
     split: Annotated[str, typer.Option(help="train, val or test")] = "test",
 ) -> None:
-    """Accuracy, per-class precision/recall/F1 and confusion matrix of a run on a split."""
+    """The run's metrics on a split: per-class table, perplexity, BLEU or forecast error, by task."""
     from dlab.api import load
 
     report = load(run).evaluate(split)
     console = _console()
-    table = Table(
-        title=f"{run} — {split}: accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}"
-    )
-    for column in ("class", "precision", "recall", "f1", "support"):
-        table.add_column(column, justify="left" if column == "class" else "right")
-    for row in report["per_class"]:
-        table.add_row(
-            row["class"],
-            f"{row['precision']:.4f}",
-            f"{row['recall']:.4f}",
-            f"{row['f1']:.4f}",
-            str(row["support"]),
+    if "per_class" in report:
+        table = Table(
+            title=f"{run} — {split}: accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}"
         )
-    console.print(table)
-    console.print(
-        f"saved {run / 'eval' / (split + '.json')} and {run / 'eval' / (split + '_confusion.png')}"
+        for column in ("class", "precision", "recall", "f1", "support"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        for row in report["per_class"]:
+            table.add_row(
+                row["class"],
+                f"{row['precision']:.4f}",
+                f"{row['recall']:.4f}",
+                f"{row['f1']:.4f}",
+                str(row["support"]),
+            )
+        console.print(table)
+    else:
+        numbers = {
+            k: v
+            for k, v in report.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        console.print(
+            f"{run} — {split}: " + "  ".join(f"{k} {v:.4g}" for k, v in numbers.items()),
+            soft_wrap=True,
+        )
+        if "sample" in report:
+            console.print(f"sample:\n{report['sample']}", highlight=False, markup=False)
+        for example in report.get("examples", [])[:3]:
+            console.print(
+                f"  {example['source']}\n  -> {example['translation']}\n  (reference: {example['reference']})",
+                markup=False,
+            )
+    console.print(f"saved {run / 'eval' / (split + '.json')}")
+
+
+@app.command()
+def generate(
+    run: Annotated[Path, typer.Argument(help="run directory of a language or translation model")],
+    prompt: Annotated[
+        str, typer.Option("--prompt", "-p", help="text to continue (or to translate)")
+    ] = "\n",
+    tokens: Annotated[
+        int, typer.Option("--tokens", "-n", min=1, help="new tokens to generate")
+    ] = 300,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="0: greedy; higher: more varied")
+    ] = 0.8,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="sample only from the k most likely tokens")
+    ] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option(
+            "--top-p",
+            min=0.0,
+            max=1.0,
+            help="sample from the smallest set with this much probability",
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="make sampling repeatable")] = None,
+    beam: Annotated[
+        int, typer.Option(min=1, help="beam width for translation models (1: greedy)")
+    ] = 4,
+) -> None:
+    """Continue a prompt with a language model, or translate it with a seq2seq model."""
+    from dlab.api import load
+
+    model_run = load(run)
+    if model_run.meta.task == "seq2seq":
+        sys.stdout.write(model_run.translate([prompt], beam=beam)[0] + "\n")
+        return
+    text = model_run.generate(
+        prompt, tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
     )
+    sys.stdout.write(prompt + text + "\n")
 
 
 @app.command()

@@ -5,9 +5,10 @@ runs/<recipe>/<YYYYmmdd-HHMMSS>/
   meta.json            status, data metadata, hardware, timings, final metrics
   metrics.jsonl        one JSON record per logged step and per epoch
   model.safetensors    final weights (the best epoch's, when early stopping restores them)
+  tokenizer.json       text models: the tokenizer of the training split (or the pretrained one)
   checkpoints/         resumable training state (see dlab.training.checkpoint)
   tb/                  TensorBoard event files
-  eval/                test metrics and confusion matrix
+  eval/                per-split reports (metrics, confusion matrix, BLEU, samples)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class RunDir:
         "metrics.jsonl",
         "model.safetensors",
     )
+    TOKENIZER = "tokenizer.json"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
