@@ -306,6 +306,62 @@ def recipe_doc(
     _console().print(table)
 
 
+@app.command("check")
+def check_formulas(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="formulas to check (default: all)")
+    ] = None,
+    list_only: Annotated[bool, typer.Option("--list", help="name the formulas and stop")] = False,
+) -> None:
+    """Compare every from-scratch formula (NumPy) with PyTorch: forward, gradients, finite differences."""
+    from dlab.checks import CHECKS, FD_TOLERANCE, TOLERANCE, run_checks
+
+    console = _console()
+    if list_only:
+        for name, (formula, _) in CHECKS.items():
+            console.print(f"{name:22s} {formula}", markup=False)
+        return
+    results = run_checks(names or [])
+    table = Table(
+        title=f"dlab.scratch vs PyTorch (float64; pass: forward and gradient ≤ {TOLERANCE:g}, finite differences ≤ {FD_TOLERANCE:g})"
+    )
+    for column in ("formula", "", "shapes tried", "forward", "gradient", "finite diff.", "result"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.name,
+            r.formula,
+            "; ".join(r.shapes),
+            f"{r.forward:.1e}",
+            f"{r.gradient:.1e}",
+            f"{r.finite_difference:.1e}",
+            "[green]pass[/green]" if r.passed else "[red]FAIL[/red]",
+        )
+    console.print(table)
+    failed = [r.name for r in results if not r.passed]
+    if failed:
+        console.print(f"{len(failed)} of {len(results)} failed: {', '.join(failed)}")
+        raise typer.Exit(1)
+    console.print(f"all {len(results)} formulas agree with PyTorch")
+
+
+@app.command()
+def lesson(
+    name: Annotated[
+        str | None, typer.Argument(help="lesson number or name; none: list them")
+    ] = None,
+) -> None:
+    """Read a lesson: the formula, the from-scratch code (from the source), PyTorch's equivalent, an exercise."""
+    from dlab.lessons import find, lesson_files, render
+
+    if name is None:
+        for path in lesson_files():
+            title = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+            _console().print(f"{path.stem[:2]}  {title}", markup=False)
+        return
+    sys.stdout.write(render(find(name)))
+
+
 @app.command()
 def demo(runs_dir: RunsDir = None) -> None:
     """Train the seed CNN on 5,000 real MNIST digits (offline), evaluate, and predict one image."""

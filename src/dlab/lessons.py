@@ -1,0 +1,67 @@
+"""The lessons in docs/lessons: find them, and show them with their code included from the source.
+
+A fenced block whose info string is `python include="dlab.scratch.layers:linear_forward,linear_backward"`
+is replaced by those functions' current source, so a lesson never shows stale code. Every other
+```python block is executed, in order, by the test suite (tests/test_lessons.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+from dlab.errors import DlabError, did_you_mean
+
+INCLUDE = re.compile(r'^```python include="([\w.]+):([\w, ]+)"\n```$', re.MULTILINE)
+BLOCK = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+def lessons_dir() -> Path:
+    """docs/lessons of the source checkout."""
+    return Path(__file__).resolve().parents[2] / "docs" / "lessons"
+
+
+def lesson_files() -> list[Path]:
+    """The lessons in course order (their file names start with a number)."""
+    return sorted(p for p in lessons_dir().glob("[0-9][0-9]-*.md"))
+
+
+def find(name: str) -> Path:
+    """A lesson by number, file stem or a word of its name."""
+    files = lesson_files()
+    for path in files:
+        if name in (path.stem, path.stem[:2], path.stem[3:]) or (
+            len(name) > 2 and name in path.stem
+        ):
+            return path
+    raise DlabError(
+        f"lesson: none called '{name}'{did_you_mean(name, [p.stem[3:] for p in files])}; see `dlab lesson`"
+    )
+
+
+def source_of(module: str, names: str) -> str:
+    """The current source of the named functions or classes of `module`."""
+    imported = importlib.import_module(module)
+    return "\n\n".join(
+        inspect.getsource(getattr(imported, n.strip())).rstrip() for n in names.split(",")
+    )
+
+
+def render(path: Path) -> str:
+    """The lesson's text with every include replaced by the code it names."""
+    return INCLUDE.sub(
+        lambda m: f"```python\n# from {m.group(1)}\n{source_of(m.group(1), m.group(2))}\n```",
+        path.read_text(encoding="utf-8"),
+    )
+
+
+def code_blocks(path: Path) -> list[str]:
+    """The lesson's executable ```python blocks, in order (includes are shown, not run)."""
+    return BLOCK.findall(path.read_text(encoding="utf-8"))
+
+
+def includes(path: Path) -> list[tuple[str, str]]:
+    """(module, names) of every include in the lesson."""
+    return INCLUDE.findall(path.read_text(encoding="utf-8"))
