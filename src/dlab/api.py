@@ -139,9 +139,24 @@ class Run:
             )
         return report
 
+    def write_report(self) -> Path | None:
+        """Write report.html; a failure becomes a warning, never a lost run."""
+        import warnings
+
+        from dlab.report import write_report
+
+        try:
+            return write_report(self)
+        except Exception as exc:  # the run itself is complete and saved
+            warnings.warn(
+                f"{self.path}: the report could not be written ({exc}); retry with `dlab report {self.path}`",
+                stacklevel=2,
+            )
+            return None
+
     def generate(
         self,
-        prompt: str = "\n",
+        prompt: str | None = None,
         max_new_tokens: int = 200,
         temperature: float = 0.8,
         top_k: int | None = None,
@@ -154,7 +169,7 @@ class Run:
                 f"generate: this is a {self.meta.task.replace('_', ' ')} model; generate needs a language model"
             )
         tokenizer = self.tokenizer
-        ids = tokenizer.encode(prompt or "\n")
+        ids = self._prompt_ids(prompt)
         if not ids:
             raise InputError("generate: the prompt is empty after tokenization")
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -167,6 +182,16 @@ class Run:
             generator=generator,
         )
         return tokenizer.decode(out[0, len(ids) :].tolist())
+
+    def _prompt_ids(self, prompt: str | None) -> list[int]:
+        """Token ids of `prompt`; with no prompt, a newline, or the vocabulary's first symbol."""
+        tokenizer = self.tokenizer
+        if prompt:
+            return tokenizer.encode(prompt)
+        try:
+            return tokenizer.encode("\n") or [0]
+        except InputError:  # a text without line breaks
+            return [0]
 
     def translate(self, texts: Sequence[str], beam: int = 4) -> list[str]:
         """Translate sentences with a seq2seq model (beam search; beam 1 is greedy)."""
@@ -257,8 +282,9 @@ def train(
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
     evaluate_test: bool = True,
+    report: bool = True,
 ) -> Run:
-    """Train a recipe into a new run directory (or continue `resume`), then evaluate on the test split."""
+    """Train a recipe into a new run directory (or continue `resume`), evaluate it, and write its report."""
     if resume is not None:
         run_dir = RunDir.open(resume)
         bad = [
@@ -343,6 +369,8 @@ def train(
             if loader is not None:
                 loader.to(torch.device("cpu"))
         run.evaluate("test" if bundle.test is not None else "val", bundle=bundle)
+    if report:
+        run.write_report()
     return run
 
 

@@ -135,7 +135,7 @@ def generate(
     run: Annotated[Path, typer.Argument(help="run directory of a language or translation model")],
     prompt: Annotated[
         str, typer.Option("--prompt", "-p", help="text to continue (or to translate)")
-    ] = "\n",
+    ] = "",
     tokens: Annotated[
         int, typer.Option("--tokens", "-n", min=1, help="new tokens to generate")
     ] = 300,
@@ -164,10 +164,14 @@ def generate(
 
     model_run = load(run)
     if model_run.meta.task == "seq2seq":
+        if not prompt.strip():
+            raise DlabError(
+                "generate: a translation model needs --prompt, the sentence to translate"
+            )
         sys.stdout.write(model_run.translate([prompt], beam=beam)[0] + "\n")
         return
     text = model_run.generate(
-        prompt, tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
+        prompt or None, tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
     )
     sys.stdout.write(prompt + text + "\n")
 
@@ -250,6 +254,27 @@ def runs_list(runs_dir: RunsDir = None) -> None:
 
 def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else "-"
+
+
+@runs_app.command("compare")
+def runs_compare(
+    runs: Annotated[list[Path], typer.Argument(help="two or more run directories")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="where to write the comparison page")
+    ] = Path("compare.html"),
+) -> None:
+    """Overlay the curves of several runs, and tabulate their final metrics and recipe differences."""
+    from dlab.api import load
+    from dlab.report import compare_runs
+
+    path, columns, rows = compare_runs([load(r) for r in runs], output)
+    table = Table(title="final metrics")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[_number(v) if isinstance(v, float) else str(v) for v in row])
+    _console().print(table)
+    _console().print(f"wrote {path}")
 
 
 @data_app.command("fetch")
@@ -343,6 +368,15 @@ def check_formulas(
         console.print(f"{len(failed)} of {len(results)} failed: {', '.join(failed)}")
         raise typer.Exit(1)
     console.print(f"all {len(results)} formulas agree with PyTorch")
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Argument(help="run directory")]) -> None:
+    """(Re)write the run's self-contained HTML report: curves, metrics, explanations, samples."""
+    from dlab.api import load
+    from dlab.report import write_report
+
+    _console().print(f"wrote {write_report(load(run))}")
 
 
 @app.command()

@@ -50,7 +50,7 @@ def evaluate_split(run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
     )
     report["samples"] = loader.num_samples
     if task == "language_model":
-        report["sample"] = run.generate("\n", max_new_tokens=300, temperature=0.8, seed=0)
+        report["sample"] = run.generate(None, max_new_tokens=300, temperature=0.8, seed=0)
     else:
         report.update(translation_report(run, bundle, split))
     return report

@@ -55,6 +55,10 @@ class MultiHeadAttention(nn.Module):
 
             raise RecipeError(f"model.heads: d_model {d_model} is not divisible by {heads} heads")
         self.heads, self.head_dim, self.dropout = heads, d_model // heads, dropout
+        self.record_weights = False  # reports switch this on to draw attention maps
+        self.last_weights: torch.Tensor | None = (
+            None  # (B, heads, T, S) of the last call, when recording
+        )
         self.query = nn.Linear(d_model, d_model, bias=bias)
         self.key = nn.Linear(d_model, d_model, bias=bias)
         self.value = nn.Linear(d_model, d_model, bias=bias)
@@ -104,12 +108,25 @@ class MultiHeadAttention(nn.Module):
             )  # (T, S)
             mask = allowed if mask is None else mask & allowed
             causal = False
+        if self.record_weights:
+            self.last_weights = self._weights(q, k, mask, causal).detach()
         dropout = self.dropout if self.training else 0.0
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal
         )
         batch, _, length, _ = attended.shape
         return self.out(attended.transpose(1, 2).reshape(batch, length, -1))  # (B, T, D)
+
+    def _weights(
+        self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, causal: bool
+    ) -> torch.Tensor:
+        """softmax(Q Kᵀ / √d + M), computed explicitly (SDPA does not return it)."""
+        scores = q @ k.transpose(-1, -2) / self.head_dim**0.5  # (B, h, T, S)
+        if causal:
+            mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return scores.softmax(-1)
 
 
 class SinusoidalPosition(nn.Module):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only: works without a display, in CI and over ssh
 import matplotlib.pyplot as plt
@@ -52,3 +54,167 @@ def save_confusion_matrix(
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     return Path(path)
+
+
+def curves_figure(
+    series: dict[str, tuple[list[float], list[float]]], title: str, xlabel: str, log_y: bool = False
+):
+    """One axis with a line per named (x, y) series; single points get markers."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.2), dpi=100)
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o" if len(xs) < 12 else None, markersize=4, label=label)
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(xlabel)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    values = [v for _, ys in series.values() for v in ys if v > 0]
+    if log_y and values and max(values) / min(values) > 20:  # a log scale only helps across decades
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figures(matrix: Sequence[Sequence[int]], classes: Sequence[str]):
+    """Counts and row-normalised shares side by side."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    n = counts.shape[0]
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(3.5, 0.42 * n + 1.8)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), dpi=100)
+    for ax, values, title in (
+        (axes[0], counts, "counts"),
+        (axes[1], shares, "share of each true class"),
+    ):
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        if n <= 20:
+            for i in range(n):
+                for j in range(n):
+                    text = f"{values[i, j]}" if values is counts else f"{values[i, j]:.2f}"
+                    if counts[i, j]:
+                        ax.text(
+                            j,
+                            i,
+                            text,
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if shares[i, j] > 0.5 else "black",
+                        )
+        ax.set_xticks(range(n), classes, rotation=90 if n > 6 else 0, fontsize=8)
+        ax.set_yticks(range(n), classes, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _as_image(x: Any, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
+    """A normalised (C, H, W) tensor back to a displayable (H, W[, 3]) array in [0, 1]."""
+    array = np.asarray(x, dtype=np.float64)
+    if mean is not None and std is not None:
+        array = array * np.asarray(std)[:, None, None] + np.asarray(mean)[:, None, None]
+    array = np.clip(array, 0, 1)
+    return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+
+
+def image_grid(
+    images: Sequence[Any],
+    captions: Sequence[str],
+    colors: Sequence[str],
+    mean=None,
+    std=None,
+    columns: int = 8,
+):
+    """Images with a coloured caption under each."""
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(columns * 1.35, rows * 1.6), dpi=100, squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption, color in zip(axes.flat, images, captions, colors, strict=False):
+        picture = _as_image(image, mean, std)
+        ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(caption, fontsize=7, color=color)
+    fig.tight_layout()
+    return fig
+
+
+def attribution_grid(
+    images: Sequence[Any], attributions: Sequence[Any], captions: Sequence[str], mean=None, std=None
+):
+    """Each image above its attribution map (red: evidence for the class, blue: against)."""
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(n * 1.5, 3.3), dpi=100, squeeze=False)
+    for i in range(n):
+        picture = _as_image(images[i], mean, std)
+        axes[0, i].imshow(
+            picture, cmap="gray" if picture.ndim == 2 else None, interpolation="nearest"
+        )
+        axes[0, i].set_title(captions[i], fontsize=7)
+        attribution = np.asarray(attributions[i]).sum(axis=0)
+        limit = max(np.abs(attribution).max(), 1e-12)
+        axes[1, i].imshow(attribution, cmap="bwr", vmin=-limit, vmax=limit, interpolation="nearest")
+        for ax in axes[:, i]:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def filter_grid(weights: np.ndarray):
+    """First-layer kernels (out, in, kh, kw) as small images: what each filter responds to."""
+    count = min(len(weights), 32)
+    columns = min(count, 16)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(columns * 0.7, rows * 0.75), dpi=100, squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, kernel in zip(axes.flat, weights[:count], strict=False):
+        if kernel.shape[0] == 3:
+            shown = (kernel - kernel.min()) / max(np.ptp(kernel), 1e-12)
+            ax.imshow(shown.transpose(1, 2, 0), interpolation="nearest")
+        else:
+            limit = max(np.abs(kernel[0]).max(), 1e-12)
+            ax.imshow(kernel[0], cmap="bwr", vmin=-limit, vmax=limit, interpolation="nearest")
+    fig.tight_layout()
+    return fig
+
+
+def attention_figure(weights: list[np.ndarray], tokens: Sequence[str], max_heads: int = 4):
+    """Attention weights per layer (rows) and head (columns) for one example."""
+    layers_, heads = len(weights), min(weights[0].shape[0], max_heads)
+    fig, axes = plt.subplots(
+        layers_, heads, figsize=(heads * 2.6, layers_ * 2.5), dpi=100, squeeze=False
+    )
+    short = [t[:8] for t in tokens]
+    for layer, matrix in enumerate(weights):
+        for head in range(heads):
+            ax = axes[layer, head]
+            ax.imshow(matrix[head], cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=8)
+            if len(short) <= 24:
+                ax.set_xticks(range(len(short)), short, rotation=90, fontsize=6)
+                ax.set_yticks(range(len(short)), short, fontsize=6)
+            else:
+                ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def forecast_figure(actual: np.ndarray, forecast: np.ndarray, naive: np.ndarray, title: str):
+    """One-step-ahead forecasts against the truth and the naive last-value forecast."""
+    fig, ax = plt.subplots(figsize=(9, 3.2), dpi=100)
+    ax.plot(actual, label="actual", color="black", linewidth=1.4)
+    ax.plot(forecast, label="model", color="#d9480f", linewidth=1.2)
+    ax.plot(naive, label="naive (last value)", color="#868e96", linewidth=1, linestyle="--")
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel("test time step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
