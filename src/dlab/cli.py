@@ -370,6 +370,59 @@ def check_formulas(
     console.print(f"all {len(results)} formulas agree with PyTorch")
 
 
+@app.command("tune")
+def tune_command(
+    recipe: Annotated[str, typer.Argument(help="recipe with a tune: section")],
+    override: Overrides = None,
+    trials: Annotated[
+        int | None,
+        typer.Option("--trials", "-n", min=1, help="trials in total (default: tune.trials)"),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="study storage URL, e.g. postgresql://user:pw@host/db (default: SQLite in the runs folder)"
+        ),
+    ] = None,
+    runs_dir: RunsDir = None,
+    train_best: Annotated[
+        bool,
+        typer.Option(
+            "--train-best/--no-train-best", help="train the best parameters as a run at the end"
+        ),
+    ] = True,
+) -> None:
+    """Search hyper-parameters with Optuna (TPE, pruning); resumable, and shared by several workers."""
+    from dlab.tune import tune
+
+    result = tune(
+        recipe,
+        override or [],
+        trials=trials,
+        storage=storage,
+        runs_dir=runs_dir,
+        train_best=train_best,
+    )
+    table = Table(title=f"study {result.study_name}: best {result.best_value:.4g}")
+    for column in ("trial", "state", "value", "parameters"):
+        table.add_column(column)
+    for t in result.trials:
+        table.add_row(
+            str(t["number"]),
+            t["state"],
+            _number(t["value"]) if t["value"] is not None else "-",
+            ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in t["values"].items()
+            ),
+        )
+    console = _console()
+    console.print(table)
+    console.print(f"best recipe: {result.best_recipe_path}")
+    if result.best_run is not None:
+        console.print(f"best run: {result.best_run.path}")
+
+
 @app.command()
 def report(run: Annotated[Path, typer.Argument(help="run directory")]) -> None:
     """(Re)write the run's self-contained HTML report: curves, metrics, explanations, samples."""

@@ -254,6 +254,76 @@ class TrainConfig(Section):
         return self
 
 
+SPACE_KINDS = ("log_uniform", "uniform", "int", "choice")
+
+
+class TuneConfig(Section):
+    """A hyper-parameter search with Optuna over any recipe fields."""
+
+    space: dict[str, dict[str, list[Any]]] = Field(
+        description="dotted recipe field -> {log_uniform: [lo, hi]} | {uniform: [lo, hi]} | {int: [lo, hi]} | {choice: [a, b, ...]}"
+    )
+    metric: str = Field(
+        "val_loss",
+        description="validation metric to optimise (as logged: val_loss, val_accuracy, ...)",
+    )
+    direction: Literal["auto", "minimize", "maximize"] = Field(
+        "auto", description="auto: minimise losses and errors, maximise the rest"
+    )
+    trials: int = Field(
+        20, ge=1, description="trials the study runs in total (across restarts and workers)"
+    )
+    sampler: Literal["tpe", "random"] = Field("tpe", description="TPE (Bayesian) or random search")
+    pruner: Literal["median", "hyperband", "none"] = Field(
+        "median", description="stop trials whose per-epoch metric lags"
+    )
+    seed: int = Field(
+        0,
+        description="seed of the sampler (mixed with the trials stored and the process, so workers differ)",
+    )
+
+    @model_validator(mode="after")
+    def _check_space(self) -> TuneConfig:
+        if not self.space:
+            raise PydanticCustomError(
+                "empty_space", "space is empty: name at least one field to search"
+            )
+        for path, spec in self.space.items():
+            if len(spec) != 1 or next(iter(spec)) not in SPACE_KINDS:
+                raise PydanticCustomError(
+                    "space_kind",
+                    "space.{path}: use exactly one of {kinds}",
+                    {"path": path, "kinds": ", ".join(SPACE_KINDS)},
+                )
+            kind, values = next(iter(spec.items()))
+            if kind == "choice" and not values:
+                raise PydanticCustomError(
+                    "space_values", "space.{path}: choice needs at least one value", {"path": path}
+                )
+            if kind != "choice" and (
+                len(values) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+                or values[0] >= values[1]
+            ):
+                raise PydanticCustomError(
+                    "space_values",
+                    "space.{path}: {kind} needs [low, high] numbers with low < high",
+                    {"path": path, "kind": kind},
+                )
+            if kind == "log_uniform" and values[0] <= 0:
+                raise PydanticCustomError(
+                    "space_values", "space.{path}: log_uniform needs a positive low", {"path": path}
+                )
+        return self
+
+    def resolved_direction(self) -> Literal["minimize", "maximize"]:
+        """minimize for losses and errors unless told otherwise."""
+        if self.direction != "auto":
+            return self.direction
+        lower_is_better = ("loss", "error", "mae", "mse", "rmse", "perplexity")
+        return "minimize" if any(word in self.metric for word in lower_is_better) else "maximize"
+
+
 RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -266,6 +336,7 @@ class Recipe(Section):
     data: DataSection = Field(description="the data set and how to batch it")
     model: ModelSection = Field(description="the model and its hyper-parameters")
     train: TrainConfig = Field(default_factory=TrainConfig, description="how to train")
+    tune: TuneConfig | None = Field(None, description="hyper-parameter search (`dlab tune`)")
 
     @model_validator(mode="after")
     def _check_name(self) -> Recipe:
@@ -275,6 +346,40 @@ class Recipe(Section):
                 "name should use letters, digits, '_', '-' and '.' only (it names a folder)",
             )
         return self
+
+    @model_validator(mode="after")
+    def _check_tune_space(self) -> Recipe:
+        """Every searched field must exist and accept the bounds of its range."""
+        if self.tune is None:
+            return self
+        base = self.without_tune().to_dict()
+        for path, spec in self.tune.space.items():
+            kind, values = next(iter(spec.items()))
+            for value in values if kind == "choice" else values[:2]:
+                data = yaml.safe_load(yaml.safe_dump(base))
+                try:
+                    apply_override(
+                        data, f"{path}={yaml.safe_dump(value, default_flow_style=True).strip()}"
+                    )
+                    Recipe.model_validate(data)
+                except ValidationError as exc:
+                    detail = format_validation_error(exc, data, "").removeprefix(": ")
+                    raise PydanticCustomError(
+                        "space_field",
+                        "tune.space.{path}: {value} does not fit the recipe: {detail}",
+                        {"path": path, "value": repr(value), "detail": detail},
+                    ) from None
+                except RecipeError as exc:
+                    raise PydanticCustomError(
+                        "space_field",
+                        "tune.space.{path}: {detail}",
+                        {"path": path, "detail": str(exc).removeprefix("override ")},
+                    ) from None
+        return self
+
+    def without_tune(self) -> Recipe:
+        """The same recipe without its tune section (what each trial trains)."""
+        return self.model_copy(update={"tune": None})
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe (every default filled in) as plain data."""
@@ -378,7 +483,16 @@ def format_validation_error(exc: ValidationError, data: Any, source: str) -> str
                 err["msg"].replace("Input should be", "should be").replace("Value error, ", "")
             )
             message = message[0].lower() + message[1:] if message else message
-            if kind not in ("unknown_name", "missing_name", "recipe_name", "section_type"):
+            if kind not in (
+                "unknown_name",
+                "missing_name",
+                "recipe_name",
+                "section_type",
+                "space_kind",
+                "space_values",
+                "empty_space",
+                "space_field",
+            ):
                 message += f" (got {_describe(err.get('input'))})"
         key = ".".join(path) or "(top level)"
         seen.setdefault(key, message)
@@ -388,7 +502,10 @@ def format_validation_error(exc: ValidationError, data: Any, source: str) -> str
         if len(seen) > 1
         else ""
     )
-    return f"{source}: {first_key}: {first_message}{more}"
+    where = (
+        "" if first_message.startswith("tune.space.") else f"{first_key}: "
+    )  # the message names its field
+    return f"{source}: {where}{first_message}{more}"
 
 
 _OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)=(.*)$", re.DOTALL)

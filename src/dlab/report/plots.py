@@ -218,3 +218,49 @@ def forecast_figure(actual: np.ndarray, forecast: np.ndarray, naive: np.ndarray,
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def tuning_figure(trials: Sequence[dict], direction: str, metric: str):
+    """Each trial's value (pruned trials marked) and the best so far."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2), dpi=100)
+    done = [t for t in trials if t["value"] is not None]
+    ax.scatter(
+        [t["number"] for t in done],
+        [t["value"] for t in done],
+        s=18,
+        color="#1c7ed6",
+        label="completed",
+    )
+    pruned = [t["number"] for t in trials if t["state"] == "PRUNED"]
+    if pruned:
+        ax.scatter(pruned, [np.nan] * len(pruned))
+        for number in pruned:
+            ax.axvline(number, color="#dee2e6", linewidth=1, zorder=0)
+    best, line = None, []
+    for t in sorted(done, key=lambda t: t["number"]):
+        best = (
+            t["value"]
+            if best is None
+            else (min(best, t["value"]) if direction == "minimize" else max(best, t["value"]))
+        )
+        line.append((t["number"], best))
+    if line:
+        ax.step(*zip(*line, strict=True), where="post", color="#d9480f", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per trial (grey lines: pruned)", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def importance_figure(importances: dict[str, float]):
+    """Parameter importances as horizontal bars."""
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(5.5, 0.45 * len(names) + 1.2), dpi=100)
+    ax.barh(names, [importances[n] for n in names], color="#5c7cfa")
+    ax.set_xlabel("importance (share of the metric's variation)")
+    ax.set_title("which parameters mattered", fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -472,3 +472,35 @@ def forecast(ctx: ReportContext) -> str | None:
         plots.forecast_figure(units(actual), units(predicted), units(naive), title),
         "forecast vs actual",
     )
+
+
+@section("tuning", "Hyper-parameter search", 50)
+def tuning(ctx: ReportContext) -> str | None:
+    summary_ = ctx.meta.get("tuning")
+    if not summary_:
+        return None
+    trials = summary_["trials"]
+    states = {s: sum(t["state"] == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}
+    parts = [
+        f"<p>Optuna study <b>{escape(summary_['study'])}</b> ({escape(summary_['storage'])}): {len(trials)} trials, "
+        f"{states['COMPLETE']} completed, {states['PRUNED']} pruned, {states['FAIL']} failed. This run trained the best "
+        f"parameters ({escape(summary_['metric'])} {summary_['best_value']:.4g}, {escape(summary_['direction'])}).</p>",
+        table(
+            [
+                [k, v if isinstance(v, int | float) else str(v)]
+                for k, v in summary_["best_params"].items()
+            ],
+            ["parameter", "best value"],
+        ),
+        '<div class="row">'
+        + figure(
+            plots.tuning_figure(trials, summary_["direction"], summary_["metric"]), "tuning history"
+        ),
+    ]
+    if summary_.get("importances"):
+        parts.append(
+            figure(plots.importance_figure(summary_["importances"]), "parameter importances")
+        )
+    else:
+        parts.append(note("too few completed trials to estimate parameter importances"))
+    return "".join(parts) + "</div>"

@@ -1,0 +1,149 @@
+"""Hyper-parameter search: validated spaces, pruning, resume after a crash, several workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+import yaml
+from conftest import dlab_command
+
+from dlab.errors import RecipeError
+from dlab.recipe import from_dict, load_recipe
+from dlab.tune import storage_url, tune
+
+RECIPE = {
+    "name": "tiny",
+    "data": {"name": "mnist_sample", "limit": 400, "batch_size": 64},
+    "model": {"name": "mlp", "hidden": [16]},
+    "train": {"epochs": 3, "checkpoint_every": 10_000},
+    "tune": {
+        "metric": "val_accuracy",
+        "trials": 4,
+        "space": {
+            "train.optimizer.lr": {"log_uniform": [1e-3, 3e-2]},
+            "model.hidden": {"choice": [[16], [32, 16]]},
+            "model.dropout": {"uniform": [0.0, 0.3]},
+        },
+    },
+}
+
+
+def write(tmp_path, **tune_fields):
+    recipe = {**RECIPE, "tune": {**RECIPE["tune"], **tune_fields}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        (
+            {"model.hiden": {"choice": [[8]]}},
+            "tune.space.model.hiden: [8] does not fit the recipe: model.hiden: unknown key (did you mean 'hidden'?)",
+        ),
+        (
+            {"train.optimizer.lr": {"uniform": [-1.0, 1.0]}},
+            "tune.space.train.optimizer.lr: -1.0 does not fit the recipe: train.optimizer.lr: should be greater than 0",
+        ),
+        ({"train.epochs": {"int": [5, 2]}}, "int needs [low, high] numbers with low < high"),
+        (
+            {"train.optimizer.lr": {"normal": [0, 1]}},
+            "use exactly one of log_uniform, uniform, int, choice",
+        ),
+        ({"train.optimizer.lr": {"log_uniform": [0, 1]}}, "log_uniform needs a positive low"),
+        ({}, "space is empty"),
+    ],
+)
+def test_search_spaces_are_validated_with_the_recipe(space, message):
+    with pytest.raises(RecipeError) as info:
+        from_dict({**RECIPE, "tune": {"space": space}})
+    assert message in str(info.value)
+
+
+def test_a_study_prunes_writes_the_best_recipe_and_trains_it(tmp_path):
+    result = tune(write(tmp_path), runs_dir=tmp_path / "runs", trials=5)
+    states = [t["state"] for t in result.trials]
+    assert len(states) == 5 and states.count("COMPLETE") >= 1 and "FAIL" not in states
+    best = load_recipe(result.best_recipe_path)
+    assert best.tune is None and best.model.hidden == result.best_params["model.hidden"]
+    assert best.train.optimizer.lr == pytest.approx(result.best_params["train.optimizer.lr"])
+    completed = [t["value"] for t in result.trials if t["state"] == "COMPLETE"]
+    assert result.best_value == max(completed)
+    meta = result.best_run.dir.meta
+    assert meta["tuning"]["best_params"] == result.best_params
+    html = (result.best_run.path / "report.html").read_text()
+    assert (
+        'id="tuning"' in html
+        and 'alt="parameter importances"' in html
+        and "section-error" not in html
+    )
+
+
+def test_a_killed_study_resumes_to_its_target(tmp_path):
+    path = write(tmp_path, trials=5)
+    env = {**os.environ, "DLAB_RUNS_DIR": str(tmp_path / "runs")}
+    process = subprocess.Popen(
+        [*dlab_command(), "tune", str(path), "--no-train-best"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url, _ = storage_url(load_recipe(path), tmp_path / "runs", None)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # kill it once two trials are done and a third is running
+        try:
+            trials = optuna.load_study(study_name="tiny", storage=url).trials
+        except Exception:  # the database is not created yet
+            trials = []
+        if sum(t.state.is_finished() for t in trials) >= 2 and any(
+            t.state.name == "RUNNING" for t in trials
+        ):
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    result = tune(path, runs_dir=tmp_path / "runs", train_best=False)
+    finished = [t for t in result.trials if t["state"] in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 5
+    assert [t["state"] for t in result.trials].count(
+        "RUNNING"
+    ) <= 1  # the killed one, until its heartbeat expires
+
+
+@pytest.mark.e2e
+def test_three_workers_share_one_sqlite_study(tmp_path):
+    path = write(tmp_path, trials=6)
+    env = {**os.environ, "DLAB_RUNS_DIR": str(tmp_path / "runs")}
+    workers = [
+        subprocess.Popen(
+            [*dlab_command(), "tune", str(path), "--no-train-best"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    errors = [w.communicate(timeout=300)[1] for w in workers]
+    assert all(w.returncode == 0 for w in workers), errors
+    url, _ = storage_url(load_recipe(path), tmp_path / "runs", None)
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert 6 <= len(finished) <= 8  # trials in flight when the count is reached still finish
+    assert not [t for t in trials if t.state.name == "FAIL"]
+    assert len({t.number for t in trials}) == len(trials)
+    values = [tuple(sorted((k, str(v)) for k, v in t.params.items())) for t in finished]
+    assert len(set(values)) == len(values)  # no worker repeated another's parameters
+
+
+def test_tune_needs_a_tune_section(tmp_path):
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({k: v for k, v in RECIPE.items() if k != "tune"}))
+    with pytest.raises(RecipeError, match="the recipe has no tune section"):
+        tune(plain, runs_dir=tmp_path)
