@@ -93,7 +93,20 @@ class Run:
                     f"finish it with `dlab train --resume {self.path}`"
                 )
             model = models.build(self.recipe.model, self.meta)
-            self._model = load_weights(model, self.dir.weights).eval()
+            compression = self.dir.meta.get("compression") or {}
+            if compression.get("method") == "quantize":  # re-quantize exactly as measured
+                from dlab.compress import quantize
+
+                example = (
+                    torch.zeros(1, *self.meta.input_shape)
+                    if self.meta.input_kind != "tokens"
+                    else None
+                )
+                self._model = quantize.load(
+                    model, compression["mode"], self.dir.weights, example
+                ).eval()
+            else:
+                self._model = load_weights(model, self.dir.weights).eval()
         return self._model
 
     def evaluate(
@@ -283,8 +296,15 @@ def train(
     callbacks: Sequence[Callback] = (),
     evaluate_test: bool = True,
     report: bool = True,
+    model: nn.Module | None = None,
+    loss: nn.Module | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Run:
-    """Train a recipe into a new run directory (or continue `resume`), evaluate it, and write its report."""
+    """Train a recipe into a new run directory (or continue `resume`), evaluate it, and write its report.
+
+    `model` starts from an existing module (fine-tuning a pruned model); `loss` replaces the recipe's
+    (distillation); `meta` is recorded in meta.json (where a compressed run came from).
+    """
     if resume is not None:
         run_dir = RunDir.open(resume)
         bad = [
@@ -307,7 +327,7 @@ def train(
 
     seed_everything(recipe_obj.seed)
     bundle = datasets.build(recipe_obj.data, recipe_obj.seed)
-    model = models.build(recipe_obj.model, bundle.meta)
+    model = model if model is not None else models.build(recipe_obj.model, bundle.meta)
     if run_dir is None:
         run_dir = RunDir.create(recipe_obj, runs_dir)
         if bundle.tokenizer is not None:
@@ -324,6 +344,7 @@ def train(
         recipe_yaml=recipe_obj.to_yaml(),
         callbacks=callbacks,
         progress=progress,
+        loss=loss,
     )
     if checkpoint is not None:
         trainer.resume(checkpoint)
@@ -335,6 +356,7 @@ def train(
         forward_flops_per_batch=trainer.forward_flops,
         hardware=runtime.hardware_summary(trainer.device),
         seed=recipe_obj.seed,
+        **(meta or {}),
     )
     try:
         history = trainer.fit()

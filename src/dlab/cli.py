@@ -424,6 +424,129 @@ def tune_command(
 
 
 @app.command()
+def compress(
+    run: Annotated[Path, typer.Argument(help="run directory of a trained classifier")],
+    quantize: Annotated[
+        str | None, typer.Option(help="int8 (auto), int8-dynamic or int8-static")
+    ] = None,
+    distill: Annotated[
+        str | None, typer.Option(help="student recipe to train from this run as the teacher")
+    ] = None,
+    prune: Annotated[
+        float | None,
+        typer.Option(help="fraction of weights (or channels with --structured) to remove"),
+    ] = None,
+    structured: Annotated[
+        bool, typer.Option(help="prune whole channels/units (cnn, mlp): a smaller, faster model")
+    ] = False,
+    finetune_epochs: Annotated[
+        int, typer.Option(min=0, help="fine-tuning epochs after pruning")
+    ] = 2,
+    alpha: Annotated[
+        float, typer.Option(help="distillation: weight of the teacher's soft targets")
+    ] = 0.5,
+    temperature: Annotated[float, typer.Option(help="distillation: softmax temperature")] = 4.0,
+    runs_dir: RunsDir = None,
+) -> None:
+    """Quantize, distill or prune a run into a new run, and compare accuracy, size and latency."""
+    from dlab import compress as compression
+
+    chosen = [
+        name
+        for name, value in (("--quantize", quantize), ("--distill", distill), ("--prune", prune))
+        if value is not None
+    ]
+    if len(chosen) != 1:
+        raise DlabError("compress: give exactly one of --quantize, --distill or --prune")
+    if quantize is not None:
+        result = compression.quantize_run(run, quantize, runs_dir)
+    elif distill is not None:
+        result = compression.distill_run(run, distill, alpha, temperature, runs_dir=runs_dir)
+    else:
+        result = compression.prune_run(run, prune, structured, finetune_epochs, runs_dir=runs_dir)
+    rows = result.dir.meta["compression"]["comparison"]
+    table = Table(title=f"{result.path}")
+    for column in ("model", "accuracy", "size MB", "batch 1 p50 ms", "batch 64 p50 ms"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["model"],
+            f"{r['accuracy']:.4f}",
+            f"{r['size_bytes'] / 1e6:.3f}",
+            f"{r['batch1_p50_ms']:.3f}",
+            f"{r['batch64_p50_ms']:.2f}",
+        )
+    _console().print(table)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="file to write (default: RUN/model.onnx)")
+    ] = None,
+) -> None:
+    """Export the model to ONNX (dynamic batch and length) and verify it with onnxruntime."""
+    from dlab.export import export_onnx
+
+    if fmt != "onnx":
+        raise DlabError(f"export: format '{fmt}' is not supported; use onnx")
+    result = export_onnx(run, output)
+    _console().print(
+        f"wrote {result.path} ({result.exporter}, opset {result.opset}; inputs {', '.join(result.inputs)}; "
+        f"onnxruntime matches PyTorch to {result.max_abs_error:.1e} on {result.checked_samples} test samples)"
+    )
+
+
+@app.command("serve")
+def serve_command(
+    target: Annotated[Path, typer.Argument(help="run directory, or a .onnx file")],
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    host: Annotated[
+        str, typer.Option(help="address to bind; anything but loopback needs --token")
+    ] = "127.0.0.1",
+    token: Annotated[
+        str | None,
+        typer.Option(help="require Authorization: Bearer TOKEN (or set DLAB_SERVE_TOKEN)"),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option(help="allow a non-loopback bind without a token")
+    ] = False,
+    backend: Annotated[
+        str, typer.Option(help="torch, onnx (the run's model.onnx) or auto")
+    ] = "auto",
+    max_batch: Annotated[
+        int, typer.Option(min=1, help="largest micro-batch (1: no batching)")
+    ] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0, help="how long a request waits for company")
+    ] = 5.0,
+    cors: Annotated[
+        list[str] | None,
+        typer.Option(help="an origin allowed to call the API from a browser (repeatable)"),
+    ] = None,
+) -> None:
+    """Serve a model over HTTP: /predict, /generate, /metadata, /metrics, and a page to try it."""
+    from dlab.serve import serve
+
+    _console().print(
+        f"serving {target} on http://{host}:{port}  (open it in a browser; Ctrl-C stops)"
+    )
+    serve(
+        target,
+        host=host,
+        port=port,
+        token=token,
+        insecure=insecure,
+        backend=backend,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        cors=cors,
+    )
+
+
+@app.command()
 def report(run: Annotated[Path, typer.Argument(help="run directory")]) -> None:
     """(Re)write the run's self-contained HTML report: curves, metrics, explanations, samples."""
     from dlab.api import load

@@ -211,6 +211,21 @@ def test_padding_never_changes_a_text_classifier(name, bidirectional):
         torch.testing.assert_close(model(longer), model(tokens), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_packing_free_export_path_equals_packed_sequences_in_float64(cell, bidirectional):
+    model, meta = make(cell, dropout=0.0, layers=2, bidirectional=bidirectional)
+    model = model.double().eval()
+    tokens = example_batch(meta)[0][:, :20]
+    tokens[1, 4:] = 0  # uneven true lengths, one sequence all padding
+    tokens[2, :] = 0
+    with torch.no_grad():
+        packed = model(tokens)
+        model.exporting = True
+        unpacked = model(tokens)
+    torch.testing.assert_close(unpacked, packed, atol=1e-12, rtol=1e-12)
+
+
 def test_kv_cache_generation_equals_full_recomputation():
     model, _ = make("gpt")
     prompt = torch.randint(0, 65, (2, 5))

@@ -1,7 +1,12 @@
-"""Turn a user's file (PNG/JPEG image or .npy array) into exactly what the model saw in training."""
+"""Turn a user's input (an image, an array, a file) into exactly what the model saw in training.
+
+`predict` reads files with `load_input`; `serve` reads request bodies with `from_array` and
+`from_image_bytes`: one preprocessing path, so a served model answers as the trained one did.
+"""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -14,58 +19,76 @@ from dlab.errors import InputError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def _from_image(path: Path, shape: tuple[int, ...], resize: bool) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def accepted_shapes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The array shapes one input may come in: as trained, flattened, or without a single channel."""
+    accepted = [tuple(shape), (math.prod(shape),)]
+    if len(shape) == 3 and shape[0] == 1:
+        accepted.append(tuple(shape[1:]))
+    return sorted(set(accepted), key=len)
+
+
+def from_array(array: np.ndarray, meta: DataMeta, source: str) -> torch.Tensor:
+    """One input given as numbers. Images: integers, or floats above 1, are 0-255 pixel values."""
+    array = np.asarray(array)
+    if (
+        not np.issubdtype(array.dtype, np.number)
+        or np.issubdtype(array.dtype, np.complexfloating)
+        or array.dtype == np.bool_
+    ):
+        raise InputError(f"{source}: array of {array.dtype}, expected numbers")
+    shape = tuple(meta.input_shape)
+    if tuple(array.shape) not in accepted_shapes(shape):
+        options = " or ".join(str(s) for s in accepted_shapes(shape))
+        raise InputError(
+            f"{source}: array shape {tuple(array.shape)} does not fit the model input; expected {options}"
+        )
+    integers = np.issubdtype(array.dtype, np.integer)
+    values = array.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise InputError(f"{source}: array contains NaN or infinite values")
+    if meta.input_kind == "image" and (integers or values.max(initial=0) > 1.0):
+        values = values / 255.0
+    return _normalise(values.reshape(shape), meta)
+
+
+def _picture_array(picture, shape: tuple[int, ...], source: str, resize: bool) -> np.ndarray:
+    from PIL import Image
 
     channels, height, width = shape
-    try:
-        with Image.open(path) as image:
-            image.load()
-            picture = image.convert("L" if channels == 1 else "RGB")
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image (PNG or JPEG) nor a .npy array") from None
-    except OSError as exc:
-        raise InputError(f"{path}: unreadable image ({exc})") from None
+    picture = picture.convert("L" if channels == 1 else "RGB")
     if picture.size != (width, height):
         if not resize:
             raise InputError(
-                f"{path}: image is {picture.size[0]}×{picture.size[1]} but the model takes {width}×{height}; "
-                f"pass --resize to scale it"
+                f"{source}: image is {picture.size[0]}×{picture.size[1]} but the model takes {width}×{height}; pass --resize to scale it"
             )
         picture = picture.resize((width, height), Image.Resampling.LANCZOS)
     array = np.asarray(picture, dtype=np.float32) / 255.0
     return array[None] if channels == 1 else array.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
 
 
-def _from_npy(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+def from_image_bytes(
+    data: bytes, meta: DataMeta, source: str, resize: bool = False, invert: str = "auto"
+) -> torch.Tensor:
+    """One PNG/JPEG image, converted, (optionally) resized and normalised."""
+    from PIL import Image, UnidentifiedImageError
+
+    if meta.input_kind != "image" or len(meta.input_shape) != 3:
+        raise InputError(f"{source}: this model takes {meta.input_kind} inputs, not images")
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise InputError(f"{path}: array of {array.dtype}, expected numbers")
-    accepted = {tuple(shape), (math.prod(shape),)}
-    if len(shape) == 3 and shape[0] == 1:
-        accepted.add(tuple(shape[1:]))
-    if tuple(array.shape) not in accepted:
-        options = " or ".join(str(s) for s in sorted(accepted, key=len))
-        raise InputError(
-            f"{path}: array shape {tuple(array.shape)} does not fit the model input; expected {options}"
-        )
-    integers = np.issubdtype(array.dtype, np.integer)
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise InputError(f"{path}: array contains NaN or infinite values")
-    # integer arrays, and float arrays above 1, hold 0-255 pixel values; other floats are 0-1
-    if integers or array.max(initial=0) > 1.0:
-        array = array / 255.0
-    return array.reshape(shape)
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            array = _picture_array(image, tuple(meta.input_shape), source, resize)
+    except UnidentifiedImageError:
+        raise InputError(f"{source}: not an image (PNG or JPEG) nor a .npy array") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{source}: unreadable image ({exc})") from None
+    return _normalise(_match_background(array, meta, invert), meta)
 
 
 def load_input(
     path: str | Path, meta: DataMeta, resize: bool = False, invert: str = "auto"
 ) -> torch.Tensor:
-    """One input file as a normalised tensor shaped like the training inputs."""
+    """One input file (PNG/JPEG image or .npy array) as a normalised tensor shaped like the training inputs."""
     path = Path(path)
     if meta.input_kind not in ("image", "vector"):
         raise InputError(
@@ -73,15 +96,19 @@ def load_input(
         )
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    shape = tuple(meta.input_shape)
     if path.suffix.lower() == ".npy":
-        array = _from_npy(path, shape)
-    elif meta.input_kind == "image" and len(shape) == 3:
-        array = _from_image(path, shape, resize)
-        array = _match_background(array, meta, invert)
-    else:
-        raise InputError(f"{path}: expected a .npy array of shape {shape}")
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{path}: not a readable .npy array ({exc})") from None
+        return from_array(array, meta, str(path))
+    if meta.input_kind == "image" and len(meta.input_shape) == 3:
+        return from_image_bytes(path.read_bytes(), meta, str(path), resize, invert)
+    raise InputError(f"{path}: expected a .npy array of shape {tuple(meta.input_shape)}")
+
+
+def _normalise(values: np.ndarray, meta: DataMeta) -> torch.Tensor:
+    tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
     if meta.mean is not None and meta.std is not None:
         view = (-1,) + (1,) * (tensor.ndim - 1) if meta.input_kind == "image" else (-1,)
         tensor = (tensor - torch.tensor(meta.mean).view(view)) / torch.tensor(meta.std).view(view)

@@ -54,6 +54,7 @@ class CNN(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, config: CNNConfig):
         super().__init__()
+        self.input_shape = tuple(input_shape)
         blocks: list[nn.Module] = []
         in_channels = input_shape[0]
         for i, out_channels in enumerate(config.channels):

@@ -56,6 +56,7 @@ class Recurrent(nn.Module):
             config.outputs == "every" or meta.task == "language_model",
         )
         self.pad_id = meta.extra.get("pad_id")
+        self.exporting = False  # set by dlab.export: the trace-friendly path for padded tokens
         if self.kind == "tokens":
             self.embed = nn.Embedding(
                 meta.extra["vocab_size"], config.embedding, padding_idx=self.pad_id
@@ -108,6 +109,8 @@ class Recurrent(nn.Module):
         self, x: torch.Tensor, state: tuple | torch.Tensor | None = None, return_state: bool = False
     ):
         sequence, lengths = self._sequence(x)
+        if lengths is not None and not self.every and self.exporting:
+            return self.head(self.drop(self._final_by_length(sequence, lengths.clamp_min(1))))
         if lengths is not None and not self.every:
             packed = pack_padded_sequence(
                 sequence, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False
@@ -133,6 +136,51 @@ class Recurrent(nn.Module):
         else:
             last = outputs[:, -1]
         return self.head(self.drop(last))  # (B, outputs)
+
+    def _final_by_length(self, sequence: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The packed path's final states without packing, which torch.export cannot trace.
+
+        Layer by layer, the forward direction reads the padded batch (outputs before a sequence's
+        end never see its padding) and the backward direction reads each sequence reversed within
+        its own length, so both equal the packed result; the last layer's state at the true end
+        is gathered. Same weights, same numbers (a test holds the two paths equal).
+        """
+        rnn, batch, steps = self.rnn, sequence.shape[0], sequence.shape[1]
+        positions = torch.arange(steps, device=sequence.device).expand(batch, steps)
+        within = positions < lengths[:, None]
+        reverse = torch.where(within, lengths[:, None] - 1 - positions, positions)  # an involution
+        end = (lengths - 1)[:, None, None]
+
+        def run(inputs: torch.Tensor, suffix: str) -> torch.Tensor:
+            weights = [getattr(rnn, f"{kind}_l{suffix}") for kind in ("weight_ih", "weight_hh")]
+            if rnn.bias:
+                weights += [getattr(rnn, f"{kind}_l{suffix}") for kind in ("bias_ih", "bias_hh")]
+            zeros = inputs.new_zeros(1, batch, rnn.hidden_size)
+            if rnn.mode == "LSTM":
+                return torch.lstm(
+                    inputs, (zeros, zeros), weights, rnn.bias, 1, 0.0, False, False, True
+                )[0]
+            step = {"GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}[
+                rnn.mode
+            ]
+            return step(inputs, zeros, weights, rnn.bias, 1, 0.0, False, False, True)[0]
+
+        def flip(values: torch.Tensor) -> torch.Tensor:
+            return values.gather(1, reverse[..., None].expand_as(values))
+
+        inputs = sequence
+        for layer in range(rnn.num_layers):
+            forward = run(inputs, str(layer))
+            if not rnn.bidirectional:
+                inputs = forward
+                continue
+            backward = flip(run(flip(inputs), f"{layer}_reverse"))
+            inputs = torch.cat([forward, backward], dim=-1)
+        width = rnn.hidden_size
+        last_forward = inputs[..., :width].gather(1, end.expand(-1, 1, width))[:, 0]
+        if not rnn.bidirectional:
+            return last_forward
+        return torch.cat([last_forward, inputs[:, 0, width:]], dim=-1)
 
     @torch.no_grad()
     def generate(

@@ -224,6 +224,13 @@ def spread(count: int, total: int) -> list[int]:
     return sorted({round(i * (total - 1) / max(count - 1, 1)) for i in range(min(count, total))})
 
 
+def _differentiable(ctx: ReportContext) -> bool:
+    """Whether true gradients flow through the model: not after int8 quantization, even where float layers remain."""
+    if (ctx.meta.get("compression") or {}).get("method") == "quantize":
+        return False
+    return any(p.requires_grad and p.is_floating_point() for p in ctx.model.parameters())
+
+
 def _describe(ctx: ReportContext, item: torch.Tensor) -> str:
     tokenizer = ctx.run.tokenizer
     return (
@@ -304,6 +311,11 @@ def image_explanations(ctx: ReportContext) -> str | None:
         return None
     from dlab.report.explain import image_attributions
 
+    if not _differentiable(ctx):
+        return note(
+            f"attributions need gradients, which a quantized model does not have: see the report of {ctx.meta.get('compressed_from', 'its float source')}"
+        )
+
     probs, _targets, inputs = ctx.predictions
     meta = ctx.data_meta
     chosen = spread(8, len(inputs))
@@ -340,6 +352,11 @@ def token_explanations(ctx: ReportContext) -> str | None:
     if ctx.task != "classification" or ctx.data_meta.input_kind != "tokens":
         return None
     from dlab.report.explain import token_attributions
+
+    if not _differentiable(ctx):
+        return note(
+            f"attributions need gradients, which a quantized model does not have: see the report of {ctx.meta.get('compressed_from', 'its float source')}"
+        )
 
     probs, _targets, inputs = ctx.predictions
     tokenizer = ctx.run.tokenizer
@@ -504,3 +521,41 @@ def tuning(ctx: ReportContext) -> str | None:
     else:
         parts.append(note("too few completed trials to estimate parameter importances"))
     return "".join(parts) + "</div>"
+
+
+@section("compression", "Compression", 45)
+def compression(ctx: ReportContext) -> str | None:
+    details = ctx.meta.get("compression")
+    if not details:
+        return None
+    method = details["method"]
+    what = {
+        "quantize": f"int8 quantization ({details.get('mode')}; quantized layers: {details.get('quantized_layers')})",
+        "distill": f"knowledge distillation from {details.get('teacher')} (α {details.get('alpha')}, temperature {details.get('temperature')})",
+        "prune": f"{'structured (channels/units)' if details.get('structured') else 'unstructured global magnitude'} pruning of "
+        f"{details.get('amount', 0):.0%}, fine-tuned {details.get('finetune_epochs')} epochs; {details.get('nonzero_weights', 1):.1%} of weights non-zero",
+    }[method]
+    rows = [
+        [
+            r["model"],
+            r["accuracy"],
+            r["size_bytes"] / 1e6,
+            r["parameters"],
+            r["batch1_p50_ms"],
+            r["batch64_p50_ms"],
+        ]
+        for r in details["comparison"]
+    ]
+    size_note = " (gzip-compressed)" if details.get("size") == "gzip-compressed state" else ""
+    columns = [
+        "model",
+        "accuracy",
+        f"size MB{size_note}",
+        "parameters",
+        "latency batch 1 (ms, p50)",
+        "latency batch 64 (ms, p50)",
+    ]
+    return (
+        f"<p>{escape(what)}, from {escape(ctx.meta.get('compressed_from', '?'))}. Measured side by side in one process on this machine's CPU.</p>"
+        + table(rows, columns)
+    )

@@ -110,6 +110,7 @@ class Trainer:
         recipe_yaml: str | None = None,
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
+        loss: nn.Module | None = None,
     ):
         self.config, self.seed, self.bundle = config, seed, bundle
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -129,7 +130,9 @@ class Trainer:
         )
         torch.set_num_threads(self.threads)
 
-        self.loss_fn = LOSSES.build(config.loss)
+        self.loss_fn = (
+            loss if loss is not None else LOSSES.build(config.loss)
+        )  # distillation brings its own
         self._scores_accuracy = bundle.meta.task in ("classification", "language_model", "seq2seq")
         self.metrics = build_metrics(config.metrics, bundle.meta)
         self.optimizer = build_optimizer(config.optimizer, self.model)
@@ -206,7 +209,12 @@ class Trainer:
         inputs, targets = to_device(batch[0], self.device), to_device(batch[1], self.device)
         self.model.train()
         outputs = forward(self.model, inputs)
-        loss = self.loss_fn(outputs, targets)
+        if getattr(
+            self.loss_fn, "needs_inputs", False
+        ):  # e.g. distillation asks the teacher about the batch
+            loss = self.loss_fn(outputs, targets, inputs)
+        else:
+            loss = self.loss_fn(outputs, targets)
         penalty = weight_penalty(self.model, self.config.l1, self.config.l2)
         self.optimizer.zero_grad(set_to_none=True)
         (loss + penalty if penalty is not None else loss).backward()
