@@ -9,6 +9,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -92,3 +94,109 @@ def make_blobs(
 def dlab_command() -> list[str]:
     """How tests start the CLI in a subprocess (the venv's Python, whatever the PATH)."""
     return [sys.executable, "-m", "dlab.cli"]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium: installed here if missing and possible, else the test skips."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+            shell=True,
+            capture_output=True,
+            timeout=900,
+        )
+        found = shutil.which("chromium")
+    if not found:
+        pytest.skip(
+            "Debian's chromium is not installed and could not be installed here (needs root and apt)"
+        )
+    return found
+
+
+# --- small trained runs shared by the report, compression, export and serving tests ---
+
+
+def train_small(tmp_path_factory, name: str, recipe: dict):
+    """Train a small recipe into its own runs folder (quietly)."""
+    import dlab
+
+    return dlab.train(
+        {"name": name, **recipe}, runs_dir=tmp_path_factory.mktemp(name), progress=False
+    )
+
+
+@pytest.fixture(scope="session")
+def image_run(tmp_path_factory):
+    return train_small(
+        tmp_path_factory,
+        "mnist_cnn",
+        {
+            "data": {"name": "mnist_sample"},
+            "model": {"name": "cnn", "channels": [4, 8], "hidden": 32},
+            "train": {"epochs": 2},
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def text_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("text")
+    good, bad = (
+        ["a wonderful moving film", "great acting and story", "i loved it"],
+        ["a dull boring mess", "terrible weak plot", "i hated it"],
+    )
+    rows = "\n".join(
+        f"{(good if i % 2 else bad)[i % 3]},{'pos' if i % 2 else 'neg'}" for i in range(120)
+    )
+    (folder / "reviews.csv").write_text("text,label\n" + rows + "\n")
+    (folder / "story.txt").write_text("To be, or not to be, that is the question. " * 120)
+    (folder / "pairs.tsv").write_text("".join(f"the cat {i}\tdie Katze {i}\n" for i in range(80)))
+    (folder / "series.csv").write_text(
+        "v\n" + "".join(f"{np.sin(i / 4):.4f}\n" for i in range(200))
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory, text_folder):
+    return train_small(
+        tmp_path_factory,
+        "reviews",
+        {
+            "data": {
+                "name": "text_csv",
+                "path": str(text_folder / "reviews.csv"),
+                "batch_size": 16,
+            },
+            "model": {
+                "name": "transformer_classifier",
+                "d_model": 32,
+                "heads": 2,
+                "layers": 1,
+                "ff": 64,
+            },
+            "train": {"epochs": 3},
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def gpt_run(tmp_path_factory, text_folder):
+    return train_small(
+        tmp_path_factory,
+        "story_gpt",
+        {
+            "data": {
+                "name": "text_file",
+                "path": str(text_folder / "story.txt"),
+                "block_size": 32,
+                "batch_size": 16,
+            },
+            "model": {"name": "gpt", "layers": 2, "heads": 2, "d_model": 32},
+            "train": {"epochs": 2, "metrics": ["accuracy", "perplexity"]},
+        },
+    )

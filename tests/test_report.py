@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
@@ -25,79 +23,6 @@ def sections(html: str) -> list[str]:
 def train(tmp_path_factory, name: str, recipe: dict) -> dlab.Run:
     return dlab.train(
         {"name": name, **recipe}, runs_dir=tmp_path_factory.mktemp(name), progress=False
-    )
-
-
-@pytest.fixture(scope="module")
-def image_run(tmp_path_factory):
-    return train(
-        tmp_path_factory,
-        "mnist_cnn",
-        {
-            "data": {"name": "mnist_sample"},
-            "model": {"name": "cnn", "channels": [4, 8], "hidden": 32},
-            "train": {"epochs": 2},
-        },
-    )
-
-
-@pytest.fixture(scope="module")
-def text_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("text")
-    good, bad = (
-        ["a wonderful moving film", "great acting and story", "i loved it"],
-        ["a dull boring mess", "terrible weak plot", "i hated it"],
-    )
-    rows = "\n".join(
-        f"{(good if i % 2 else bad)[i % 3]},{'pos' if i % 2 else 'neg'}" for i in range(120)
-    )
-    (folder / "reviews.csv").write_text("text,label\n" + rows + "\n")
-    (folder / "story.txt").write_text("To be, or not to be, that is the question. " * 120)
-    (folder / "pairs.tsv").write_text("".join(f"the cat {i}\tdie Katze {i}\n" for i in range(80)))
-    (folder / "series.csv").write_text(
-        "v\n" + "".join(f"{np.sin(i / 4):.4f}\n" for i in range(200))
-    )
-    return folder
-
-
-@pytest.fixture(scope="module")
-def text_run(tmp_path_factory, text_folder):
-    return train(
-        tmp_path_factory,
-        "reviews",
-        {
-            "data": {
-                "name": "text_csv",
-                "path": str(text_folder / "reviews.csv"),
-                "batch_size": 16,
-            },
-            "model": {
-                "name": "transformer_classifier",
-                "d_model": 32,
-                "heads": 2,
-                "layers": 1,
-                "ff": 64,
-            },
-            "train": {"epochs": 3},
-        },
-    )
-
-
-@pytest.fixture(scope="module")
-def gpt_run(tmp_path_factory, text_folder):
-    return train(
-        tmp_path_factory,
-        "story_gpt",
-        {
-            "data": {
-                "name": "text_file",
-                "path": str(text_folder / "story.txt"),
-                "block_size": 32,
-                "batch_size": 16,
-            },
-            "model": {"name": "gpt", "layers": 2, "heads": 2, "d_model": 32},
-            "train": {"epochs": 2, "metrics": ["accuracy", "perplexity"]},
-        },
     )
 
 
@@ -244,28 +169,9 @@ def test_compare_runs(tmp_path, image_run, tmp_path_factory, capsys):
     assert main(["runs", "compare", str(image_run.path)]) == 2
 
 
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(
-            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
-            shell=True,
-            capture_output=True,
-            timeout=900,
-        )
-        found = shutil.which("chromium")
-    if not found:
-        pytest.skip(
-            "Debian's chromium is not installed and could not be installed here (needs root and apt)"
-        )
-    return found
-
-
 @pytest.mark.e2e
-def test_report_in_headless_chromium(image_run, tmp_path):
-    browser = _chromium()
+def test_report_in_headless_chromium(image_run, tmp_path, chromium):
+    browser = chromium
     report = image_run.path / "report.html"
     shot = tmp_path / "report.png"
     flags = [

@@ -1,0 +1,67 @@
+"""`dlab serve RUN|MODEL.onnx`: a model behind HTTP, safe by default.
+
+It binds 127.0.0.1 unless told otherwise; any other address needs a token (--token or
+DLAB_SERVE_TOKEN, checked in constant time) unless --insecure is given on purpose; CORS is off
+unless --cors names the origins allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+from dlab.errors import DlabError
+from dlab.serve.app import create_app
+from dlab.serve.backends import load_backend
+
+TOKEN_ENV = "DLAB_SERVE_TOKEN"
+
+__all__ = ["TOKEN_ENV", "build_app", "is_loopback", "serve"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_app(
+    target: str | Path,
+    host: str = "127.0.0.1",
+    token: str | None = None,
+    insecure: bool = False,
+    backend: str = "auto",
+    max_batch: int = 32,
+    max_wait_ms: float = 5.0,
+    cors: list[str] | None = None,
+) -> Any:
+    """Check the safety rules and build the application for `target`."""
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if not is_loopback(host) and token is None and not insecure:
+        raise DlabError(
+            f"serve: binding {host} exposes the model to the network; give --token (or set {TOKEN_ENV}), "
+            "or pass --insecure if that is really what you want"
+        )
+    if token is not None and len(token) < 16:
+        raise DlabError("serve: the token should be at least 16 characters long")
+    return create_app(
+        load_backend(target, backend),
+        token=token,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        cors=cors,
+    )
+
+
+def serve(target: str | Path, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+    """Serve until interrupted."""
+    import uvicorn
+
+    app = build_app(target, host=host, **options)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,359 @@
+"""The HTTP API of `dlab serve` (FastAPI), and the page at / to try the model in a browser.
+
+    GET  /            a page: draw a digit or type a text, see the class probabilities
+    GET  /health      liveness
+    GET  /metadata    task, classes, input shape, recipe summary
+    GET  /metrics     Prometheus text: requests by route and status, latency, batch sizes
+    POST /predict     {"inputs": one input or a batch}, {"text": "..."} / {"texts": [...]}, or an uploaded image
+    POST /generate    {"prompt": ..., "max_new_tokens": ...} (language models) or {"text": ...} (translation)
+
+Every malformed request gets a 4xx with a message; nothing a request says can make the server
+load another model or touch a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+from dlab.data.inputs import accepted_shapes, from_array, from_image_bytes
+from dlab.errors import DlabError, InputError
+from dlab.serve.backends import describe
+from dlab.serve.batching import MicroBatcher
+
+MAX_INPUTS = 256  # per request
+MAX_TEXT = 10_000  # characters
+MAX_NEW_TOKENS = 1_000
+OPEN_PATHS = {"/", "/health"}  # the page itself and liveness need no token
+
+
+class ClientError(Exception):
+    """A request the server refuses: status code and message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over `limit` bytes with 413, declared or streamed."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _too_large(self.limit, send)
+        received = 0
+
+        async def counting() -> dict:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise ClientError(413, f"request body over the {self.limit // 1_000_000} MB limit")
+            return message
+
+        try:
+            await self.app(scope, counting, send)
+        except ClientError as exc:
+            await _too_large(self.limit, send, exc.message)
+
+
+async def _too_large(limit: int, send: Any, message: str | None = None) -> None:
+    body = json.dumps(
+        {"error": message or f"request body over the {limit // 1_000_000} MB limit"}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    backend: Any,
+    token: str | None = None,
+    max_batch: int = 32,
+    max_wait_ms: float = 5.0,
+    cors: list[str] | None = None,
+    max_body_mb: float = 8.0,
+) -> Any:
+    """The ASGI application serving `backend`."""
+    registry = CollectorRegistry()
+    requests = Counter("dlab_requests", "HTTP requests", ["route", "status"], registry=registry)
+    latency = Histogram(
+        "dlab_request_seconds",
+        "request latency",
+        ["route"],
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    )
+    batch_sizes = Histogram(
+        "dlab_batch_size",
+        "inputs per forward pass",
+        registry=registry,
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    )
+    batcher = (
+        MicroBatcher(backend.classify, max_batch, max_wait_ms, on_batch=batch_sizes.observe)
+        if backend.meta.task == "classification"
+        else None
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if batcher is not None:
+            batcher.close()
+
+    app = FastAPI(
+        title="dlab serve", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan
+    )
+    meta = backend.meta
+    expected_token = token.encode() if token else None
+
+    @app.middleware("http")
+    async def guard_and_measure(request: Request, call_next: Any) -> Any:
+        route = (
+            request.url.path
+            if request.url.path
+            in (
+                "/",
+                "/health",
+                "/metadata",
+                "/metrics",
+                "/predict",
+                "/generate",
+                "/docs",
+                "/openapi.json",
+            )
+            else "other"
+        )
+        started = time.perf_counter()
+        if expected_token is not None and request.url.path not in OPEN_PATHS:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+            if not hmac.compare_digest(given, expected_token):  # constant time: no timing oracle
+                response: Any = JSONResponse(
+                    {"error": "missing or wrong token: send Authorization: Bearer <token>"},
+                    status_code=401,
+                )
+                requests.labels(route, "401").inc()
+                return response
+        try:
+            response = await call_next(request)
+        except ClientError as exc:
+            response = JSONResponse({"error": exc.message}, status_code=exc.status)
+        requests.labels(route, str(response.status_code)).inc()
+        latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(ClientError)
+    async def client_error(request: Request, exc: ClientError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(DlabError)
+    async def dlab_error(request: Request, exc: DlabError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=422)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return (
+            resources.files("dlab.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+        )
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    async def metadata() -> dict:
+        return describe(backend)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict:
+        if batcher is None:
+            raise ClientError(
+                404,
+                f"/predict is for classifiers; this {meta.task.replace('_', ' ')} model answers /generate",
+            )
+        batch, sources = await _inputs(request, backend)
+        probabilities = await batcher.submit(batch)
+        classes = meta.classes or [str(i) for i in range(probabilities.shape[1])]
+        results = []
+        for row in probabilities:
+            order = np.argsort(-row)[:5]
+            results.append(
+                {
+                    "label": classes[int(order[0])],
+                    "probabilities": {classes[int(i)]: round(float(row[i]), 6) for i in order},
+                }
+            )
+        return {"predictions": results, "inputs": sources}
+
+    @app.post("/generate")
+    async def generate(request: Request) -> dict:
+        body = await _json(request)
+        if meta.task == "seq2seq":
+            text = _text(body.get("text"), "text")
+            beam = _integer(body, "beam", 4, 1, 16)
+            return {"translation": backend.translate(text, beam)}
+        if meta.task != "language_model":
+            raise ClientError(
+                404, "/generate is for language and translation models; this model answers /predict"
+            )
+        prompt = body.get("prompt")
+        if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_TEXT):
+            raise ClientError(422, f"prompt should be a string of at most {MAX_TEXT:,} characters")
+        temperature = _number(body, "temperature", 0.8, 0.0, 10.0)
+        top_p = body.get("top_p")
+        if top_p is not None:
+            top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
+        top_k = _integer(body, "top_k", None, 1, 100_000) if body.get("top_k") is not None else None
+        seed = _integer(body, "seed", None, 0, 2**31 - 1) if body.get("seed") is not None else None
+        tokens = _integer(body, "max_new_tokens", 200, 1, MAX_NEW_TOKENS)
+        text = backend.generate(prompt, tokens, temperature, top_k, top_p, seed)
+        return {"prompt": prompt, "text": text}
+
+    if cors:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+        )
+    return BodyLimit(app, int(max_body_mb * 1_000_000)) if max_body_mb else app
+
+
+async def _json(request: Request) -> dict:
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind != "application/json":
+        raise ClientError(415, f"send application/json (got {kind or 'no content type'})")
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ClientError(400, f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ClientError(422, 'the JSON body should be an object, e.g. {"inputs": [...]}')
+    return body
+
+
+def _text(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ClientError(422, f"{field}: give a non-empty string")
+    if len(value) > MAX_TEXT:
+        raise ClientError(413, f"{field}: {len(value):,} characters is over the {MAX_TEXT:,} limit")
+    return value
+
+
+def _number(body: dict, field: str, default: float, low: float, high: float) -> float:
+    value = body.get(field, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
+        raise ClientError(
+            422, f"{field}: should be a number in [{low:g}, {high:g}] (got {value!r})"
+        )
+    return float(value)
+
+
+def _integer(body: dict, field: str, default: int | None, low: int, high: int) -> Any:
+    value = body.get(field, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ClientError(422, f"{field}: should be an integer in [{low}, {high}] (got {value!r})")
+    return value
+
+
+async def _inputs(request: Request, backend: Any) -> tuple[torch.Tensor, list[str]]:
+    """(batch tensor, a label per input) from JSON arrays, JSON texts, or an uploaded image."""
+    meta = backend.meta
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind == "multipart/form-data":
+        if meta.input_kind != "image":
+            raise ClientError(
+                415, f"this model takes {meta.input_kind}; upload images only to image models"
+            )
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or not hasattr(upload, "read"):
+            raise ClientError(422, "upload the image in a form field named 'file'")
+        data = await upload.read()
+        try:
+            tensor = from_image_bytes(data, meta, upload.filename or "upload", resize=True)
+        except InputError as exc:
+            raise ClientError(422, str(exc)) from None
+        return tensor[None], [upload.filename or "upload"]
+    body = await _json(request)
+    if meta.input_kind == "tokens":
+        texts = body.get("texts", [body.get("text")] if "text" in body else None)
+        if not isinstance(texts, list) or not texts:
+            raise ClientError(
+                422, 'send {"text": "..."} or {"texts": ["...", ...]} to a text model'
+            )
+        if len(texts) > MAX_INPUTS:
+            raise ClientError(413, f"{len(texts)} texts is over the {MAX_INPUTS} per request limit")
+        texts = [_text(t, "text") for t in texts]
+        return backend.run._encode_texts(texts), [t[:60] for t in texts]
+    if "inputs" not in body:
+        raise ClientError(
+            422,
+            'send {"inputs": [...]}: one input shaped like '
+            + " or ".join(str(s) for s in accepted_shapes(tuple(meta.input_shape)))
+            + ", or a list of them",
+        )
+    try:
+        array = np.asarray(body["inputs"], dtype=np.float64)
+    except (ValueError, TypeError):
+        raise ClientError(
+            422, "inputs: a (nested) list of numbers with the same length in each dimension"
+        ) from None
+    shapes = accepted_shapes(tuple(meta.input_shape))
+    single = tuple(array.shape) in shapes
+    if not single and not (array.ndim >= 2 and tuple(array.shape[1:]) in shapes):
+        raise ClientError(
+            422,
+            f"inputs: shape {tuple(array.shape)} fits neither one input {' or '.join(map(str, shapes))} nor a batch of them",
+        )
+    rows = [array] if single else list(array)
+    if len(rows) > MAX_INPUTS:
+        raise ClientError(413, f"{len(rows)} inputs is over the {MAX_INPUTS} per request limit")
+    try:
+        tensors = [from_array(row, meta, f"inputs[{i}]") for i, row in enumerate(rows)]
+    except InputError as exc:
+        raise ClientError(422, str(exc)) from None
+    return torch.stack(tensors), [f"#{i}" for i in range(len(rows))]

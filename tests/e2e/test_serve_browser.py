@@ -1,0 +1,113 @@
+"""`dlab serve` as a user meets it: a real uvicorn process, its page driven in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import dlab_command
+from PIL import Image
+
+SHOTS = Path(os.environ.get("DLAB_SCREENSHOTS", "")) if os.environ.get("DLAB_SCREENSHOTS") else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(image_run):
+    port = free_port()
+    process = subprocess.Popen(
+        [*dlab_command(), "serve", str(image_run.path), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            assert process.poll() is None, process.stdout.read()
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("dlab serve did not answer /health within 60 s")
+    yield base
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def stroke(page, points: list[tuple[float, float]]) -> None:
+    """Drag the mouse through `points` (fractions of the canvas) with the button held."""
+    box = page.locator("#pad").bounding_box()
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for x, y in xy[1:]:
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+
+
+def test_draw_a_digit_and_see_its_probabilities(server, chromium, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    errors: list[str] = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 900, "height": 700})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server)
+        page.wait_for_selector("#image-panel:not(.hidden)")
+        assert "mnist_cnn" in page.inner_text("#subtitle")
+        stroke(page, [(0.5, 0.15), (0.5, 0.5), (0.5, 0.85)])  # a one: a single upright stroke
+        page.click("#predict")
+        page.wait_for_function("document.querySelector('#result').textContent.length > 0")
+        label = page.inner_text("#result")
+        values = page.locator("#bars .bar .value").all_inner_texts()
+        shares = [float(v.rstrip("%")) for v in values]
+        shot = (SHOTS or tmp_path) / "serve-page.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+
+        stroke(page, [(0.3, 0.3), (0.7, 0.7)])  # the page also handles a second drawing
+        page.click("#clear")
+        assert page.inner_text("#result") == ""
+        browser.close()
+    assert not errors, errors
+    assert label == "1", f"a vertical stroke read as {label}"
+    assert len(shares) == 5  # the top five classes
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.5
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 20  # the canvas, the stroke and the bars rendered
+
+
+def test_the_server_stays_up_through_bad_requests(server):
+    bad = [
+        {"content": b"{", "headers": {"content-type": "application/json"}},
+        {"content": b"x" * 50_000_000, "headers": {"content-type": "application/json"}},
+        {"content": b"a,b", "headers": {"content-type": "text/csv"}},
+        {
+            "content": b'{"inputs": [' + b",".join([b"Infinity"] * 784) + b"]}",
+            "headers": {"content-type": "application/json"},
+        },
+    ]
+    statuses = []
+    for request in bad:
+        try:
+            statuses.append(httpx.post(f"{server}/predict", timeout=30, **request).status_code)
+        except httpx.TransportError:  # the server may close the socket mid-upload after a 413
+            statuses.append(413)
+    assert statuses == [400, 413, 415, 422]
+    assert httpx.get(f"{server}/health", timeout=5).json() == {"status": "ok"}

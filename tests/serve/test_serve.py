@@ -1,0 +1,267 @@
+"""`dlab serve` in process: every route, every refusal, the safety rules, micro-batching."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from dlab.data.mnist import MnistSampleConfig, build_mnist_sample
+from dlab.errors import DlabError
+from dlab.serve import build_app, is_loopback
+
+TOKEN = "correct-horse-battery-staple"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Real MNIST test digits as 0-255 pixels, with their labels."""
+    images, labels = build_mnist_sample(MnistSampleConfig(name="mnist_sample")).test
+    return images[:8], labels[:8]
+
+
+@pytest.fixture(scope="module")
+def client(image_run):
+    with TestClient(build_app(image_run.path, max_wait_ms=1)) as test_client:
+        yield test_client
+
+
+def model_probabilities(run, pixels: np.ndarray) -> np.ndarray:
+    meta = run.meta
+    x = torch.from_numpy(pixels.astype(np.float32) / 255.0)[:, None]
+    x = (x - meta.mean[0]) / meta.std[0]
+    with torch.no_grad():
+        return run.model.eval()(x).softmax(-1).numpy()
+
+
+def test_health_metadata_and_page(client, image_run):
+    assert client.get("/health").json() == {"status": "ok"}
+    meta = client.get("/metadata").json()
+    assert meta["task"] == "classification" and meta["input_shape"] == [1, 28, 28]
+    assert meta["classes"] == [str(i) for i in range(10)] and meta["backend"] == "torch"
+    assert meta["recipe"]["model"] == "cnn" and "accuracy" in meta["test_metrics"]
+    page = client.get("/")
+    assert page.status_code == 200 and '<canvas id="pad"' in page.text
+
+
+def test_predict_json_answers_as_the_trained_model(client, image_run, digits):
+    pixels, labels = digits
+    expected = model_probabilities(image_run, pixels)
+    one = client.post("/predict", json={"inputs": pixels[0].tolist()}).json()["predictions"]
+    batch = client.post("/predict", json={"inputs": pixels.tolist()}).json()["predictions"]
+    assert len(one) == 1 and len(batch) == len(pixels)
+    assert one[0] == batch[0]
+    for answer, probabilities in zip(batch, expected, strict=True):
+        assert answer["label"] == str(int(probabilities.argmax()))
+        assert answer["probabilities"][answer["label"]] == pytest.approx(
+            probabilities.max(), abs=1e-5
+        )
+    assert np.mean([a["label"] == str(y) for a, y in zip(batch, labels, strict=True)]) >= 0.75
+    flat = client.post("/predict", json={"inputs": (pixels[0] / 255).reshape(-1).tolist()})
+    assert flat.json()["predictions"][0]["label"] == one[0]["label"]  # 0-1 floats, flattened
+
+
+def test_predict_an_uploaded_image(client, digits):
+    pixels, _ = digits
+    png = io.BytesIO()
+    Image.fromarray(pixels[0]).resize((56, 56)).save(png, format="PNG")  # resized on the server
+    answer = client.post("/predict", files={"file": ("digit.png", png.getvalue(), "image/png")})
+    assert answer.status_code == 200, answer.text
+    reference = client.post("/predict", json={"inputs": pixels[0].tolist()}).json()
+    assert answer.json()["predictions"][0]["label"] == reference["predictions"][0]["label"]
+    assert answer.json()["inputs"] == ["digit.png"]
+
+
+@pytest.mark.parametrize(
+    ("send", "status", "message"),
+    [
+        (
+            dict(content=b'{"inputs": [1, 2', headers={"content-type": "application/json"}),
+            400,
+            "malformed JSON",
+        ),
+        (
+            dict(
+                content=b'{"inputs": ' + json.dumps([[float("nan")] * 28] * 28).encode() + b"}",
+                headers={"content-type": "application/json"},
+            ),
+            422,
+            "NaN",
+        ),
+        (dict(json={"inputs": [[1.0] * 27] * 28}), 422, "fits neither one input"),
+        (dict(json={"inputs": [[1, 2], [3]]}), 422, "same length in each dimension"),
+        (dict(json={"inputs": [["a"] * 28] * 28}), 422, "a (nested) list of numbers"),
+        (dict(json={"pixels": []}), 422, 'send {"inputs": [...]}'),
+        (dict(json=[1, 2, 3]), 422, "should be an object"),
+        (dict(json={"inputs": [[[0] * 28] * 28] * 300}), 413, "over the 256 per request limit"),
+        (
+            dict(content=b"x" * 50_000_000, headers={"content-type": "application/json"}),
+            413,
+            "MB limit",
+        ),
+        (
+            dict(content=b"1,2,3", headers={"content-type": "text/csv"}),
+            415,
+            "send application/json",
+        ),
+        (dict(files={"file": ("notes.txt", b"not a picture", "text/plain")}), 422, "not an image"),
+        (dict(files={"other": ("a.png", b"", "image/png")}), 422, "form field named 'file'"),
+    ],
+    ids=[
+        "malformed",
+        "nan",
+        "shape",
+        "ragged",
+        "strings",
+        "no-inputs",
+        "not-object",
+        "too-many",
+        "50MB",
+        "content-type",
+        "non-image",
+        "no-file",
+    ],
+)
+def test_bad_requests_get_a_precise_4xx_and_the_server_lives_on(client, send, status, message):
+    response = client.post("/predict", **send)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert client.get("/health").status_code == 200
+
+
+def test_wrong_routes_for_the_task(client, gpt_run, text_run):
+    assert client.post("/generate", json={"prompt": "x"}).status_code == 404
+    with TestClient(build_app(gpt_run.path)) as lm:
+        assert lm.post("/predict", json={"inputs": [1]}).status_code == 404
+    with TestClient(build_app(text_run.path)) as text:
+        upload = text.post("/predict", files={"file": ("a.png", b"\x89PNG", "image/png")})
+        assert upload.status_code == 415
+
+
+def test_text_classifier(text_run):
+    with TestClient(build_app(text_run.path)) as client:
+        good = client.post("/predict", json={"text": "a wonderful moving film"}).json()
+        assert good["predictions"][0]["label"] == "pos"
+        both = client.post("/predict", json={"texts": ["i loved it", "a dull boring mess"]}).json()
+        assert [p["label"] for p in both["predictions"]] == ["pos", "neg"]
+        expected = text_run.predict(["i hated it"])[0]
+        served = client.post("/predict", json={"text": "i hated it"}).json()["predictions"][0]
+        assert served["label"] == expected.label
+        for empty in ({"text": "   "}, {"texts": []}, {"text": 3}):
+            response = client.post("/predict", json=empty)
+            assert response.status_code == 422 and "text" in response.json()["error"]
+        long = client.post("/predict", json={"text": "x" * 10_001})
+        assert long.status_code == 413 and "10,000 limit" in long.json()["error"]
+
+
+def test_generate_is_repeatable_and_validated(gpt_run):
+    with TestClient(build_app(gpt_run.path)) as client:
+        body = {"prompt": "To be", "max_new_tokens": 20, "seed": 3}
+        first = client.post("/generate", json=body).json()
+        assert first == client.post("/generate", json=body).json() and len(first["text"]) == 20
+        assert first["text"] == gpt_run.generate("To be", 20, temperature=0.8, seed=3)
+        for bad, field in (
+            ({"max_new_tokens": 0}, "max_new_tokens"),
+            ({"max_new_tokens": 5000}, "max_new_tokens"),
+            ({"temperature": "hot"}, "temperature"),
+            ({"top_p": 2}, "top_p"),
+            ({"prompt": 7}, "prompt"),
+        ):
+            response = client.post("/generate", json=bad)
+            assert response.status_code == 422 and field in response.json()["error"]
+        unknown = client.post("/generate", json={"prompt": "Zebra"})  # 'Z' never seen in training
+        assert unknown.status_code == 422 and "vocabulary" in unknown.json()["error"]
+
+
+def test_metrics_count_requests_by_route_and_status(image_run):
+    with TestClient(build_app(image_run.path)) as client:
+        client.get("/health")
+        client.post("/predict", json={"inputs": [[0] * 28] * 28})
+        client.post("/predict", content=b"{", headers={"content-type": "application/json"})
+        text = client.get("/metrics").text
+    assert 'dlab_requests_total{route="/predict",status="200"} 1.0' in text
+    assert 'dlab_requests_total{route="/predict",status="400"} 1.0' in text
+    assert 'dlab_request_seconds_count{route="/predict"} 2.0' in text
+    assert "dlab_batch_size_count 1.0" in text
+
+
+def test_a_token_guards_everything_but_the_page_and_health(image_run):
+    app = build_app(image_run.path, host="0.0.0.0", token=TOKEN)
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200 and client.get("/").status_code == 200
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN[:-1]}):
+            response = client.get("/metadata", headers=headers)
+            assert response.status_code == 401 and "token" in response.json()["error"]
+        assert client.post("/predict", json={"inputs": [0] * 784}).status_code == 401
+        ok = client.get("/metadata", headers={"authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200
+
+
+def test_binding_beyond_loopback_needs_a_token_or_insecure(image_run, monkeypatch):
+    monkeypatch.delenv("DLAB_SERVE_TOKEN", raising=False)
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
+    with pytest.raises(DlabError, match="give --token"):
+        build_app(image_run.path, host="0.0.0.0")
+    with pytest.raises(DlabError, match="at least 16 characters"):
+        build_app(image_run.path, host="0.0.0.0", token="short")
+    build_app(image_run.path, host="0.0.0.0", insecure=True)
+    monkeypatch.setenv("DLAB_SERVE_TOKEN", TOKEN)
+    with TestClient(build_app(image_run.path, host="0.0.0.0")) as client:
+        assert client.get("/metadata").status_code == 401  # the environment's token is enforced
+
+
+def test_no_cors_unless_asked(image_run):
+    origin = {"origin": "https://elsewhere.example"}
+    with TestClient(build_app(image_run.path)) as client:
+        assert "access-control-allow-origin" not in client.get("/metadata", headers=origin).headers
+    with TestClient(build_app(image_run.path, cors=["https://elsewhere.example"])) as client:
+        allowed = client.get("/metadata", headers=origin).headers
+        assert allowed["access-control-allow-origin"] == "https://elsewhere.example"
+
+
+def test_onnx_backend_serves_the_export(image_run):
+    from dlab.export import export_onnx
+
+    export_onnx(image_run.path)
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28)).tolist()
+    with TestClient(build_app(image_run.path, backend="torch")) as torch_client:
+        expected = torch_client.post("/predict", json={"inputs": images}).json()["predictions"]
+    for target, backend in ((image_run.path, "onnx"), (image_run.path / "model.onnx", "auto")):
+        with TestClient(build_app(target, backend=backend)) as client:
+            assert client.get("/metadata").json()["backend"] == "onnxruntime"
+            served = client.post("/predict", json={"inputs": images}).json()["predictions"]
+            for a, b in zip(served, expected, strict=True):
+                assert a["label"] == b["label"]
+                for name, p in a["probabilities"].items():
+                    assert p == pytest.approx(b["probabilities"][name], abs=1e-4)
+    with pytest.raises(DlabError, match="no such ONNX file"):
+        build_app(image_run.path / "missing.onnx")
+
+
+def test_concurrent_requests_share_forward_passes(image_run, digits):
+    pixels, _ = digits
+
+    async def burst(max_batch: int) -> tuple[list[str], str]:
+        app = build_app(image_run.path, max_batch=max_batch, max_wait_ms=50)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            answers = await asyncio.gather(
+                *(client.post("/predict", json={"inputs": p.tolist()}) for p in pixels)
+            )
+            metrics = (await client.get("/metrics")).text
+        return [a.json()["predictions"][0]["label"] for a in answers], metrics
+
+    batched, metrics = asyncio.run(burst(32))
+    passes = float(metrics.split("dlab_batch_size_count ")[1].split()[0])
+    assert passes < len(pixels)  # requests arriving together were answered together
+    alone, metrics = asyncio.run(burst(1))
+    assert float(metrics.split("dlab_batch_size_count ")[1].split()[0]) == len(pixels)
+    assert batched == alone  # and each got its own answer
