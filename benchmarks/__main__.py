@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-SUITES = {"accuracy": "benchmarks.accuracy", "data": "benchmarks.data"}
+SUITES = {"accuracy": "benchmarks.accuracy", "data": "benchmarks.data", "serve": "benchmarks.serve"}
 
 
 def main() -> None:

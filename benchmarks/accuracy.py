@@ -71,6 +71,6 @@ def run(recipes: list[str]) -> list[dict]:
 
 def main(args: list[str]) -> None:
     rows = run(args)
-    path = write_results("accuracy", rows)
+    path = write_results("accuracy", rows, key="recipe")
     print(markdown_table(rows, [c for c in rows[0] if c != "sample"]))
     print(f"\nwritten to {path}")

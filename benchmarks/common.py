@@ -34,10 +34,18 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def write_results(suite: str, rows: list[dict[str, Any]]) -> Path:
-    """Write benchmarks/results/<host>-<date>-<suite>.json and return its path."""
+def write_results(suite: str, rows: list[dict[str, Any]], key: str | None = None) -> Path:
+    """Write benchmarks/results/<host>-<date>-<suite>.json and return its path.
+
+    With `key`, rows of an earlier run the same day are kept unless this run measured the same
+    key again (several invocations of one suite make one file).
+    """
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{socket.gethostname()}-{time.strftime('%Y%m%d')}-{suite}.json"
+    if key is not None and path.is_file():
+        fresh = {row[key] for row in rows}
+        earlier = json.loads(path.read_text()).get("rows", [])
+        rows = [row for row in earlier if row.get(key) not in fresh] + rows
     path.write_text(
         json.dumps({"suite": suite, "hardware": hardware(), "rows": rows}, indent=2) + "\n"
     )

@@ -1,0 +1,148 @@
+"""A bounded load test of `dlab serve` on 127.0.0.1, with and without micro-batching.
+
+python -m benchmarks serve [RUN_DIR] [--requests 2000] [--concurrency 16]
+
+Without RUN_DIR it trains the demo MNIST CNN first (mnist_sample, offline, about a minute). Each
+configuration starts a real `dlab serve` process; a client process-local asyncio loop keeps
+`concurrency` requests in flight (one real MNIST digit each, as JSON) until `requests` are answered.
+Reports status counts (any 5xx fails the run), p50/p90/p99 latency, throughput and the mean
+micro-batch size read back from the server's /metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import ROOT, markdown_table, write_results
+
+DLAB = [sys.executable, "-m", "dlab.cli"]
+CONFIGS = [("no batching", 1), ("micro-batching (32, 5 ms)", 32)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(run_dir: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = free_port()
+    process = subprocess.Popen(
+        [*DLAB, "serve", str(run_dir), "--port", str(port), "--max-batch", str(max_batch)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            if process.poll() is not None:
+                raise SystemExit(f"dlab serve exited: {process.stderr.read()}") from None
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("dlab serve did not come up within 60 s")
+
+
+async def load(base: str, bodies: list[bytes], requests: int, concurrency: int) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    statuses: Counter = Counter()
+    issued = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal issued
+            while issued < requests:
+                body = bodies[issued % len(bodies)]
+                issued += 1
+                started = time.perf_counter()
+                try:
+                    response = await client.post(
+                        "/predict", content=body, headers={"content-type": "application/json"}
+                    )
+                    statuses[response.status_code] += 1
+                except httpx.TransportError as exc:
+                    statuses[type(exc).__name__] += 1
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        metrics = (await client.get("/metrics")).text
+    batches = float(metrics.split("dlab_batch_size_count ")[1].split()[0])
+    inputs = float(metrics.split("dlab_batch_size_sum ")[1].split()[0])
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "ok": statuses.get(200, 0),
+        "5xx": sum(n for s, n in statuses.items() if isinstance(s, int) and s >= 500),
+        "errors": {str(s): n for s, n in statuses.items() if s != 200},
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p90_ms": round(float(np.percentile(ms, 90)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "throughput_rps": round(len(latencies) / elapsed, 1),
+        "mean_batch": round(inputs / batches, 2),
+    }
+
+
+def digits(count: int = 64) -> list[bytes]:
+    import json
+
+    from dlab.data.mnist import MnistSampleConfig, build_mnist_sample
+
+    images, _ = build_mnist_sample(MnistSampleConfig(name="mnist_sample")).test
+    return [json.dumps({"inputs": image.tolist()}).encode() for image in images[:count]]
+
+
+def main(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks serve")
+    parser.add_argument("run", nargs="?", type=Path)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    options = parser.parse_args(args)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    with tempfile.TemporaryDirectory() as runs:
+        run_dir = options.run
+        if run_dir is None:
+            import dlab
+
+            print("training the demo MNIST CNN to serve ...", flush=True)
+            run_dir = dlab.train(ROOT / "recipes" / "demo.yaml", runs_dir=runs, progress=False).path
+        bodies = digits()
+        rows = []
+        for label, max_batch in CONFIGS:
+            process, base = start(run_dir, max_batch)
+            try:
+                asyncio.run(load(base, bodies, 100, options.concurrency))  # warm-up
+                result = asyncio.run(load(base, bodies, options.requests, options.concurrency))
+            finally:
+                process.terminate()
+                process.wait(timeout=20)
+            rows.append({"server": label, "concurrency": options.concurrency, **result})
+            print(markdown_table(rows[-1:], [c for c in rows[-1] if c != "errors"]), flush=True)
+    if rows[0]["throughput_rps"]:
+        rows[1]["speedup"] = round(rows[1]["throughput_rps"] / rows[0]["throughput_rps"], 2)
+    path = write_results("serve", rows)
+    print(markdown_table(rows, [c for c in rows[-1] if c != "errors"]))
+    print(f"\nwritten to {path}")
+    if any(row["5xx"] or row["ok"] != row["requests"] for row in rows):
+        raise SystemExit("some requests failed: " + str([row["errors"] for row in rows]))
