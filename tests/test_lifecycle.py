@@ -81,9 +81,24 @@ def test_dynamic_int8_for_linear_and_recurrent_text_models(fixture, request, tmp
     assert quantized.dir.meta["compression"]["mode"] == "int8-dynamic"
     layers = quantized.dir.meta["compression"]["quantized_layers"]
     assert ("LSTM" in layers) == (fixture == "lstm_text_run") and "Linear" in layers
+    assert "Embedding" in layers  # 8-bit rows: most of a text model's bytes
+    reloaded = dlab.load(quantized.path)
+    tokens = reloaded._encode_texts(["a wonderful moving film", "i hated it"])
+    strided = tokens.t().contiguous().t()  # e.g. a column slice: the int8 kernel wants contiguous
+    assert not strided.is_contiguous()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.model(strided), reloaded.model(tokens))
     rows = comparison(quantized)
     assert rows["int8-dynamic"]["size_bytes"] < rows["float32"]["size_bytes"]
     assert dlab.load(quantized.path).predict(["a wonderful moving film"])[0].label in ("pos", "neg")
+
+
+def test_unstructured_pruning_reaches_embeddings_and_recurrent_weights(lstm_text_run, tmp_path):
+    pruned = compress.prune_run(lstm_text_run.path, 0.8, finetune_epochs=1, runs_dir=tmp_path)
+    assert pruned.dir.meta["compression"]["nonzero_weights"] == pytest.approx(0.2, abs=0.01)
+    model = dlab.load(pruned.path).model
+    for weight in (model.embed.weight, model.rnn.weight_hh_l0, model.rnn.weight_ih_l0):
+        assert (weight == 0).float().mean() > 0.1  # global: every kind of matrix lost a share
 
 
 def test_unstructured_pruning_zeroes_weights_and_fine_tunes(image_run, tmp_path):

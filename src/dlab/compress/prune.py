@@ -1,7 +1,7 @@
 """Pruning: remove the smallest weights (unstructured) or whole channels and units (structured).
 
-Unstructured global magnitude pruning zeroes the `amount` smallest |w| across every weight matrix
-and kernel: the model keeps its shape (the saving is in compressed size), and fine-tuning with the
+Unstructured global magnitude pruning zeroes the `amount` smallest |w| across every weight matrix,
+kernel, embedding table and recurrent weight: the model keeps its shape (the saving is in compressed size), and fine-tuning with the
 masks held lets the rest compensate. Structured pruning removes the conv channels and hidden units
 whose weights have the smallest L1 norm and rebuilds a smaller model: real speed, for `cnn` and `mlp`.
 """
@@ -17,8 +17,17 @@ from dlab.training.callbacks import Callback
 
 
 def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(module, 'weight') of every Linear and Conv2d."""
-    return [(m, "weight") for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    """(module, name) of every weight matrix: Linear, Conv2d, Embedding, and the RNN/LSTM/GRU ones.
+
+    Biases and normalisation parameters stay: they are few and pruning them hurts most.
+    """
+    found = []
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Conv2d | nn.Embedding):
+            found.append((module, "weight"))
+        elif isinstance(module, nn.RNNBase):  # names stay put while pruned (weight_ih_l0_orig)
+            found += [(module, n) for n in module._flat_weights_names if n.startswith("weight_")]
+    return found
 
 
 def global_magnitude(model: nn.Module, amount: float) -> nn.Module:
@@ -32,13 +41,13 @@ class MakePermanent(Callback):
 
     def on_fit_end(self, trainer) -> None:
         for module, name in prunable(trainer.model):
-            if prune.is_pruned(module):
+            if hasattr(module, f"{name}_mask"):
                 prune.remove(module, name)
 
 
 def nonzero_fraction(model: nn.Module) -> float:
     """Share of Linear/Conv2d weights that are not zero."""
-    weights = [m.weight.detach() for m, _ in prunable(model)]
+    weights = [getattr(m, name).detach() for m, name in prunable(model)]
     return float(
         sum(int(torch.count_nonzero(w)) for w in weights) / max(sum(w.numel() for w in weights), 1)
     )

@@ -5,7 +5,8 @@ its x86/fbgemm kernels run int8 models fast in eager mode; torchao 0.18's `quant
 paths work too but were ~100x slower in eager mode on this CPU and need `torch.compile` (17 s)
 to catch up. So dlab uses torch.ao here, behind this one module:
 
-- dynamic int8 (weights int8, activations quantized on the fly) for Linear, LSTM and GRU layers;
+- dynamic int8 (weights int8, activations quantized on the fly) for Linear, LSTM and GRU layers,
+  and 8-bit embedding tables (weight-only, a scale per row) — in text models they are most of the size;
 - static int8 (calibrated activation ranges, FX graph mode) for convolutional networks.
 
 A quantized run stores float weights (dynamic) or the calibrated, observed model's state (static),
@@ -50,13 +51,25 @@ def resolve_mode(model: nn.Module, mode: str) -> str:
 
 
 def dynamic(model: nn.Module) -> nn.Module:
-    """Linear, LSTM and GRU layers with int8 weights."""
+    """Linear, LSTM and GRU layers with int8 weights; embedding tables with 8-bit rows."""
     with _quiet():
-        from torch.ao.quantization import quantize_dynamic
-
-        return quantize_dynamic(
-            copy.deepcopy(model).eval(), {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8
+        from torch.ao.quantization import (
+            default_dynamic_qconfig,
+            float_qparams_weight_only_qconfig,
+            quantize_dynamic,
         )
+
+        spec = {kind: default_dynamic_qconfig for kind in (nn.Linear, nn.LSTM, nn.GRU)}
+        spec[nn.Embedding] = float_qparams_weight_only_qconfig  # 8-bit rows, per-row scale
+        quantized = quantize_dynamic(copy.deepcopy(model).eval(), spec, dtype=torch.qint8)
+    for module in quantized.modules():
+        if type(module).__name__ == "Embedding" and "quantized" in type(module).__module__:
+            module.register_forward_pre_hook(_contiguous)  # its kernel refuses strided indices
+    return quantized
+
+
+def _contiguous(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 
 
 def prepare_static(model: nn.Module, example: torch.Tensor) -> nn.Module:
