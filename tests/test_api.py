@@ -195,6 +195,29 @@ def test_fit_on_arrays_with_regression():
     assert history["val_mae"][-1] < 0.05
 
 
+def test_fit_takes_token_ids_for_classifiers_and_language_models():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 20, size=(128, 12))
+    labels = (tokens[:, 0] > 10).astype(np.int64)  # the first token decides the class
+    torch.manual_seed(0)
+    classifier = nn.Sequential(nn.Embedding(20, 16), nn.Flatten(), nn.Linear(16 * 12, 2))
+    history = dlab.fit(classifier, (tokens, labels), epochs=20, lr=0.01, progress=False)
+    assert history["train_accuracy"][-1] == 1.0
+    sequences = np.tile(np.arange(13) % 5, (64, 1))  # 0 1 2 3 4 0 1 ...: next = (t + 1) mod 5
+    model = nn.Sequential(nn.Embedding(5, 16), nn.Linear(16, 5))
+    history = dlab.fit(
+        model, (sequences[:, :-1], sequences[:, 1:]), epochs=30, lr=0.05, progress=False
+    )
+    assert history["train_loss"][-1] < 0.05
+    with pytest.raises(Exception):  # uint8 stays pixels, which an embedding refuses
+        dlab.fit(
+            nn.Embedding(5, 2),
+            (sequences.astype(np.uint8), sequences[:, 0]),
+            epochs=1,
+            progress=False,
+        )
+
+
 def test_fit_errors_are_specific():
     x, y = make_blobs(64)
     with pytest.raises(

@@ -434,7 +434,7 @@ def fit(
         optimizer_section["lr"] = lr
     bundle = _as_bundle(data, val_data, batch_size, seed, loss)
     if metrics is None:
-        metrics = ["accuracy"] if bundle.meta.task == "classification" else ["mae"]
+        metrics = ["mae"] if bundle.meta.task == "regression" else ["accuracy"]
     section = {
         "epochs": epochs,
         "optimizer": optimizer_section,
@@ -466,6 +466,14 @@ def _tensor(array: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
     return tensor.to(dtype) if dtype is not None else tensor
 
 
+def _inputs_tensor(array: Any) -> torch.Tensor:
+    """Integer arrays are token ids (kept as int64), except uint8 (pixels); the rest is float32."""
+    tensor = _tensor(array)
+    if tensor.dtype in (torch.bool, torch.uint8) or tensor.is_floating_point():
+        return tensor.float()
+    return tensor.long()
+
+
 def _as_bundle(
     data: Any, val_data: Any, batch_size: int, seed: int, loss: str | dict
 ) -> DataBundle:
@@ -483,14 +491,17 @@ def _as_bundle(
     loss_name = loss if isinstance(loss, str) else loss.get("name", "")
     classification = LOSSES.get(loss_name).name == "cross_entropy"
     target_dtype = torch.long if classification else torch.float32
-    x, y = _tensor(data[0]).float(), _tensor(data[1], target_dtype)
+    x, y = _inputs_tensor(data[0]), _tensor(data[1], target_dtype)
     if len(x) != len(y):
         raise DlabError(f"fit: {len(x)} inputs but {len(y)} targets")
     num_classes = int(y.max()) + 1 if classification else None
+    tokens = not x.is_floating_point()
     meta = DataMeta(
         dataset="arrays",
-        task="classification" if classification else "regression",
-        input_kind="image" if x.ndim == 4 else "vector",
+        task="language_model"
+        if classification and y.ndim == 2
+        else ("classification" if classification else "regression"),
+        input_kind="tokens" if tokens else ("image" if x.ndim == 4 else "vector"),
         input_shape=tuple(x.shape[1:]),
         num_classes=num_classes,
         classes=[str(i) for i in range(num_classes)] if num_classes else None,
@@ -498,7 +509,7 @@ def _as_bundle(
     )
     val = None
     if val_data is not None:
-        vx, vy = _tensor(val_data[0]).float(), _tensor(val_data[1], target_dtype)
+        vx, vy = _inputs_tensor(val_data[0]), _tensor(val_data[1], target_dtype)
         val = TensorLoader(vx, vy, max(batch_size, 256))
         meta.sizes["val"] = len(vx)
     return DataBundle(TensorLoader(x, y, batch_size, shuffle=True, seed=seed), val, None, meta)
