@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import sys
 
-SUITES = {"accuracy": "benchmarks.accuracy", "data": "benchmarks.data", "serve": "benchmarks.serve"}
+SUITES = {
+    "accuracy": "benchmarks.accuracy",
+    "compress": "benchmarks.compress",
+    "data": "benchmarks.data",
+    "overhead": "benchmarks.overhead",
+    "serve": "benchmarks.serve",
+}
 
 
 def main() -> None:

@@ -1,0 +1,218 @@
+"""Trainer overhead: dlab's trainer vs a hand-written loop vs PyTorch Lightning, in one process.
+
+python -m benchmarks overhead [--repeats 3] [--scale 1.0]
+
+The same model (one initial copy), the same in-memory data, the same batch size, optimizer and
+number of steps; the three runners alternate (A, B, C, A, B, C, ...) and each figure is the median
+of the repeats, with the spread (min-max) beside it. Every runner uses the thread count dlab
+chooses for that model (`threads: auto`), so the ratio measures the loop, not the thread policy;
+`python -m benchmarks threads` measures the policy.
+
+- hand loop: the seed material's style — zero_grad, forward, loss, backward, step, over tensor
+  slices of a shuffled index (no DataLoader, which would only slow it down);
+- dlab: `dlab.fit(model, (x, y), ...)` — the Trainer with its metrics, NaN guard and logging, no
+  run folder;
+- Lightning: `lightning.Trainer` with logging, checkpoints, progress bar and model summary off, fed
+  by a DataLoader over a TensorDataset (Lightning's own path; install it with `pip install
+  'dlab[bench]'`; rows are skipped with a note where it is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+
+from benchmarks.common import markdown_table, real_data_dir, write_results
+
+
+def workloads(scale: float) -> dict[str, dict]:
+    """name -> model factory, inputs, targets, batch size and steps (about 2-5 s per run here)."""
+    import torch
+
+    from dlab.data import build
+    from dlab.models import build as build_model
+    from dlab.models.examples import example_meta
+    from dlab.recipe import from_dict
+
+    os.environ.setdefault("DLAB_DATA_DIR", str(real_data_dir()))
+    mnist = build(
+        from_dict({"data": {"name": "mnist", "loader": "memory"}, "model": {"name": "mlp"}}).data, 0
+    )
+    images, labels = mnist.train.inputs[:8192], mnist.train.targets[:8192]
+    generator = torch.Generator().manual_seed(0)
+
+    def model(name: str, meta=None, **fields):
+        def make():
+            torch.manual_seed(0)
+            recipe = from_dict({"data": {"name": "mnist"}, "model": {"name": name, **fields}})
+            return build_model(recipe.model, meta or mnist.meta)
+
+        return make
+
+    text_meta = replace(
+        example_meta("lstm"), input_shape=(64,), extra={"vocab_size": 10_000, "pad_id": None}
+    )
+    gpt_meta = replace(
+        example_meta("gpt"), input_shape=(64,), extra={"vocab_size": 65, "block_size": 64}
+    )
+    tokens = torch.randint(1, 10_000, (4096, 64), generator=generator)
+    chars = torch.randint(0, 65, (4096, 65), generator=generator)
+    steps = lambda n: max(10, int(n * scale))  # noqa: E731
+    return {
+        "seed MLP (MNIST)": dict(
+            make=model("mlp"), x=images, y=labels, batch=64, steps=steps(1200)
+        ),
+        "seed CNN (MNIST)": dict(make=model("cnn"), x=images, y=labels, batch=64, steps=steps(120)),
+        "LSTM text classifier": dict(
+            make=model("lstm", text_meta, embedding=64, hidden=128, layers=1),
+            x=tokens,
+            y=torch.randint(0, 2, (4096,), generator=generator),
+            batch=32,
+            steps=steps(150),
+        ),
+        "GPT (nanoGPT CPU config)": dict(
+            make=model("gpt", gpt_meta, layers=4, heads=4, d_model=128, dropout=0.0),
+            x=chars[:, :-1],
+            y=chars[:, 1:],
+            batch=12,
+            steps=steps(200),
+        ),
+    }
+
+
+def hand_loop(model, x, y, batch: int, steps: int) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    model.train()
+    done = 0
+    while done < steps:
+        for start in range(0, len(x) - batch + 1, batch):
+            index = order[start : start + batch]
+            optimizer.zero_grad()
+            output = model(x[index])
+            loss = F.cross_entropy(output.reshape(-1, output.shape[-1]), y[index].reshape(-1))
+            loss.backward()
+            optimizer.step()
+            done += 1
+            if done == steps:
+                break
+    float(loss)  # wait for the last step, as the others do
+
+
+def dlab_fit(model, x, y, batch: int, steps: int, threads: int) -> None:
+    import dlab
+
+    dlab.fit(
+        model,
+        (x, y),
+        optimizer="adam",
+        lr=1e-3,
+        epochs=1 + steps * batch // len(x),
+        batch_size=batch,
+        max_steps=steps,
+        progress=False,
+        threads=threads,
+    )
+
+
+def lightning_fit(model, x, y, batch: int, steps: int) -> None:
+    import lightning
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Module(lightning.LightningModule):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def training_step(self, data, index):
+            inputs, targets = data
+            output = self.net(inputs)
+            return F.cross_entropy(output.reshape(-1, output.shape[-1]), targets.reshape(-1))
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    trainer = lightning.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True, drop_last=True)
+    trainer.fit(Module(model), loader)
+
+
+def main(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks overhead")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
+    options = parser.parse_args(args)
+    import logging
+    import warnings
+
+    import torch
+
+    from dlab import runtime
+
+    try:
+        import lightning
+
+        logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module="lightning")
+    except ImportError:
+        lightning = None
+        print("lightning is not installed (pip install 'dlab[bench]'): its column is skipped")
+
+    rows = []
+    for name, job in workloads(options.scale).items():
+        x, y, batch, steps = job["x"], job["y"], job["batch"], job["steps"]
+        initial = job["make"]()
+        threads = runtime.choose_threads("auto", runtime.count_forward_flops(initial, x[:batch]))
+        common = {"x": x, "y": y, "batch": batch, "steps": steps}
+        runners: dict[str, Callable] = {
+            "hand loop": partial(hand_loop, **common),
+            "dlab": partial(dlab_fit, **common, threads=threads),
+        }
+        if lightning is not None:
+            runners["Lightning"] = partial(lightning_fit, **common)
+        rates: dict[str, list[float]] = {k: [] for k in runners}
+        for runner in runners.values():  # warm-up: first-call costs paid before timing
+            torch.set_num_threads(threads)
+            runner(copy.deepcopy(initial))
+        for _ in range(options.repeats):
+            for label, runner in runners.items():
+                model = copy.deepcopy(initial)
+                torch.set_num_threads(threads)
+                started = time.perf_counter()
+                runner(model)
+                rates[label].append(steps * batch / (time.perf_counter() - started))
+        row = {"model": name, "threads": threads, "batch": batch, "steps": steps}
+        for label, values in rates.items():
+            row[f"{label} samples/s"] = round(statistics.median(values), 1)
+            row[f"{label} spread"] = f"{min(values):.0f}-{max(values):.0f}"
+        hand = statistics.median(rates["hand loop"])
+        row["dlab / hand"] = round(statistics.median(rates["dlab"]) / hand, 3)
+        if "Lightning" in rates:
+            row["dlab / Lightning"] = round(
+                statistics.median(rates["dlab"]) / statistics.median(rates["Lightning"]), 3
+            )
+        rows.append(row)
+        print(markdown_table([row], list(row)), flush=True)
+    path = write_results("overhead", rows, key="model")
+    print(markdown_table(rows, list(rows[0])))
+    print(f"\nwritten to {path}")
