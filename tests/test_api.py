@@ -209,7 +209,7 @@ def test_fit_takes_token_ids_for_classifiers_and_language_models():
         model, (sequences[:, :-1], sequences[:, 1:]), epochs=30, lr=0.05, progress=False
     )
     assert history["train_loss"][-1] < 0.05
-    with pytest.raises(Exception):  # uint8 stays pixels, which an embedding refuses
+    with pytest.raises(RuntimeError, match="indices"):  # uint8 stays pixels: no embedding lookup
         dlab.fit(
             nn.Embedding(5, 2),
             (sequences.astype(np.uint8), sequences[:, 0]),
