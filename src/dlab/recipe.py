@@ -246,6 +246,14 @@ class TrainConfig(Section):
         "auto", description="CPU threads; auto: 1 for tiny steps, all usable cores otherwise"
     )
     deterministic: bool = Field(False, description="use only deterministic kernels (slower on GPU)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: forward and loss under bfloat16 autocast (weights and optimizer stay fp32)",
+    )
+    channels_last: bool = Field(
+        False,
+        description="NHWC memory layout for image models (faster convolutions on some CPUs/GPUs)",
+    )
 
     @model_validator(mode="after")
     def _check_threads(self) -> TrainConfig:

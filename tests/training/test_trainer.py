@@ -286,3 +286,45 @@ def test_progress_prints_plain_lines_when_not_a_terminal(capsys):
     assert "epoch 1/2" in out and "samples/s" in out and "eta" in out
     assert "epoch 2/2  train_loss" in out
     assert "\x1b[" not in out  # no terminal control codes in a log file
+
+
+def small_cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 7 * 7, 3),
+    )
+
+
+def image_bundle():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 192)
+    x = rng.normal(size=(192, 1, 14, 14)).astype(np.float32)
+    x[np.arange(192), 0, y * 4, y * 4] += 4.0  # each class lights its own pixel
+    return _as_bundle((x, y), (x[:64], y[:64]), batch_size=32, seed=0, loss="cross_entropy")
+
+
+def test_channels_last_trains_the_same_model():
+    plain = Trainer(small_cnn(), image_bundle(), config(epochs=2), progress=False)
+    nhwc = Trainer(small_cnn(), image_bundle(), config(epochs=2, channels_last=True), progress=False)
+    first, second = plain.fit(), nhwc.fit()
+    assert nhwc.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    # the same arithmetic in another memory order: equal up to float32 summation order
+    np.testing.assert_allclose(second["train_loss"], first["train_loss"], rtol=1e-4)
+    np.testing.assert_allclose(second["val_loss"], first["val_loss"], rtol=1e-4)
+
+
+def test_bf16_autocast_agrees_with_fp32_within_a_stated_tolerance():
+    fast = {"epochs": 4, "optimizer": {"name": "adam", "lr": 0.01}}
+    plain = Trainer(small_cnn(), image_bundle(), config(**fast), progress=False)
+    bf16 = Trainer(small_cnn(), image_bundle(), config(**fast, precision="bf16"), progress=False)
+    first, second = plain.fit(), bf16.fit()
+    assert bf16.model[0].weight.dtype == torch.float32  # master weights stay fp32
+    # bfloat16 keeps 8 bits of mantissa: curves agree to a few percent, and both learn
+    np.testing.assert_allclose(second["train_loss"], first["train_loss"], rtol=0.05)
+    assert second["val_accuracy"][-1] == pytest.approx(first["val_accuracy"][-1], abs=0.05)
+    assert first["val_accuracy"][-1] > 0.9

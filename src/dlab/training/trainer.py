@@ -117,6 +117,14 @@ class Trainer:
         self.recipe_yaml = recipe_yaml
         self.device = runtime.resolve_device(config.device)
         self.model = model.to(self.device)
+        self._layout = torch.channels_last if config.channels_last else None
+        if self._layout is not None:
+            self.model = self.model.to(memory_format=self._layout)
+        self._autocast = (
+            (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16))
+            if config.precision == "bf16"
+            else contextlib.nullcontext
+        )
         self.train_loader = bundle.train.to(self.device)
         self.val_loader = bundle.val.to(self.device) if bundle.val is not None else None
 
@@ -134,6 +142,7 @@ class Trainer:
             loss if loss is not None else LOSSES.build(config.loss)
         )  # distillation brings its own
         self._scores_accuracy = bundle.meta.task in ("classification", "language_model", "seq2seq")
+        self._padded_targets = bundle.meta.task in ("language_model", "seq2seq")
         self.metrics = build_metrics(config.metrics, bundle.meta)
         self.optimizer = build_optimizer(config.optimizer, self.model)
         self.steps_per_epoch = len(self.train_loader)
@@ -207,14 +216,18 @@ class Trainer:
 
     def _train_step(self, batch: Any) -> None:
         inputs, targets = to_device(batch[0], self.device), to_device(batch[1], self.device)
-        self.model.train()
-        outputs = forward(self.model, inputs)
-        if getattr(
-            self.loss_fn, "needs_inputs", False
-        ):  # e.g. distillation asks the teacher about the batch
-            loss = self.loss_fn(outputs, targets, inputs)
-        else:
-            loss = self.loss_fn(outputs, targets)
+        if self._layout is not None and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=self._layout)
+        if not self.model.training:  # evaluation switched it: walk the modules only then
+            self.model.train()
+        with self._autocast():
+            outputs = forward(self.model, inputs)
+            if getattr(
+                self.loss_fn, "needs_inputs", False
+            ):  # e.g. distillation asks the teacher about the batch
+                loss = self.loss_fn(outputs, targets, inputs)
+            else:
+                loss = self.loss_fn(outputs, targets)
         penalty = weight_penalty(self.model, self.config.l1, self.config.l2)
         self.optimizer.zero_grad(set_to_none=True)
         (loss + penalty if penalty is not None else loss).backward()
@@ -230,16 +243,23 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
 
+        # a handful of in-place device ops per step and no host sync: on small models each extra
+        # tiny op is a visible share of the step (the overhead benchmark measures it); a NaN or
+        # inf loss poisons the float64 epoch sum, which _check_finite reads when logging/saving
         n = len(targets)
         detached = loss.detach()
-        self._nonfinite |= ~torch.isfinite(detached)
-        self._epoch_loss += detached.double() * n
-        self._interval_loss += detached.double()
+        self._epoch_loss.add_(detached, alpha=n)
+        self._interval_loss.add_(detached)
         self._interval_steps += 1
         if self._scores_accuracy:
-            scored = targets != IGNORE  # padding of sequence targets scores nothing
-            self._epoch_correct += ((outputs.detach().argmax(-1) == targets) & scored).sum()
-            self._epoch_scored += scored.sum()
+            hits = outputs.detach().argmax(-1) == targets
+            if self._padded_targets:  # padding of sequence targets (IGNORE) scores nothing
+                scored = targets != IGNORE
+                self._epoch_correct.add_((hits & scored).sum())
+                self._epoch_scored.add_(scored.sum())
+            else:
+                self._epoch_correct.add_(hits.sum())
+                self._epoch_scored.add_(n)
         self._epoch_count += n
         self._timed_samples += n
         self.last_batch_size = n
@@ -344,6 +364,7 @@ class Trainer:
         return self.state.elapsed_s
 
     def _check_finite(self) -> None:
+        self._nonfinite |= ~torch.isfinite(self._epoch_loss)
         if bool(self._nonfinite):
             last = self.checkpoints.latest() if self.checkpoints else None
             kept = (
