@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-unit lint bench clean
+.PHONY: demo test test-unit lint bench bench-accuracy clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,15 @@ test-unit: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
 
+# The performance suite (about 25 minutes on 2 cores; `python -m benchmarks SUITE` runs one).
+# Lightning is only a comparison point, so it lives in the bench extra, not in the package.
+BENCH_SUITES ?= threads overhead speed utilisation inference serve
 bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[bench]"
+	set -e; for suite in $(BENCH_SUITES); do $(PY) -m benchmarks $$suite; done
+
+# Accuracy of every shipped recipe on the real data sets (hours: run the ones you need).
+bench-accuracy: $(VENV)/.installed
 	$(PY) -m benchmarks accuracy
 
 clean:

@@ -8,8 +8,12 @@ SUITES = {
     "accuracy": "benchmarks.accuracy",
     "compress": "benchmarks.compress",
     "data": "benchmarks.data",
+    "inference": "benchmarks.inference",
     "overhead": "benchmarks.overhead",
     "serve": "benchmarks.serve",
+    "speed": "benchmarks.speed",
+    "threads": "benchmarks.hardware:main_threads",
+    "utilisation": "benchmarks.hardware:main_utilisation",
 }
 
 
@@ -18,7 +22,8 @@ def main() -> None:
         raise SystemExit(f"usage: python -m benchmarks {{{','.join(SUITES)}}} [args]")
     import importlib
 
-    importlib.import_module(SUITES[sys.argv[1]]).main(sys.argv[2:])
+    module, _, function = SUITES[sys.argv[1]].partition(":")
+    getattr(importlib.import_module(module), function or "main")(sys.argv[2:])
 
 
 main()

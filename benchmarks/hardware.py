@@ -1,0 +1,188 @@
+"""Threads and hardware utilisation: what the CPU can do, and how much of it training gets.
+
+python -m benchmarks threads        # OpenMP wait policy and thread count, each in a fresh process
+python -m benchmarks utilisation    # achieved training FLOP/s / the peak of a large matmul
+
+threads: the seed MLP and the seed CNN, trained by a plain loop on in-memory batches, in a new
+  Python process per setting (OMP_WAIT_POLICY is read once, when OpenMP starts): 2 threads with
+  OpenMP's default waits, with ACTIVE (spinning) and PASSIVE (sleeping) waits, and 1 thread,
+  alternating over the repeats; on an idle machine and with one core busy in another process.
+utilisation: the forward FLOPs per sample are counted by torch's FlopCounterMode, a training step
+  costs three forwards' worth (forward, and a backward of twice that); achieved = that times the
+  samples/s of dlab's trainer, against the median of a 2048² float32 (and bfloat16) matmul.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from benchmarks.common import markdown_table, real_data_dir, write_results
+
+SETTINGS = {
+    "2 threads, OpenMP default waits": {"OMP_WAIT_POLICY": None, "threads": 2},
+    "2 threads, OMP_WAIT_POLICY=ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE", "threads": 2},
+    "2 threads, OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE", "threads": 2},
+    "1 thread": {"OMP_WAIT_POLICY": "PASSIVE", "threads": 1},
+}
+# a second process wanting one core (a data worker, a server, another job): spin-waiting threads
+# then fight it for the cores instead of yielding them
+NEIGHBOUR = "import time\nwhile True: sum(range(10000))"
+
+CHILD = r"""
+import json, os, sys, time
+import torch, torch.nn.functional as F
+sys.path.insert(0, os.environ["DLAB_SRC"])
+from dlab.models import build
+from dlab.recipe import from_dict
+from dlab.models.examples import example_meta
+torch.set_num_threads(int(os.environ["THREADS"]))
+name, steps = sys.argv[1], int(sys.argv[2])
+torch.manual_seed(0)
+meta = example_meta(name)
+model = build(from_dict({"data": {"name": "mnist"}, "model": {"name": name}}).model, meta)
+x = torch.randn(64, *meta.input_shape); y = torch.randint(0, 10, (64,))
+opt = torch.optim.Adam(model.parameters(), 1e-3)
+def step():
+    opt.zero_grad(); F.cross_entropy(model(x), y).backward(); opt.step()
+for _ in range(5): step()
+start = time.perf_counter()
+for _ in range(steps): step()
+print(json.dumps(steps * 64 / (time.perf_counter() - start)))
+"""
+
+
+def threads(args: list[str]) -> list[dict]:
+    from benchmarks.common import ROOT
+
+    repeats = int(args[0]) if args else 3
+    rows = []
+    for busy in (False, True):
+        neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR]) if busy else None
+        try:
+            for model, steps in (("mlp", 600), ("cnn", 60)):
+                rates: dict[str, list[float]] = {label: [] for label in SETTINGS}
+                for _ in range(repeats):
+                    for label, setting in SETTINGS.items():
+                        env = {
+                            **os.environ,
+                            "THREADS": str(setting["threads"]),
+                            "DLAB_SRC": str(ROOT / "src"),
+                        }
+                        env.pop("OMP_WAIT_POLICY", None)
+                        if setting["OMP_WAIT_POLICY"]:
+                            env["OMP_WAIT_POLICY"] = setting["OMP_WAIT_POLICY"]
+                        out = subprocess.run(
+                            [sys.executable, "-c", CHILD, model, str(steps)],
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            check=True,
+                        )
+                        rates[label].append(float(out.stdout.strip().splitlines()[-1]))
+                base = statistics.median(rates[next(iter(SETTINGS))])
+                for label, values in rates.items():
+                    rows.append(
+                        {
+                            "model": f"seed {model.upper()}",
+                            "machine": "one core busy elsewhere" if busy else "idle",
+                            "setting": label,
+                            "samples_per_s": round(statistics.median(values)),
+                            "spread": f"{min(values):.0f}-{max(values):.0f}",
+                            "vs_default": round(statistics.median(values) / base, 2),
+                        }
+                    )
+                print(markdown_table(rows[-len(SETTINGS) :], list(rows[-1])), flush=True)
+        finally:
+            if neighbour is not None:
+                neighbour.kill()
+    return rows
+
+
+def matmul_peak(dtype, size: int = 2048, repeats: int = 10) -> float:
+    import torch
+
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times)
+
+
+def utilisation(args: list[str]) -> list[dict]:
+    os.environ["DLAB_DATA_DIR"] = str(real_data_dir())
+    import torch
+
+    import dlab
+    from benchmarks.common import ROOT
+    from dlab import runtime
+    from dlab.data import build
+    from dlab.models import build as build_model
+    from dlab.recipe import load_recipe
+
+    torch.set_num_threads(runtime.usable_cores())
+    peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
+    print(
+        f"matmul 2048²: {peaks['float32'] / 1e9:.1f} GFLOP/s float32, {peaks['bfloat16'] / 1e9:.1f} bfloat16"
+    )
+    rows = []
+    for name in ("mnist_mlp", "mnist_cnn", "mnist_fast", "shakespeare_char_gpt"):
+        recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
+        bundle = build(recipe.data, 0)
+        x, _ = bundle.train.sample_batch()
+        model = build_model(recipe.model, bundle.meta)
+        per_sample = runtime.count_forward_flops(model, x) / len(x)
+        steps = {"mnist_mlp": 400, "mnist_cnn": 60, "mnist_fast": 100, "shakespeare_char_gpt": 150}[
+            name
+        ]
+        history = dlab.fit(
+            model,
+            bundle,
+            optimizer=recipe.train.optimizer.model_dump(),
+            loss=recipe.train.loss.model_dump(),
+            epochs=1,
+            max_steps=steps,
+            progress=False,
+            precision=recipe.train.precision,
+            channels_last=recipe.train.channels_last,
+            checkpoint_every=10**9,
+        )
+        rate = history.records[-1]["samples_per_s"]
+        achieved = 3 * per_sample * rate
+        peak = peaks["bfloat16" if recipe.train.precision == "bf16" else "float32"]
+        rows.append(
+            {
+                "recipe": name,
+                "precision": recipe.train.precision,
+                "threads": torch.get_num_threads(),
+                "forward_MFLOP_per_sample": round(per_sample / 1e6, 2),
+                "samples_per_s": round(rate),
+                "achieved_GFLOP_s": round(achieved / 1e9, 1),
+                "matmul_peak_GFLOP_s": round(peak / 1e9, 1),
+                "utilisation": round(achieved / peak, 3),
+            }
+        )
+        print(markdown_table(rows[-1:], list(rows[-1])), flush=True)
+    return rows
+
+
+def main_threads(args: list[str]) -> None:
+    _finish("threads", threads(args))
+
+
+def main_utilisation(args: list[str]) -> None:
+    _finish("utilisation", utilisation(args))
+
+
+def _finish(suite: str, rows: list[dict]) -> None:
+    path = write_results(suite, rows)
+    print(markdown_table(rows, list(rows[0])))
+    print(json.dumps({"written": str(path)}))

@@ -1,0 +1,113 @@
+"""Inference: eager vs torch.compile vs ONNX Runtime vs int8, at batch 1 and 64, in one process.
+
+python -m benchmarks inference [--repeats 200]
+
+The seed CNN (MNIST inputs; weights from a short training run so int8 calibration sees real
+activations). Engines alternate call by call (A, B, C, D, A, ...) so drift hits all alike; p50/p99
+latency and throughput (inputs/s at the median). torch.compile's one-off compile time is reported
+beside it, since on short CPU jobs it can cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+from benchmarks.common import markdown_table, real_data_dir, write_results
+
+
+def main(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks inference")
+    parser.add_argument("--repeats", type=int, default=200)
+    options = parser.parse_args(args)
+    os.environ["DLAB_DATA_DIR"] = str(real_data_dir())
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    import dlab
+    from benchmarks.common import ROOT
+    from dlab.compress import quantize as quant
+    from dlab.data import build
+    from dlab.recipe import load_recipe
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    recipe = load_recipe(ROOT / "recipes" / "mnist_cnn.yaml", ["train.max_steps=200"])
+    bundle = build(recipe.data, 0)
+    with tempfile.TemporaryDirectory() as runs:
+        run = dlab.train(recipe, runs_dir=runs, progress=False, report=False, evaluate_test=False)
+        model = run.model.eval()
+        images = bundle.test.inputs[:64]
+        calibration = [bundle.train.inputs[i : i + 64] for i in range(0, 1024, 64)]
+        _, int8, _ = quant.quantize(model, "int8-static", calibration)
+        onnx_path = os.path.join(runs, "cnn.onnx")
+        torch.onnx.export(
+            model,
+            (images[:2],),
+            onnx_path,
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            input_names=["input"],
+        )
+        session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        started = time.perf_counter()
+        compiled = torch.compile(model, dynamic=True)
+        with torch.no_grad():
+            compiled(images)
+            compiled(images[:1])
+        compile_s = time.perf_counter() - started
+
+        def torch_engine(m):
+            def run_batch(x):
+                with torch.no_grad():
+                    return m(x)
+
+            return run_batch
+
+        engines = {
+            "eager float32": torch_engine(model),
+            "torch.compile": torch_engine(compiled),
+            "ONNX Runtime": lambda x: session.run(None, {"input": x.numpy()})[0],
+            "int8 static (torch.ao)": torch_engine(int8),
+        }
+        reference = model(images).detach().numpy()
+        agreement = {
+            name: float(np.abs(np.asarray(fn(images)) - reference).max())
+            for name, fn in engines.items()
+        }
+        rows = []
+        for batch in (1, 64):
+            x = images[:batch].contiguous()
+            times: dict[str, list[float]] = {name: [] for name in engines}
+            for fn in engines.values():
+                for _ in range(10):
+                    fn(x)
+            for _ in range(options.repeats):
+                for name, fn in engines.items():
+                    start = time.perf_counter()
+                    fn(x)
+                    times[name].append(time.perf_counter() - start)
+            eager = statistics.median(times["eager float32"])
+            for name, values in times.items():
+                ordered = sorted(values)
+                p50 = statistics.median(ordered)
+                rows.append(
+                    {
+                        "engine": name,
+                        "batch": batch,
+                        "p50_ms": round(p50 * 1e3, 3),
+                        "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1e3, 3),
+                        "inputs_per_s": round(batch / p50),
+                        "speedup_vs_eager": round(eager / p50, 2),
+                        "max_abs_diff_vs_eager": f"{agreement[name]:.1e}",
+                    }
+                )
+    for row in rows:
+        if row["engine"] == "torch.compile":
+            row["compile_s"] = round(compile_s, 1)
+    path = write_results("inference", rows)
+    print(markdown_table(rows, [*rows[0], "compile_s"]))
+    print(f"\nthreads {torch.get_num_threads()}; written to {path}")
