@@ -310,7 +310,9 @@ def image_bundle():
 
 def test_channels_last_trains_the_same_model():
     plain = Trainer(small_cnn(), image_bundle(), config(epochs=2), progress=False)
-    nhwc = Trainer(small_cnn(), image_bundle(), config(epochs=2, channels_last=True), progress=False)
+    nhwc = Trainer(
+        small_cnn(), image_bundle(), config(epochs=2, channels_last=True), progress=False
+    )
     first, second = plain.fit(), nhwc.fit()
     assert nhwc.model[0].weight.is_contiguous(memory_format=torch.channels_last)
     # the same arithmetic in another memory order: equal up to float32 summation order
