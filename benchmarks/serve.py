@@ -14,9 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -26,38 +23,7 @@ import numpy as np
 
 from benchmarks.common import ROOT, markdown_table, write_results
 
-DLAB = [sys.executable, "-m", "dlab.cli"]
 CONFIGS = [("no batching", 1), ("micro-batching (32, 5 ms)", 32)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(run_dir: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    port = free_port()
-    process = subprocess.Popen(
-        [*DLAB, "serve", str(run_dir), "--port", str(port), "--max-batch", str(max_batch)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            if process.poll() is not None:
-                raise SystemExit(f"dlab serve exited: {process.stderr.read()}") from None
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit("dlab serve did not come up within 60 s")
 
 
 async def load(base: str, bodies: list[bytes], requests: int, concurrency: int) -> dict:
@@ -129,14 +95,12 @@ def main(args: list[str]) -> None:
             run_dir = dlab.train(ROOT / "recipes" / "demo.yaml", runs_dir=runs, progress=False).path
         bodies = digits()
         rows = []
+        from dlab.serve.process import serving
+
         for label, max_batch in CONFIGS:
-            process, base = start(run_dir, max_batch)
-            try:
+            with serving(run_dir, "--max-batch", str(max_batch)) as base:
                 asyncio.run(load(base, bodies, 100, options.concurrency))  # warm-up
                 result = asyncio.run(load(base, bodies, options.requests, options.concurrency))
-            finally:
-                process.terminate()
-                process.wait(timeout=20)
             rows.append({"server": label, "concurrency": options.concurrency, **result})
             print(markdown_table(rows[-1:], [c for c in rows[-1] if c != "errors"]), flush=True)
     if rows[0]["throughput_rps"]:

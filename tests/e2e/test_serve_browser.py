@@ -3,50 +3,22 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import dlab_command
 from PIL import Image
+
+from dlab.serve.process import serving
 
 SHOTS = Path(os.environ.get("DLAB_SCREENSHOTS", "")) if os.environ.get("DLAB_SCREENSHOTS") else None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(image_run):
-    port = free_port()
-    process = subprocess.Popen(
-        [*dlab_command(), "serve", str(image_run.path), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            assert process.poll() is None, process.stdout.read()
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("dlab serve did not answer /health within 60 s")
-    yield base
-    process.terminate()
-    process.wait(timeout=20)
+    with serving(image_run.path) as url:
+        yield url
 
 
 def stroke(page, points: list[tuple[float, float]]) -> None:

@@ -265,3 +265,11 @@ def test_concurrent_requests_share_forward_passes(image_run, digits):
     alone, metrics = asyncio.run(burst(1))
     assert float(metrics.split("dlab_batch_size_count ")[1].split()[0]) == len(pixels)
     assert batched == alone  # and each got its own answer
+
+
+def test_a_background_server_that_cannot_start_says_why(tmp_path):
+    from dlab.serve.process import serving
+
+    with pytest.raises(DlabError, match="dlab serve exited: .*no-such-run"):
+        with serving(tmp_path / "no-such-run"):
+            pass
