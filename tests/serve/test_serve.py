@@ -270,6 +270,8 @@ def test_concurrent_requests_share_forward_passes(image_run, digits):
 def test_a_background_server_that_cannot_start_says_why(tmp_path):
     from dlab.serve.process import serving
 
-    with pytest.raises(DlabError, match="dlab serve exited: .*no-such-run"):
-        with serving(tmp_path / "no-such-run"):
-            pass
+    with (
+        pytest.raises(DlabError, match="dlab serve exited: .*no-such-run"),
+        serving(tmp_path / "no-such-run"),
+    ):
+        pass
