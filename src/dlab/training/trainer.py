@@ -141,6 +141,8 @@ class Trainer:
         self.loss_fn = (
             loss if loss is not None else LOSSES.build(config.loss)
         )  # distillation brings its own
+        # e.g. distillation asks the teacher about each batch
+        self._loss_needs_inputs = getattr(self.loss_fn, "needs_inputs", False)
         self._scores_accuracy = bundle.meta.task in ("classification", "language_model", "seq2seq")
         self._padded_targets = bundle.meta.task in ("language_model", "seq2seq")
         self.metrics = build_metrics(config.metrics, bundle.meta)
@@ -222,9 +224,7 @@ class Trainer:
             self.model.train()
         with self._autocast():
             outputs = forward(self.model, inputs)
-            if getattr(
-                self.loss_fn, "needs_inputs", False
-            ):  # e.g. distillation asks the teacher about the batch
+            if self._loss_needs_inputs:
                 loss = self.loss_fn(outputs, targets, inputs)
             else:
                 loss = self.loss_fn(outputs, targets)
