@@ -36,7 +36,6 @@ NEIGHBOUR = "import time\nwhile True: sum(range(10000))"
 CHILD = r"""
 import json, os, sys, time
 import torch, torch.nn.functional as F
-sys.path.insert(0, os.environ["DLAB_SRC"])
 from dlab.models import build
 from dlab.recipe import from_dict
 from dlab.models.examples import example_meta
@@ -57,8 +56,6 @@ print(json.dumps(steps * 64 / (time.perf_counter() - start)))
 
 
 def threads(args: list[str]) -> list[dict]:
-    from benchmarks.common import ROOT
-
     repeats = int(args[0]) if args else 3
     rows = []
     for busy in (False, True):
@@ -71,7 +68,6 @@ def threads(args: list[str]) -> list[dict]:
                         env = {
                             **os.environ,
                             "THREADS": str(setting["threads"]),
-                            "DLAB_SRC": str(ROOT / "src"),
                         }
                         env.pop("OMP_WAIT_POLICY", None)
                         if setting["OMP_WAIT_POLICY"]:

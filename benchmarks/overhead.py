@@ -63,7 +63,10 @@ def workloads(scale: float) -> dict[str, dict]:
     )
     tokens = torch.randint(1, 10_000, (4096, 64), generator=generator)
     chars = torch.randint(0, 65, (4096, 65), generator=generator)
-    steps = lambda n: max(10, int(n * scale))  # noqa: E731
+
+    def steps(n: int) -> int:
+        return max(10, int(n * scale))
+
     return {
         "seed MLP (MNIST)": dict(
             make=model("mlp"), x=images, y=labels, batch=64, steps=steps(1200)

@@ -15,6 +15,7 @@ gpt: `recipes/shakespeare_char_gpt.yaml` (nanoGPT's reduced CPU configuration): 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -24,42 +25,40 @@ from benchmarks.common import ROOT, markdown_table, real_data_dir, write_results
 TARGET = 0.99
 
 
-def mnist_tensors():
-    import torch
-
+@functools.cache
+def mnist():
+    """The MNIST bundle both sides use (all 60,000 training images; the test split checks)."""
     from dlab.data import build
     from dlab.recipe import from_dict
 
     recipe = from_dict({"data": {"name": "mnist", "val_size": 0}, "model": {"name": "cnn"}})
-    bundle = build(recipe.data, 0)
-    x, y = bundle.train.inputs, bundle.train.targets
-    test = bundle.test
-    return x, y, test.inputs, test.targets, torch
+    return build(recipe.data, 0)
 
 
-def accuracy(model, x, y, torch) -> float:
-    model.eval()
+def test_accuracy(model) -> float:
+    import torch
+
+    from dlab.training.metrics import predict_all
+
     with torch.no_grad():
-        correct = sum(
-            int((model(x[i : i + 1000]).argmax(1) == y[i : i + 1000]).sum())
-            for i in range(0, len(x), 1000)
-        )
-    model.train()
-    return correct / len(x)
+        probabilities, targets = predict_all(model, mnist().test, torch.device("cpu"))
+    return float((probabilities.argmax(1) == targets).float().mean())
 
 
 def seed_recipe(max_epochs: int) -> dict:
     """The seed's code path: DataLoader, SGD(0.01, 0.9), batch 64, the seed CNN."""
+    import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
     from dlab.models import build
     from dlab.recipe import from_dict
 
-    x, y, tx, ty, torch = mnist_tensors()
+    bundle = mnist()
+    x, y = bundle.train.inputs, bundle.train.targets
     torch.manual_seed(0)
     recipe = from_dict({"data": {"name": "mnist"}, "model": {"name": "cnn"}})
-    model = build(recipe.model, _meta())
+    model = build(recipe.model, bundle.meta)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)
     training, reached, history = 0.0, None, []
@@ -71,7 +70,7 @@ def seed_recipe(max_epochs: int) -> dict:
             loss.backward()
             optimizer.step()
         training += time.perf_counter() - started
-        history.append(round(accuracy(model, tx, ty, torch), 4))
+        history.append(round(test_accuracy(model), 4))
         print(f"  seed recipe epoch {epoch}: {history[-1]:.4f} after {training:.0f} s", flush=True)
         if history[-1] >= TARGET:
             reached = training
@@ -85,18 +84,9 @@ def seed_recipe(max_epochs: int) -> dict:
     }
 
 
-def _meta():
-    from dlab.data import build
-    from dlab.recipe import from_dict
-
-    return build(from_dict({"data": {"name": "mnist"}, "model": {"name": "cnn"}}).data, 0).meta
-
-
 def fast_recipe() -> dict:
     import dlab
     from dlab.training.callbacks import Callback
-
-    _, _, tx, ty, torch = mnist_tensors()
 
     class StopAt99(Callback):
         """Checks test accuracy after each epoch, outside the training clock."""
@@ -110,7 +100,7 @@ def fast_recipe() -> dict:
 
         def on_epoch_end(self, trainer, record):
             self.training += time.perf_counter() - self.started
-            self.history.append(round(accuracy(trainer.model, tx, ty, torch), 4))
+            self.history.append(round(test_accuracy(trainer.model), 4))
             print(
                 f"  dlab fast epoch {len(self.history)}: {self.history[-1]:.4f} after {self.training:.1f} s",
                 flush=True,
