@@ -147,3 +147,32 @@ def test_tune_needs_a_tune_section(tmp_path):
     plain.write_text(yaml.safe_dump({k: v for k, v in RECIPE.items() if k != "tune"}))
     with pytest.raises(RecipeError, match="the recipe has no tune section"):
         tune(plain, runs_dir=tmp_path)
+
+
+def _open_in_child(url, ready, out):
+    from dlab.tune import _open_study
+
+    ready.wait()  # all children start creating the schema at the same moment
+    try:
+        out.put(_open_study(optuna, "race", url, optuna.pruners.NopPruner(), "maximize").study_name)
+    except Exception as exc:  # reported to the parent, which names it in the failure
+        out.put(repr(exc))
+
+
+def test_workers_starting_together_create_the_sqlite_schema_once(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for round_ in range(3):  # the race lost about one CI run in ten before the lock: repeat it
+        url = f"sqlite:///{tmp_path / f'race{round_}.db'}"
+        ready, out = context.Event(), context.Queue()
+        children = [
+            context.Process(target=_open_in_child, args=(url, ready, out)) for _ in range(6)
+        ]
+        for child in children:
+            child.start()
+        ready.set()
+        results = [out.get(timeout=120) for _ in children]
+        for child in children:
+            child.join(timeout=60)
+        assert results == ["race"] * 6, results

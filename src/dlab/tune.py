@@ -17,6 +17,7 @@ best parameters are written as runs/<recipe>/tune/best.yaml and trained as a nor
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -91,13 +92,26 @@ def _storage(url: str) -> Any:
     return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, **kwargs)
 
 
+def _schema_lock(url: str) -> Any:
+    """An exclusive lock on `study.db.lock` for a SQLite file; nothing for a server."""
+    if not url.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    from filelock import FileLock  # a dependency of torch itself
+
+    return FileLock(url.removeprefix("sqlite:///") + ".lock", timeout=120)
+
+
 def _open_study(
     optuna: Any, name: str, url: str, pruner: Any, direction: str, attempts: int = 6
 ) -> Any:
-    """Create or load the study; workers starting together race to create the schema, so retry briefly."""
+    """Create or load the study.
+
+    Workers starting together race to create the schema: on SQLite a file lock beside the database
+    lets one create it while the others wait; on a server, a short retry covers the same race.
+    """
     for attempt in range(attempts):
         try:
-            with warnings.catch_warnings():
+            with _schema_lock(url), warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.create_study(
                     study_name=name,
@@ -110,7 +124,7 @@ def _open_study(
             Exception
         ) as exc:  # a wrong URL, an unreachable server, a foreign database, or the race
             text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            racing = "IntegrityError" in text or "locked" in text
+            racing = any(sign in text for sign in ("IntegrityError", "locked", "already exists"))
             if not racing or attempt == attempts - 1:
                 raise DlabError(f"--storage: cannot open the study at {url} ({text})") from None
             time.sleep(0.3 * (attempt + 1))
