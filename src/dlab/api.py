@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dlab import data as datasets
-from dlab import models, runtime
+from dlab import distributed, models, runtime
 from dlab._io import atomic_write_json, atomic_write_text, read_json
 from dlab.data.bundle import DataBundle, DataMeta, TensorLoader
 from dlab.data.inputs import load_input
@@ -325,14 +325,57 @@ def train(
         recipe_obj = load_recipe(recipe, overrides)
         run_dir, checkpoint = None, None
 
+    joining = distributed.launched() and distributed.current() is None
+    job = distributed.init(recipe_obj.train.device)  # one rank of a torchrun job, or None
+    try:
+        return _train(
+            recipe_obj,
+            run_dir,
+            checkpoint,
+            overrides,
+            job,
+            runs_dir=runs_dir,
+            progress=progress,
+            callbacks=callbacks,
+            evaluate_test=evaluate_test,
+            report=report,
+            model=model,
+            loss=loss,
+            meta=meta,
+        )
+    finally:
+        if joining:  # leave a process group the caller made alone
+            distributed.shutdown()
+
+
+def _train(
+    recipe_obj: Recipe,
+    run_dir: RunDir | None,
+    checkpoint: Path | None,
+    overrides: Sequence[str],
+    job: distributed.Context | None,
+    *,
+    runs_dir: str | Path | None,
+    progress: bool,
+    callbacks: Sequence[Callback],
+    evaluate_test: bool,
+    report: bool,
+    model: nn.Module | None,
+    loss: nn.Module | None,
+    meta: dict[str, Any] | None,
+) -> Run:
+    main = job is None or job.main
     seed_everything(recipe_obj.seed)
     bundle = datasets.build(recipe_obj.data, recipe_obj.seed)
     model = model if model is not None else models.build(recipe_obj.model, bundle.meta)
     if run_dir is None:
-        run_dir = RunDir.create(recipe_obj, runs_dir)
-        if bundle.tokenizer is not None:
-            bundle.tokenizer.save(run_dir.path / RunDir.TOKENIZER)
-    elif overrides:
+        if main:
+            run_dir = RunDir.create(recipe_obj, runs_dir)
+            if bundle.tokenizer is not None:
+                bundle.tokenizer.save(run_dir.path / RunDir.TOKENIZER)
+        path = distributed.broadcast_object(str(run_dir.path) if main else None, job)
+        run_dir = run_dir or RunDir.open(path)
+    elif overrides and main:
         atomic_write_text(run_dir.path / RunDir.RECIPE, recipe_obj.to_yaml())
 
     trainer = Trainer(
@@ -348,6 +391,9 @@ def train(
     )
     if checkpoint is not None:
         trainer.resume(checkpoint)
+    if not main:  # rank 0 keeps the run folder; the others only train
+        trainer.fit()
+        return Run(run_dir)
     run_dir.update_meta(
         status="running",
         data=bundle.meta.to_json(),
@@ -356,6 +402,7 @@ def train(
         forward_flops_per_batch=trainer.forward_flops,
         hardware=runtime.hardware_summary(trainer.device),
         seed=recipe_obj.seed,
+        **({"processes": job.world} if job is not None else {}),
         **(meta or {}),
     )
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -53,6 +54,13 @@ def train(
     ] = None,
     runs_dir: RunsDir = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            help="train data-parallel in N processes (torchrun, DDP; gloo on CPU, NCCL on GPU)",
+        ),
+    ] = 1,
 ) -> None:
     """Train a recipe into a new run directory (or resume one)."""
     from dlab.api import train as train_recipe
@@ -63,8 +71,38 @@ def train(
         )
     if recipe is not None and resume is not None:
         raise DlabError("train: give either a recipe or --resume RUN_DIR, not both")
+    if nproc != 1:
+        _train_in_processes(nproc, recipe, override or [], resume, runs_dir, quiet)
+        return
     run = train_recipe(recipe, override or [], runs_dir=runs_dir, resume=resume, progress=not quiet)
-    _print_run_summary(run)
+    if os.environ.get("RANK", "0") == "0":  # a single process, or rank 0 of a torchrun job
+        _print_run_summary(run)
+
+
+def _train_in_processes(
+    nproc: int,
+    recipe: str | None,
+    overrides: list[str],
+    resume: Path | None,
+    runs_dir: Path | None,
+    quiet: bool,
+) -> None:
+    """The same command in N processes under torchrun, which stops all of them if one fails."""
+    from dlab import distributed
+
+    argv = ["train", *([recipe] if recipe else [])]
+    for item in overrides:
+        argv += ["-o", item]
+    argv += ["--resume", str(resume)] if resume else []
+    argv += ["--runs-dir", str(runs_dir)] if runs_dir else []
+    argv += ["--quiet"] if quiet else []
+    code = distributed.launch(nproc, argv)
+    if code != 0:
+        raise DlabError(
+            f"train --nproc {nproc}: a process failed (exit code {code}), so torchrun stopped the "
+            "others; its error is above. Continue from the last checkpoint with "
+            "`dlab train --resume RUN_DIR` (any number of processes)"
+        )
 
 
 def _print_run_summary(run: Any) -> None:

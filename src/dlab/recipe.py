@@ -255,6 +255,22 @@ class TrainConfig(Section):
         description="NHWC memory layout for image models (faster convolutions on some CPUs/GPUs)",
     )
 
+    grad_accumulation: int = Field(
+        1,
+        ge=1,
+        description="split each batch into this many micro-batches and add their gradients: "
+        "the memory of batch_size/N, the step of the whole batch",
+    )
+    activation_checkpointing: bool = Field(
+        False,
+        description="keep only each Transformer block's input and recompute its activations in "
+        "the backward pass (less memory, about a third more compute)",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the model for training (a one-off compile, then faster steps)",
+    )
+
     @model_validator(mode="after")
     def _check_threads(self) -> TrainConfig:
         if isinstance(self.threads, int) and self.threads < 1:

@@ -198,6 +198,10 @@ class TransformerBlock(nn.Module):
     norm_first=True is pre-norm (GPT-2, more stable); False is the original post-norm (Vaswani et al.).
     """
 
+    checkpoint_unit = (
+        True  # train.activation_checkpointing recomputes this block in the backward pass
+    )
+
     def __init__(
         self,
         d_model: int,

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlab import runtime
+from dlab import distributed, runtime
 from dlab.data.bundle import DataBundle
 from dlab.errors import TrainingDiverged, TrainingInterrupted
 from dlab.recipe import TrainConfig
@@ -34,6 +34,7 @@ from dlab.training.losses import weight_penalty
 from dlab.training.metrics import IGNORE, build_metrics, evaluate, forward, to_device
 from dlab.training.optim import build_optimizer, build_scheduler
 from dlab.training.state import rng_state, set_rng_state
+from dlab.training.switches import checkpoint_activations
 
 
 @dataclass
@@ -115,11 +116,30 @@ class Trainer:
         self.config, self.seed, self.bundle = config, seed, bundle
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.recipe_yaml = recipe_yaml
+        # in a torchrun job: one rank of several, each on its slice of every batch (DDP)
+        self.dist = distributed.current()
+        self.main = self.dist is None or self.dist.main
         self.device = runtime.resolve_device(config.device)
+        if self.dist is not None:
+            self.device = distributed.device_for(self.dist, self.device)
+            if (
+                self.dist.rank > 0
+            ):  # the same weights (DDP broadcasts rank 0's), other dropout masks
+                torch.manual_seed(seed + 1_000_003 * self.dist.rank)
+        world = self.dist.world if self.dist is not None else 1
+        if world > 1 or config.grad_accumulation > 1:
+            distributed.check_batches(
+                bundle.train.num_samples, bundle.train.batch_size, world, config.grad_accumulation
+            )
         self.model = model.to(self.device)
         self._layout = torch.channels_last if config.channels_last else None
         if self._layout is not None:
             self.model = self.model.to(memory_format=self._layout)
+        if config.activation_checkpointing:
+            checkpoint_activations(self.model, type(model).__name__)
+        if config.compile:
+            self.model.compile()  # in place: the weights keep their names in checkpoints
+        self._train_model = distributed.wrap(self.model, self.dist, self.device)
         self._autocast = (
             (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16))
             if config.precision == "bf16"
@@ -173,9 +193,9 @@ class Trainer:
         self._reset_interval()
 
         self.callbacks: list[Callback] = []
-        if progress:
+        if progress and self.main:
             self.callbacks.append(ProgressBar())
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.main:
             self.callbacks.append(TensorBoard(str(self.out_dir / "tb")))
         if config.early_stopping is not None:
             self.callbacks.append(EarlyStopping(config.early_stopping))
@@ -199,8 +219,8 @@ class Trainer:
                         self._call("on_step_end")
                         if self.checkpoints and state.step % self.config.checkpoint_every == 0:
                             self.save_checkpoint()
-                        if stop.received is not None:
-                            self._interrupt(stop.received)
+                        if self._stop_requested(stop):
+                            self._interrupt(stop.received or signal.SIGTERM)
                     self._end_epoch()
                 self._call("on_fit_end")
         finally:
@@ -208,6 +228,13 @@ class Trainer:
             self._close_callbacks()
             self._tick()
         return self.history
+
+    def _stop_requested(self, stop: _GracefulStop) -> bool:
+        """A signal arrived here (or, in a job, at any rank: all stop after the same step)."""
+        if self.dist is None:
+            return stop.received is not None
+        flag = torch.tensor([stop.received is not None], dtype=torch.int32)
+        return bool(distributed.all_reduce(flag, self.dist, "max"))
 
     def _batches(self) -> Iterator[Any]:
         """The rest of the current epoch's batches, stopping at max_steps."""
@@ -217,20 +244,48 @@ class Trainer:
             yield batch
 
     def _train_step(self, batch: Any) -> None:
+        global_size = len(batch[1])
+        if self.dist is not None:  # this rank's contiguous chunk of the global batch
+            batch = distributed.take(batch, self.dist.rank, self.dist.world)
         inputs, targets = to_device(batch[0], self.device), to_device(batch[1], self.device)
         if self._layout is not None and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=self._layout)
         if not self.model.training:  # evaluation switched it: walk the modules only then
-            self.model.train()
-        with self._autocast():
-            outputs = forward(self.model, inputs)
-            if self._loss_needs_inputs:
-                loss = self.loss_fn(outputs, targets, inputs)
-            else:
-                loss = self.loss_fn(outputs, targets)
-        penalty = weight_penalty(self.model, self.config.l1, self.config.l2)
+            self._train_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        (loss + penalty if penalty is not None else loss).backward()
+        parts = self.config.grad_accumulation
+        if parts == 1:
+            micro = [(inputs, targets)]
+        else:  # micro-batches: contiguous chunks, so their gradients add up to the batch's
+            micro = list(
+                zip(
+                    distributed.take_all(inputs, parts),
+                    distributed.take_all(targets, parts),
+                    strict=True,
+                )
+            )
+        world = self.dist.world if self.dist is not None else 1
+        for i, (x, y) in enumerate(micro):
+            # each micro-batch's mean loss weighs by its share of the global batch; DDP then
+            # averages over ranks, so the sum is the global batch's mean loss
+            weight = len(y) * world / global_size
+            with distributed.no_sync(self._train_model, i == len(micro) - 1), self._autocast():
+                outputs = forward(self._train_model, x)
+                if self._loss_needs_inputs:
+                    loss = self.loss_fn(outputs, y, x)
+                else:
+                    loss = self.loss_fn(outputs, y)
+            objective = loss * weight if weight != 1 else loss
+            if i == 0:
+                penalty = weight_penalty(self.model, self.config.l1, self.config.l2)
+                if penalty is not None:
+                    objective = objective + penalty
+            objective.backward()
+            self._add_to_sums(loss, outputs, y, len(y) / len(targets))
+        n = len(targets)
+        self._epoch_count += n
+        self._timed_samples += global_size
+        self.last_batch_size = n
 
         state = self.state
         logging_now = (state.step + 1) % self.config.log_every == 0
@@ -242,15 +297,33 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
+        self._interval_steps += 1
+        state.step += 1
+        state.batch += 1
+        state.samples += global_size
+        if logging_now:
+            self._check_finite()
+            record = {
+                "kind": "step",
+                "epoch": state.epoch + 1,
+                "step": state.step,
+                "loss": self._global_mean(self._interval_loss, self._interval_steps),
+                "lr": lr,
+            }
+            if grad_norm is not None:
+                record["grad_norm"] = float(grad_norm)
+            self._log(record)
+            self._reset_interval()
 
+    def _add_to_sums(
+        self, loss: torch.Tensor, outputs: Any, targets: torch.Tensor, share: float
+    ) -> None:
         # a handful of in-place device ops per step and no host sync: on small models each extra
         # tiny op is a visible share of the step (the overhead benchmark measures it); a NaN or
         # inf loss poisons the float64 epoch sum, which _check_finite reads when logging/saving
-        n = len(targets)
         detached = loss.detach()
-        self._epoch_loss.add_(detached, alpha=n)
-        self._interval_loss.add_(detached)
-        self._interval_steps += 1
+        self._epoch_loss.add_(detached, alpha=len(targets))
+        self._interval_loss.add_(detached, alpha=share)
         if self._scores_accuracy:
             hits = outputs.detach().argmax(-1) == targets
             if self._padded_targets:  # padding of sequence targets (IGNORE) scores nothing
@@ -259,26 +332,7 @@ class Trainer:
                 self._epoch_scored.add_(scored.sum())
             else:
                 self._epoch_correct.add_(hits.sum())
-                self._epoch_scored.add_(n)
-        self._epoch_count += n
-        self._timed_samples += n
-        self.last_batch_size = n
-        state.step += 1
-        state.batch += 1
-        state.samples += n
-        if logging_now:
-            self._check_finite()
-            record = {
-                "kind": "step",
-                "epoch": state.epoch + 1,
-                "step": state.step,
-                "loss": self.interval_loss(),
-                "lr": lr,
-            }
-            if grad_norm is not None:
-                record["grad_norm"] = float(grad_norm)
-            self._log(record)
-            self._reset_interval()
+                self._epoch_scored.add_(len(targets))
 
     def _end_epoch(self) -> None:
         """Validate, write the epoch record, let callbacks react, advance, checkpoint."""
@@ -289,11 +343,11 @@ class Trainer:
         seconds = time.perf_counter() - self._epoch_started
         count = max(int(self._epoch_count), 1)
         record: dict[str, Any] = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.step}
-        record["train_loss"] = (self._epoch_loss / count).item()
+        record["train_loss"] = self._global_mean(self._epoch_loss, count)
         if self._scores_accuracy:
-            record["train_accuracy"] = (
-                self._epoch_correct.double() / self._epoch_scored.clamp_min(1)
-            ).item()
+            record["train_accuracy"] = self._global_mean(
+                self._epoch_correct, self._epoch_scored.clamp_min(1)
+            )
         if self.val_loader is not None:
             record.update(
                 evaluate(
@@ -345,6 +399,14 @@ class Trainer:
         """Mean training loss of the current epoch so far (synchronises with the device)."""
         return (self._epoch_loss / max(self._epoch_count, 1)).item()
 
+    def _global_mean(self, total: torch.Tensor, count: torch.Tensor | int) -> float:
+        """total / count, each summed over the ranks of a job (synchronises with the device)."""
+        if self.dist is None:
+            return (total.double() / count).item()
+        pair = torch.stack([total.double().cpu(), torch.as_tensor(count).double().cpu()])
+        pair = distributed.all_reduce(pair.to(self.device), self.dist)
+        return (pair[0] / pair[1]).item()
+
     def _reset_interval(self) -> None:
         self._interval_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         self._interval_steps = 0
@@ -365,6 +427,8 @@ class Trainer:
 
     def _check_finite(self) -> None:
         self._nonfinite |= ~torch.isfinite(self._epoch_loss)
+        if self.dist is not None:  # every rank raises together, none waits on a collective
+            self._nonfinite = distributed.all_reduce(self._nonfinite.int(), self.dist, "max").bool()
         if bool(self._nonfinite):
             last = self.checkpoints.latest() if self.checkpoints else None
             kept = (
@@ -376,7 +440,7 @@ class Trainer:
             )
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.main:
             with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         self.state.log_lines += 1
@@ -397,19 +461,19 @@ class Trainer:
 
     def save_best_weights(self) -> None:
         """Keep the current weights as the best so far (on disk when there is a run folder)."""
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.main:
             save_weights(self.model, self.out_dir / "best.safetensors")
-        else:
+        if self.out_dir is None or self.dist is not None:  # in a job, each rank keeps its own copy
             self._best_in_memory = {
                 k: v.detach().clone() for k, v in self.model.state_dict().items()
             }
 
     def restore_best_weights(self) -> None:
         """Load the weights saved by save_best_weights."""
-        if self.out_dir is not None:
-            load_weights(self.model, self.out_dir / "best.safetensors")
-        elif self._best_in_memory is not None:
+        if self._best_in_memory is not None:
             self.model.load_state_dict(self._best_in_memory)
+        elif self.out_dir is not None:
+            load_weights(self.model, self.out_dir / "best.safetensors")
 
     # --- checkpoints -----------------------------------------------------------------------------
 
@@ -458,6 +522,8 @@ class Trainer:
             return None
         self._check_finite()
         self._tick()
+        if not self.main:  # rank 0 holds the same weights and optimizer state, and the position
+            return None
         return self.checkpoints.save(self.model, self.state_dict(), self.recipe_yaml)
 
     def resume(self, folder: Path) -> None:
@@ -465,7 +531,9 @@ class Trainer:
         self.load_state_dict(CheckpointStore.load(folder, self.model))
         if self.state.stop_reason == "completed" and self.state.step < self.total_steps:
             self.state.stop_reason = None  # the run was given more epochs or steps
-        if self.out_dir is not None:
+        if self.dist is not None and not self.main:  # the RNG saved is rank 0's: draw others
+            torch.manual_seed(self.seed + 1_000_003 * self.dist.rank + self.state.step)
+        if self.out_dir is not None and self.main:
             log = self.out_dir / "metrics.jsonl"
             if log.exists():
                 lines = log.read_text(encoding="utf-8").splitlines(keepends=True)[

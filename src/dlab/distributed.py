@@ -1,0 +1,195 @@
+"""Data-parallel training on torch.distributed: one process per device, launched by torchrun.
+
+`dlab train RECIPE --nproc N` starts `torchrun --standalone --nproc-per-node N -m dlab train RECIPE`;
+across machines run torchrun yourself with its `--nnodes`/`--rdzv-endpoint` options and the same
+`-m dlab train RECIPE` (not `-m dlab.train`: that name is the `dlab.train()` function). Each
+process reads RANK/WORLD_SIZE/LOCAL_RANK from torchrun's environment and:
+
+- trains on its slice of every global batch: the batch order is the single-process order (a
+  function of seed and epoch only), each rank takes `batch[rank::world]`-sized contiguous
+  chunks, and DDP averages the gradients, so N processes take the same steps as one process
+  with the same `data.batch_size` (the global batch);
+- uses gloo on CPUs and NCCL on GPUs, with a collective timeout (`DLAB_DIST_TIMEOUT`, seconds)
+  so that a stuck peer ends the job instead of hanging it; a peer that dies makes torchrun stop
+  the others at once;
+- leaves logs, reports and checkpoints to rank 0; a checkpoint holds the unwrapped model and
+  the global position, so it resumes in any number of processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlab.errors import DlabError
+
+DEFAULT_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Context:
+    """This process's place in a torch.distributed job."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 writes the run folder."""
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """True when torchrun (or another launcher) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def current() -> Context | None:
+    """The running job's context, or None when training in a single process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def init(device: str = "auto") -> Context | None:
+    """Join the job torchrun started (idempotent); None outside one."""
+    import torch.distributed as dist
+
+    if not launched():
+        return None
+    if not dist.is_initialized():
+        cuda = (torch.cuda.is_available() and device in ("auto", "cuda")) or device.startswith(
+            "cuda"
+        )
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        timeout = datetime.timedelta(
+            seconds=float(os.environ.get("DLAB_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        )
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+    return current()
+
+
+def shutdown() -> None:
+    """Leave the process group (safe to call when none exists)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def device_for(context: Context, device: torch.device) -> torch.device:
+    """One GPU per process: cuda becomes cuda:LOCAL_RANK."""
+    if device.type == "cuda":
+        return torch.device("cuda", context.local_rank)
+    return device
+
+
+def broadcast_object(value: Any, context: Context | None) -> Any:
+    """Rank 0's `value` on every rank (e.g. the run folder it created)."""
+    if context is None:
+        return value
+    import torch.distributed as dist
+
+    box = [value if context.main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(context: Context | None) -> None:
+    """Wait for every rank (nothing to do in a single process)."""
+    if context is not None:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def wrap(model: nn.Module, context: Context | None, device: torch.device) -> nn.Module:
+    """The module that runs the training forward: DDP around `model` in a job, `model` otherwise."""
+    if context is None:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def no_sync(train_model: nn.Module, sync: bool) -> contextlib.AbstractContextManager[Any]:
+    """Skip DDP's gradient all-reduce on all but the last micro-batch of an accumulated step."""
+    if sync or not hasattr(train_model, "no_sync"):
+        return contextlib.nullcontext()
+    return train_model.no_sync()
+
+
+def all_reduce(tensor: torch.Tensor, context: Context | None, op: str = "sum") -> torch.Tensor:
+    """Sum (or max) `tensor` over ranks in place and return it; unchanged in a single process."""
+    if context is not None:
+        import torch.distributed as dist
+
+        reduce_op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op]
+        dist.all_reduce(tensor, op=reduce_op)
+    return tensor
+
+
+def take(batch: Any, rank: int, world: int) -> Any:
+    """This rank's contiguous chunk of a batch: tensors, tuples, lists and dicts along dim 0."""
+    if isinstance(batch, torch.Tensor):
+        return batch.tensor_split(world)[rank]
+    if isinstance(batch, tuple | list):
+        return type(batch)(take(b, rank, world) for b in batch)
+    if isinstance(batch, dict):
+        return {k: take(v, rank, world) for k, v in batch.items()}
+    return batch  # scalars and None travel whole
+
+
+def take_all(batch: Any, parts: int) -> list[Any]:
+    """A batch cut into `parts` contiguous chunks (micro-batches for gradient accumulation)."""
+    return [take(batch, i, parts) for i in range(parts)]
+
+
+def check_batches(num_samples: int, batch_size: int, world: int, parts: int = 1) -> None:
+    """Every rank's every micro-batch needs a sample, in the last batch too."""
+    last = num_samples % batch_size or batch_size
+    need = world * parts
+    if min(batch_size, last, num_samples) < need:
+        who = f"{world} processes" if parts == 1 else f"{world} process(es) x {parts} micro-batches"
+        raise DlabError(
+            f"data.batch_size: {who} need at least {need} samples in every batch; batch_size "
+            f"{batch_size} over {num_samples} samples leaves a last batch of {last} (choose a "
+            "batch size that leaves a larger remainder, or fewer processes or micro-batches)"
+        )
+
+
+def launch(nproc: int, argv: Sequence[str]) -> int:
+    """Run `dlab <argv>` in `nproc` processes under torchrun; return its exit code."""
+    if nproc < 1:
+        raise DlabError(f"--nproc: {nproc} processes? give 1 or more")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "dlab",
+        *argv,
+    ]
+    env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in env and nproc > 1:  # share the cores instead of oversubscribing
+        from dlab.runtime import usable_cores
+
+        env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // nproc))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return subprocess.call(command, env=env)

@@ -1,0 +1,95 @@
+"""Large-model switches (gradient accumulation, activation checkpointing, torch.compile) compute
+the same steps as the plain path, within the tolerance each test states."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_blobs
+from torch import nn
+
+from dlab.api import _as_bundle
+from dlab.errors import DlabError, RecipeError
+from dlab.models import build
+from dlab.models.examples import example_batch, example_meta
+from dlab.recipe import TrainConfig
+from dlab.registry import MODELS
+from dlab.training.metrics import forward
+from dlab.training.switches import checkpoint_activations
+from dlab.training.trainer import Trainer
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 3))
+
+
+def blobs(n=250, batch_size=50):
+    x, y = make_blobs(n, seed=0)
+    return _as_bundle((x, y), (x[:60], y[:60]), batch_size=batch_size, seed=0, loss="cross_entropy")
+
+
+def fit(model, bundle, **fields):
+    config = TrainConfig.model_validate(
+        {"epochs": 3, "log_every": 1, "optimizer": {"name": "sgd", "lr": 0.1}, **fields}
+    )
+    trainer = Trainer(model, bundle, config, progress=False)
+    return trainer, trainer.fit()
+
+
+def test_gradient_accumulation_takes_the_same_steps_as_the_whole_batch():
+    # 250 samples in batches of 50, each cut into 4 micro-batches of 13/13/12/12: unequal sizes
+    # weigh by their share, so the step is the whole batch's to float32 summation order
+    _, plain = fit(mlp(), blobs())
+    accumulated, history = fit(mlp(), blobs(), grad_accumulation=4)
+    np.testing.assert_allclose(history["train_loss"], plain["train_loss"], rtol=1e-6)
+    np.testing.assert_allclose(history["val_loss"], plain["val_loss"], rtol=1e-6)
+    assert accumulated.state.step == 15  # optimizer steps count batches, not micro-batches
+
+
+def test_gradient_accumulation_needs_a_sample_in_every_micro_batch():
+    with pytest.raises(DlabError, match="need at least 4 samples in every batch.*last batch of 2"):
+        fit(mlp(), blobs(n=202), grad_accumulation=4)
+
+
+def model_and_batch(name, seed=0):
+    torch.manual_seed(seed)
+    meta = example_meta(name)
+    model = build(MODELS.get(name).config(name=name, dropout=0.2), meta)
+    return model, example_batch(meta)
+
+
+def gradients(model, batch):
+    torch.manual_seed(1)  # the same dropout masks for both models
+    outputs = forward(model, batch[0])
+    loss = F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]), batch[1].reshape(-1))
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("name", ["gpt", "transformer_classifier", "seq2seq_transformer"])
+def test_activation_checkpointing_recomputes_the_same_gradients(name):
+    plain, batch = model_and_batch(name)
+    recomputed, _ = model_and_batch(name)
+    assert checkpoint_activations(recomputed) >= 2
+    assert recomputed.state_dict().keys() == plain.state_dict().keys()
+    expected, got = gradients(plain, batch), gradients(recomputed, batch)
+    assert got.keys() == expected.keys()
+    for key in expected:  # dropout included: checkpointing replays the RNG, so exact
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_activation_checkpointing_refuses_a_model_without_blocks():
+    with pytest.raises(RecipeError, match="train.activation_checkpointing: Sequential has no"):
+        fit(mlp(), blobs(), activation_checkpointing=True)
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_like_eager():
+    _, plain = fit(mlp(), blobs())
+    compiled, history = fit(mlp(), blobs(), compile=True)
+    assert "_orig_mod" not in "".join(compiled.model.state_dict())  # checkpoints keep their keys
+    # inductor fuses and reorders float32 arithmetic: agreement to about 1e-5 relative
+    np.testing.assert_allclose(history["train_loss"], plain["train_loss"], rtol=1e-4)
