@@ -237,6 +237,29 @@ def test_max_steps_ends_inside_an_epoch(tmp_path):
     assert trainer.state.step == 20
     assert [r["step"] for r in history.records] == [15, 20]
     assert trainer.state.stop_reason == "completed"
+    assert (trainer.state.epoch, trainer.state.batch) == (1, 5)  # inside epoch 2, not past it
+
+
+def test_a_run_extended_past_max_steps_continues_inside_its_epoch(tmp_path):
+    def run(max_steps, out_dir, resume=None):
+        trainer = Trainer(
+            mlp(dropout=0.0),
+            blobs_bundle(),
+            config(epochs=5, max_steps=max_steps),
+            out_dir=out_dir,
+            progress=False,
+        )
+        if resume is not None:
+            trainer.resume(trainer.checkpoints.latest())
+        trainer.fit()
+        return trainer
+
+    straight = run(40, tmp_path / "straight")
+    run(20, tmp_path / "cut")
+    extended = run(40, tmp_path / "cut", resume=True)
+    assert extended.state.step == 40
+    for name, weight in straight.model.state_dict().items():  # the same 40 batches, in order
+        torch.testing.assert_close(extended.model.state_dict()[name], weight, msg=name)
 
 
 def test_warmup_then_cosine_schedule():

@@ -366,7 +366,9 @@ class Trainer:
         self._log(record)
         self.history.records.append(record)
         self._call("on_epoch_end", record)
-        if state.batch >= self.steps_in_epoch(state.epoch):
+        # an epoch cut short by max_steps keeps its place: a run resumed with more steps
+        # finishes that epoch's batches instead of skipping to the next epoch
+        if state.batch >= self.steps_per_epoch:
             state.epoch, state.batch = state.epoch + 1, 0
         if state.step >= self.total_steps and state.stop_reason is None:
             state.stop_reason = "completed"
