@@ -429,6 +429,18 @@ def _train(
         samples_per_s=round(state.samples / max(state.elapsed_s, 1e-9), 1),
         final=history.last,
         best_epoch=state.best_epoch,
+        **(
+            {
+                "privacy": {
+                    "epsilon_spent": trainer.privacy.epsilon(),
+                    "delta": trainer.privacy.delta,
+                    "noise_multiplier": trainer.privacy.noise_multiplier,
+                    "accountant": "Opacus RDP",
+                }
+            }
+            if trainer.privacy is not None
+            else {}
+        ),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     run = Run(run_dir)

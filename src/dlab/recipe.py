@@ -202,6 +202,20 @@ class EarlyStopping(Section):
         return "min" if any(word in self.monitor for word in lower_is_better) else "max"
 
 
+class Privacy(Section):
+    """DP-SGD (Opacus): the (epsilon, delta) budget of the whole run and the per-sample clip."""
+
+    epsilon: float = Field(
+        gt=0, description="privacy budget of the whole run (smaller: more private)"
+    )
+    delta: float = Field(
+        1e-5, gt=0, lt=1, description="failure probability; below 1/N for N training samples"
+    )
+    max_grad_norm: float = Field(
+        1.0, gt=0, description="each sample's gradient is clipped to this L2 norm"
+    )
+
+
 class TrainConfig(Section):
     """How to train: optimizer, loss, schedule, regularisation, checkpoints, device."""
 
@@ -265,6 +279,9 @@ class TrainConfig(Section):
         False,
         description="keep only each Transformer block's input and recompute its activations in "
         "the backward pass (less memory, about a third more compute)",
+    )
+    privacy: Privacy | None = Field(
+        None, description="train with DP-SGD through Opacus: {epsilon, delta, max_grad_norm}"
     )
     compile: bool = Field(
         False,

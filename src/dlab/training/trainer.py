@@ -170,6 +170,16 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.privacy = None
+        if config.privacy is not None:  # DP-SGD: Poisson batches, clipped and noised gradients
+            from dlab.training.privacy import PrivateTraining, refuse_unsupported
+
+            refuse_unsupported(self.model, config, self.train_loader, self.dist is not None)
+            self.privacy = PrivateTraining(
+                self.model, self.optimizer, self.train_loader, config, self.total_steps
+            )
+            self.train_loader = self.privacy.loader
+            self._train_model, self.optimizer = self.privacy.model, self.privacy.optimizer
         self.scheduler = build_scheduler(
             config.scheduler,
             self.optimizer,
@@ -360,6 +370,8 @@ class Trainer:
                 )
             )
         record["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.privacy is not None:
+            record["epsilon"] = self.privacy.epsilon()
         record["time_s"] = seconds
         record["samples_per_s"] = self._timed_samples / max(seconds, 1e-9)
         record["elapsed_s"] = self._tick()
@@ -497,6 +509,7 @@ class Trainer:
             },
             "threads": self.threads,
             "history": self.history.records,
+            **({"privacy": self.privacy.state_dict()} if self.privacy is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -517,6 +530,8 @@ class Trainer:
         self.threads = int(state.get("threads", self.threads))
         torch.set_num_threads(self.threads)
         self.history = History(state.get("history", []))
+        if self.privacy is not None:
+            self.privacy.load_state_dict(state["privacy"])
 
     def save_checkpoint(self) -> Path | None:
         """Write a checkpoint of the current state (refuses if the loss has gone non-finite)."""
