@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -406,6 +407,64 @@ def check_formulas(
         console.print(f"{len(failed)} of {len(results)} failed: {', '.join(failed)}")
         raise typer.Exit(1)
     console.print(f"all {len(results)} formulas agree with PyTorch")
+
+
+@app.command()
+def federate(
+    recipe: Annotated[str, typer.Argument(help="a classification recipe, e.g. mnist_cnn")],
+    override: Overrides = None,
+    clients: Annotated[int, typer.Option(help="virtual clients (Flower SuperNodes)")] = 10,
+    rounds: Annotated[int, typer.Option(help="federated rounds")] = 5,
+    local_epochs: Annotated[int, typer.Option(help="local epochs per round")] = 1,
+    alpha: Annotated[
+        float | None,
+        typer.Option(help="Dirichlet(alpha) label skew per client; leave out for IID"),
+    ] = None,
+    fraction: Annotated[float, typer.Option(help="share of clients sampled each round")] = 1.0,
+    strategy: Annotated[str, typer.Option(help="fedavg or fedprox")] = "fedavg",
+    mu: Annotated[float, typer.Option(help="FedProx's proximal weight")] = 0.01,
+    central: Annotated[
+        bool,
+        typer.Option(
+            "--central/--no-central",
+            help="also train the recipe centrally, as many epochs as rounds x local epochs",
+        ),
+    ] = True,
+    runs_dir: RunsDir = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Federated learning with Flower (simulation on this machine): FedAvg/FedProx, IID or Dirichlet."""
+    from dlab.federated import FederatedSettings, federate
+
+    settings = FederatedSettings(
+        clients=clients,
+        rounds=rounds,
+        local_epochs=local_epochs,
+        alpha=alpha,
+        fraction=fraction,
+        strategy=strategy,
+        mu=mu,
+        central=central,
+    )
+    run = federate(recipe, override or [], settings, runs_dir=runs_dir, progress=not quiet)
+    meta = run.dir.meta
+    table = Table(title=f"federated {strategy}, {clients} clients, alpha {alpha or 'IID'}")
+    for column in ("round", "global accuracy", "global loss", "client train loss"):
+        table.add_column(column)
+    for line in (run.path / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        table.add_row(
+            str(record["epoch"]),
+            _number(record.get("val_accuracy")),
+            _number(record.get("val_loss")),
+            _number(record.get("train_loss")),
+        )
+    _console().print(table)
+    if meta.get("central"):
+        _console().print(
+            f"centralised, {meta['central']['epochs']} epochs: accuracy {meta['central']['accuracy']:.4f}"
+        )
+    _print_run_summary(run)
 
 
 @app.command("tune")

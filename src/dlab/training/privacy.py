@@ -119,14 +119,16 @@ class PrivateTraining:
         privacy = config.privacy
         self.loader = PoissonLoader(loader)
         self.delta = privacy.delta
-        self.noise_multiplier = get_noise_multiplier(
-            target_epsilon=privacy.epsilon,
-            target_delta=privacy.delta,
-            sample_rate=self.loader.sample_rate,
-            steps=total_steps,
-            accountant=ACCOUNTANT,
-            alphas=ALPHAS,
-        )
+        with warnings.catch_warnings():  # its search visits noise levels that want other orders
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            self.noise_multiplier = get_noise_multiplier(
+                target_epsilon=privacy.epsilon,
+                target_delta=privacy.delta,
+                sample_rate=self.loader.sample_rate,
+                steps=total_steps,
+                accountant=ACCOUNTANT,
+                alphas=ALPHAS,
+            )
         # Opacus's hooks see inputs that need no gradient (the data): expected, not a problem
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         self.model = GradSampleModule(model)

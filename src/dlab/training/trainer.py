@@ -112,7 +112,10 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
         loss: nn.Module | None = None,
+        privacy_steps: int | None = None,
     ):
+        """`privacy_steps`: the steps a DP-SGD budget spans when this trainer runs only part of
+        them (one federated round); default: this trainer's own steps."""
         self.config, self.seed, self.bundle = config, seed, bundle
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.recipe_yaml = recipe_yaml
@@ -176,7 +179,11 @@ class Trainer:
 
             refuse_unsupported(self.model, config, self.train_loader, self.dist is not None)
             self.privacy = PrivateTraining(
-                self.model, self.optimizer, self.train_loader, config, self.total_steps
+                self.model,
+                self.optimizer,
+                self.train_loader,
+                config,
+                privacy_steps or self.total_steps,
             )
             self.train_loader = self.privacy.loader
             self._train_model, self.optimizer = self.privacy.model, self.privacy.optimizer
