@@ -10,6 +10,7 @@ SUITES = {
     "data": "benchmarks.data",
     "inference": "benchmarks.inference",
     "overhead": "benchmarks.overhead",
+    "scale": "benchmarks.scale",
     "serve": "benchmarks.serve",
     "speed": "benchmarks.speed",
     "threads": "benchmarks.hardware:main_threads",

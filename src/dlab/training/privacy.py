@@ -66,7 +66,12 @@ class PoissonLoader:
 
 def refuse_unsupported(model: nn.Module, config: Any, loader: Any, distributed: bool) -> None:
     """Clear errors for what DP-SGD cannot do here, before any training starts."""
-    from opacus.validators import ModuleValidator
+    try:
+        from opacus.validators import ModuleValidator
+    except ImportError:
+        raise RecipeError(
+            "train.privacy: DP-SGD needs Opacus; pip install 'dlab[privacy]'"
+        ) from None
 
     problems = ModuleValidator.validate(model, strict=False)
     if problems:

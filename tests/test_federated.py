@@ -1,0 +1,106 @@
+"""Federated learning: partitions, FedProx's proximal term, and a whole Flower simulation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dlab.errors import DlabError
+from dlab.federated import FederatedSettings, ProximalLoss, federate, partition
+
+LABELS = np.repeat(np.arange(10), 200)  # 2,000 samples, 10 balanced classes
+
+
+def classes_per_client(parts, share=0.05):
+    """How many classes hold at least `share` of each client's samples."""
+    return [int((np.bincount(LABELS[p], minlength=10) / len(p) >= share).sum()) for p in parts]
+
+
+def test_iid_partitions_are_disjoint_equal_and_cover_everything():
+    parts = partition(LABELS, 8, None, seed=0)
+    joined = np.concatenate(parts)
+    assert len(joined) == len(LABELS) == len(np.unique(joined))
+    assert {len(p) for p in parts} == {250}
+    assert min(classes_per_client(parts)) >= 9
+
+
+def test_dirichlet_alpha_sets_the_label_skew():
+    skewed = partition(LABELS, 10, 0.1, seed=0)
+    mixed = partition(LABELS, 10, 100.0, seed=0)
+    assert np.mean(classes_per_client(skewed)) < 4  # most clients see a few classes
+    assert np.mean(classes_per_client(mixed)) > 9.5
+    assert len(np.unique(np.concatenate(skewed))) == len(LABELS)
+    again = partition(LABELS, 10, 0.1, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(skewed, again, strict=True))
+
+
+def test_an_impossible_partition_says_what_to_change():
+    with pytest.raises(DlabError, match="--alpha: .*fewer clients or a larger alpha"):
+        partition(LABELS[:60], 20, 0.01, seed=0, min_size=10)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"clients": 1}, "--clients"),
+        ({"fraction": 0.0}, "--fraction"),
+        ({"alpha": -1.0}, "--alpha"),
+        ({"strategy": "fedsgd"}, "--strategy"),
+    ],
+)
+def test_settings_are_checked(fields, message):
+    with pytest.raises(DlabError, match=message):
+        FederatedSettings(**fields).check()
+
+
+def test_fedprox_adds_mu_times_the_drift_to_the_gradient():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    loss = ProximalLoss(nn.CrossEntropyLoss(), model, mu=0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)  # drift away from the global weights
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
+    loss(model(x), y).backward()
+    proximal = model.weight.grad.clone()
+    model.zero_grad()
+    nn.CrossEntropyLoss()(model(x), y).backward()
+    torch.testing.assert_close(proximal - model.weight.grad, 0.5 * torch.ones(2, 3))
+
+
+@pytest.mark.slow
+def test_a_flower_simulation_trains_a_private_fedprox_federation(tmp_path):
+    recipe = {
+        "name": "fl",
+        "seed": 0,
+        "data": {"name": "mnist_sample", "batch_size": 32, "val_size": 400},
+        "model": {"name": "mlp", "hidden": [64]},
+        "train": {
+            "optimizer": {"name": "sgd", "lr": 0.1},
+            "privacy": {"epsilon": 8.0, "delta": 1e-4, "max_grad_norm": 1.0},
+        },
+    }
+    settings = FederatedSettings(
+        clients=3, rounds=3, alpha=1.0, strategy="fedprox", mu=0.01, central=False
+    )
+    run = federate(recipe, settings=settings, runs_dir=tmp_path, progress=False)
+    rounds = [json.loads(x) for x in (run.path / "federated.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rounds] == [0, 1, 2, 3]
+    accuracy = [r["val_accuracy"] for r in rounds]
+    assert accuracy[0] < 0.2 and accuracy[-1] > 0.6  # from chance to learned, privately
+    for r in rounds[1:]:
+        assert [c["client"] for c in r["clients_train"]] == [0, 1, 2]
+        assert [c["client"] for c in r["clients_evaluate"]] == [0, 1, 2]
+    spent = [r["epsilon"] for r in rounds[1:]]
+    # each client's accountant spans its rounds (kept in Flower's context.state): the budget
+    # grows round by round and ends at, not above, the recipe's epsilon
+    assert spent == sorted(spent) and 0.8 * 8.0 < spent[-1] <= 8.0
+    meta = run.dir.meta
+    assert meta["status"] == "completed" and meta["kind"] == "federated"
+    assert len(meta["federated"]["client_samples"]) == 3
+    assert meta["evaluation"]["test"]["accuracy"] > 0.6  # the saved global model, reloaded
+    report = (run.path / "report.html").read_text()
+    assert 'id="federated"' in report and "global accuracy per round" in report
