@@ -5,10 +5,10 @@ local training (the dlab trainer, so every recipe field works, DP-SGD included),
 evaluation and the run folder. One Flower ServerApp runs a FedAvg or FedProx strategy; one
 ClientApp trains the model on partition `partition-id` of the recipe's training split.
 
-- Simulation (what `dlab federate` runs): Flower's `run_simulation` on its Ray backend, every
-  client a virtual SuperNode on this machine (`pip install "dlab[federated]"`).
-- Deployment (across machines): the same apps under Flower's SuperLink and SuperNodes; see
-  docs/federated.md for the commands.
+Flower's simulation runs it: `run_simulation` on its Ray backend, every client a virtual
+SuperNode on this machine (`pip install "dlab[federated]"`). Flower 1.41 marks `run_simulation`
+deprecated in favour of `flwr run` on a Flower App project; its deployment mode (a SuperLink and
+SuperNodes across machines) is not wired up here yet.
 
 Partitions: IID (a random equal split) or Dirichlet(alpha) per class (`--alpha`; 0.1 gives
 most clients two or three classes, 1.0 a skewed mixture, 100 nearly IID). Each client keeps 10%
