@@ -393,6 +393,8 @@ def _train(
         trainer.resume(checkpoint)
     if not main:  # rank 0 keeps the run folder; the others only train
         trainer.fit()
+        if trainer.sharded:  # and send their slices of the final weights to rank 0
+            distributed.full_model_state(trainer.model)
         return Run(run_dir)
     run_dir.update_meta(
         status="running",
@@ -418,7 +420,11 @@ def _train(
     except BaseException:
         run_dir.update_meta(status="failed")
         raise
-    save_weights(trainer.model, run_dir.weights)
+    final = trainer.model
+    if trainer.sharded:  # gather the slices into a whole model on rank 0
+        final = models.build(recipe_obj.model, bundle.meta)
+        distributed.load_model_state(final, distributed.full_model_state(trainer.model))
+    save_weights(final, run_dir.weights)
     state = trainer.state
     run_dir.update_meta(
         status="completed",

@@ -116,14 +116,96 @@ def barrier(context: Context | None) -> None:
         dist.barrier()
 
 
-def wrap(model: nn.Module, context: Context | None, device: torch.device) -> nn.Module:
-    """The module that runs the training forward: DDP around `model` in a job, `model` otherwise."""
+def wrap(
+    model: nn.Module, context: Context | None, device: torch.device, parallel: str = "ddp"
+) -> nn.Module:
+    """The module that runs the training forward: DDP around `model` in a job, `model` otherwise.
+
+    With `parallel="fsdp"`, `model` itself is sharded in place (FSDP2's fully_shard on every
+    Transformer block, then the root): each rank holds 1/N of the parameters, gradients and
+    optimizer state, and gathers a block's weights only while it runs.
+    """
     if context is None:
+        return model
+    if parallel == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for unit in [m for m in model.modules() if getattr(type(m), "checkpoint_unit", False)]:
+            fully_shard(unit)
+        fully_shard(model)
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
+
+
+def _options(**kwargs: Any) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kwargs)
+
+
+def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's weights on rank 0 (a collective for a sharded model: call on all ranks;
+    the other ranks get an empty dict)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    state = get_model_state_dict(model, options=_options(cpu_offload=True))
+    # a tied weight arrives once per name; keep the name safetensors keeps (the first in sorted
+    # order), so the file is the one a single process writes and any process count loads
+    dropped = {n for names in _tied(model).values() for n in sorted(names)[1:]}
+    return {name: t.clone() for name, t in state.items() if name not in dropped}
+
+
+def _tied(model: nn.Module) -> dict[int, set[str]]:
+    """Every parameter's names (more than one for tied weights), by parameter identity."""
+    names: dict[int, set[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(parameter), set()).add(name)
+    return names
+
+
+def full_optimizer_state(model: nn.Module, optimizer: Any) -> dict[str, Any]:
+    """The optimizer state keyed by parameter name, gathered on rank 0 (collective)."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=_options(cpu_offload=True))
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load whole-model weights into a sharded or a plain model (every rank passes the whole
+    dict); a tied weight may come under any one of its names. Anything else missing or
+    unexpected is an error."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    result = set_model_state_dict(model, dict(state), options=_options(strict=False))
+    covered = {n for names in _tied(model).values() if names & state.keys() for n in names}
+    missing = sorted(set(result.missing_keys) - covered)
+    if missing or result.unexpected_keys:
+        from dlab.errors import RunError
+
+        raise RunError(
+            f"weights do not fit the model (missing {missing[:3]}, "
+            f"unexpected {sorted(result.unexpected_keys)[:3]})"
+        )
+
+
+def load_optimizer_state(model: nn.Module, optimizer: Any, state: dict[str, Any]) -> None:
+    """Load an optimizer state saved by name (FSDP runs) or by position (single/DDP runs)."""
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    by_name = all(isinstance(k, str) for k in state.get("state", {}))
+    if not by_name:  # positions follow the optimizer's own parameter order: name them
+        names = {id(p): n for n, p in model.named_parameters()}
+        order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+        state = {
+            "state": {order[int(k)]: v for k, v in state["state"].items()},
+            "param_groups": [
+                {**g, "params": [order[int(i)] for i in g["params"]]} for g in state["param_groups"]
+            ],
+        }
+    set_optimizer_state_dict(model, optimizer, state, options=_options())
 
 
 def no_sync(train_model: nn.Module, sync: bool) -> contextlib.AbstractContextManager[Any]:

@@ -280,6 +280,11 @@ class TrainConfig(Section):
         description="keep only each Transformer block's input and recompute its activations in "
         "the backward pass (less memory, about a third more compute)",
     )
+    parallel: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="with --nproc: ddp keeps a whole model per process; fsdp shards parameters, "
+        "gradients and optimizer state across processes (for models too big for one device)",
+    )
     privacy: Privacy | None = Field(
         None, description="train with DP-SGD through Opacus: {epsilon, delta, max_grad_norm}"
     )

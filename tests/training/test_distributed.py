@@ -166,3 +166,62 @@ def test_a_killed_rank_fails_the_job_fast_with_a_clear_message(tmp_path):
     # rank 0 marks the run failed when its collective breaks, unless torchrun's SIGKILL comes first
     meta = json.loads(next(log.glob("*/meta.json")).read_text())
     assert meta["status"] in ("failed", "interrupted", "running")
+
+
+def gpt_recipe(tmp_path: Path, **train) -> Path:
+    rng = np.random.default_rng(0)
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "a",
+        "lazy",
+        "dog",
+        "and",
+        "runs",
+        "into",
+        "the",
+        "tall",
+        "forest",
+    ]
+    text = tmp_path / "story.txt"
+    text.write_text(" ".join(rng.choice(words, 12_000)))
+    recipe = {
+        "name": RECIPE["name"],
+        "seed": 0,
+        "data": {"name": "text_file", "path": str(text), "block_size": 32, "batch_size": 16},
+        "model": {"name": "gpt", "layers": 2, "heads": 2, "d_model": 32},  # tied weights
+        "train": {
+            "epochs": 1,
+            "max_steps": 60,
+            "log_every": 10,
+            "checkpoint_every": 30,
+            "parallel": "fsdp",
+            "optimizer": {"name": "adam", "lr": 0.003},
+            **train,
+        },
+    }
+    path = tmp_path / "gpt.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.mark.e2e
+def test_fsdp_shards_a_gpt_takes_the_steps_of_one_process_and_resumes_anywhere(tmp_path):
+    recipe = str(gpt_recipe(tmp_path))
+    single, _ = train(tmp_path, recipe, runs="one")
+    expected = losses(single)
+    sharded, _ = train(tmp_path, recipe, nproc=2, runs="fsdp")
+    # Adam without the chaos of high-lr SGD: 60 steps agree to float32 summation order
+    np.testing.assert_allclose(list(losses(sharded).values()), list(expected.values()), rtol=1e-5)
+    final = json.loads((single / "meta.json").read_text())["evaluation"]["val"]
+    got = json.loads((sharded / "meta.json").read_text())["evaluation"]["val"]
+    assert got["loss"] == pytest.approx(final["loss"], rel=1e-4)  # the gathered final weights
+    for first, then in ((2, 1), (1, 2)):  # an FSDP checkpoint resumes in one process, and back
+        runs = f"resume{first}{then}"
+        run, _ = train(tmp_path, recipe, "-o", "train.max_steps=30", nproc=first, runs=runs)
+        train(tmp_path, "--resume", str(run), "-o", "train.max_steps=60", nproc=then, runs=runs)
+        np.testing.assert_allclose(list(losses(run).values()), list(expected.values()), rtol=1e-5)

@@ -98,8 +98,14 @@ class CheckpointStore:
                     found.append((int(match.group(1)), int(match.group(2)), child))
         return sorted(found)
 
-    def save(self, model: nn.Module, state: dict[str, Any], recipe_yaml: str | None = None) -> Path:
-        """Write a new checkpoint holding `model`'s weights and `state`; return its folder."""
+    def save(
+        self,
+        model: nn.Module | dict[str, torch.Tensor],
+        state: dict[str, Any],
+        recipe_yaml: str | None = None,
+    ) -> Path:
+        """Write a new checkpoint holding `model`'s weights (or a gathered state dict of them)
+        and `state`; return its folder."""
         self.folder.mkdir(parents=True, exist_ok=True)
         existing = self._complete()
         number = existing[-1][0] + 1 if existing else 1
@@ -112,7 +118,10 @@ class CheckpointStore:
         tmp.mkdir()
         tensors: dict[str, torch.Tensor] = {}
         skeleton = flatten(state, tensors)
-        write_model(model, tmp / "model.safetensors", {"format": FORMAT})
+        if isinstance(model, dict):  # FSDP: the whole model, gathered on rank 0
+            save_file(model, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+        else:
+            write_model(model, tmp / "model.safetensors", {"format": FORMAT})
         save_file(tensors, str(tmp / "state.safetensors"), metadata={"format": FORMAT})
         (tmp / "state.json").write_text(
             json.dumps({"format": FORMAT, "state": skeleton}), encoding="utf-8"
@@ -143,12 +152,18 @@ class CheckpointStore:
     @staticmethod
     def load(folder: Path, model: nn.Module) -> dict[str, Any]:
         """Load weights into `model` and return the rest of the state."""
+        state = CheckpointStore.load_state(folder)
+        load_weights(model, folder / "model.safetensors")
+        return state
+
+    @staticmethod
+    def load_state(folder: Path) -> dict[str, Any]:
+        """The state of a checkpoint without its weights."""
         try:
             document = json.loads((folder / "state.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise RunError(f"{folder}: unreadable checkpoint ({exc})") from None
         if document.get("format") != FORMAT:
             raise RunError(f"{folder}: not a {FORMAT} checkpoint")
-        load_weights(model, folder / "model.safetensors")
         tensors = load_file(str(folder / "state.safetensors"))
         return unflatten(document["state"], tensors)

@@ -81,8 +81,8 @@ def _token_accuracy_class() -> type:
 
         full_state_update = False
 
-        def __init__(self) -> None:
-            super().__init__()
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
             self.add_state(
                 "correct", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum"
             )
@@ -110,8 +110,15 @@ def build_metrics(names: list[str], meta: DataMeta) -> torchmetrics.MetricCollec
             )
     import torchmetrics
 
+    # every process of a distributed job evaluates the whole split, so metrics never sync across
+    # processes (rank 0 also evaluates alone after the others have finished)
     return torchmetrics.MetricCollection(
-        {name: _metric_class(available[name][0])(**available[name][1](meta)) for name in names}
+        {
+            name: _metric_class(available[name][0])(
+                **available[name][1](meta), sync_on_compute=False
+            )
+            for name in names
+        }
     )
 
 

@@ -142,7 +142,6 @@ class Trainer:
             checkpoint_activations(self.model, type(model).__name__)
         if config.compile:
             self.model.compile()  # in place: the weights keep their names in checkpoints
-        self._train_model = distributed.wrap(self.model, self.dist, self.device)
         self._autocast = (
             (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16))
             if config.precision == "bf16"
@@ -154,6 +153,9 @@ class Trainer:
         self.forward_flops = runtime.count_forward_flops(
             model, to_device(bundle.train.sample_batch()[0], self.device)
         )
+        # after the FLOP count: FSDP must shard before any forward, and before the optimizer
+        self._train_model = distributed.wrap(self.model, self.dist, self.device, config.parallel)
+        self.sharded = self.dist is not None and config.parallel == "fsdp"  # each rank a slice
         self.threads = (
             runtime.choose_threads(config.threads, self.forward_flops)
             if self.device.type == "cpu"
@@ -310,7 +312,11 @@ class Trainer:
         if self.config.grad_clip is not None:
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         elif logging_now:
-            grad_norm = _grad_norm(self.model)
+            grad_norm = (
+                nn.utils.clip_grad_norm_(self.model.parameters(), math.inf)  # DTensor-aware
+                if self.sharded
+                else _grad_norm(self.model)
+            )
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -328,7 +334,8 @@ class Trainer:
                 "lr": lr,
             }
             if grad_norm is not None:
-                record["grad_norm"] = float(grad_norm)
+                full = getattr(grad_norm, "full_tensor", None)  # a sharded model's norm
+                record["grad_norm"] = float(full() if full is not None else grad_norm)
             self._log(record)
             self._reset_interval()
 
@@ -482,7 +489,7 @@ class Trainer:
 
     def save_best_weights(self) -> None:
         """Keep the current weights as the best so far (on disk when there is a run folder)."""
-        if self.out_dir is not None and self.main:
+        if self.out_dir is not None and self.main and not self.sharded:
             save_weights(self.model, self.out_dir / "best.safetensors")
         if self.out_dir is None or self.dist is not None:  # in a job, each rank keeps its own copy
             self._best_in_memory = {
@@ -502,7 +509,11 @@ class Trainer:
         """Everything needed to continue exactly from here, except the weights."""
         return {
             "trainer": asdict(self.state),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": (
+                distributed.full_optimizer_state(self.model, self.optimizer)
+                if self.sharded
+                else self.optimizer.state_dict()
+            ),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_state(),
             "sums": {
@@ -523,7 +534,11 @@ class Trainer:
         """Inverse of state_dict (weights are loaded separately)."""
         names = {f.name for f in fields(TrainState)}
         self.state = TrainState(**{k: v for k, v in state["trainer"].items() if k in names})
-        self.optimizer.load_state_dict(state["optimizer"])
+        saved = state["optimizer"]
+        if self.sharded or any(isinstance(k, str) for k in saved.get("state", {})):
+            distributed.load_optimizer_state(self.model, self.optimizer, saved)  # by name
+        else:
+            self.optimizer.load_state_dict(saved)
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         sums = state["sums"]
@@ -546,13 +561,22 @@ class Trainer:
             return None
         self._check_finite()
         self._tick()
-        if not self.main:  # rank 0 holds the same weights and optimizer state, and the position
+        # FSDP: every rank sends its slices to rank 0 (collectives); DDP: rank 0 has it all
+        weights = distributed.full_model_state(self.model) if self.sharded else self.model
+        state = self.state_dict()
+        if not self.main:
             return None
-        return self.checkpoints.save(self.model, self.state_dict(), self.recipe_yaml)
+        return self.checkpoints.save(weights, state, self.recipe_yaml)
 
     def resume(self, folder: Path) -> None:
         """Continue from the checkpoint in `folder`; later metrics.jsonl lines are dropped."""
-        self.load_state_dict(CheckpointStore.load(folder, self.model))
+        if self.sharded:  # every rank reads the whole weights and keeps its slice
+            from safetensors.torch import load_file
+
+            distributed.load_model_state(self.model, load_file(str(folder / "model.safetensors")))
+            self.load_state_dict(CheckpointStore.load_state(folder))
+        else:
+            self.load_state_dict(CheckpointStore.load(folder, self.model))
         if self.state.stop_reason == "completed" and self.state.step < self.total_steps:
             self.state.stop_reason = None  # the run was given more epochs or steps
         if self.dist is not None and not self.main:  # the RNG saved is rank 0's: draw others
