@@ -73,6 +73,7 @@ def test_fedprox_adds_mu_times_the_drift_to_the_gradient():
 
 @pytest.mark.slow
 def test_a_flower_simulation_trains_a_private_fedprox_federation(tmp_path):
+    pytest.importorskip("flwr", reason="Flower needs the federated extra (make installs it)")
     recipe = {
         "name": "fl",
         "seed": 0,

@@ -17,6 +17,8 @@ from dlab.training.callbacks import Callback
 from dlab.training.privacy import PoissonLoader
 from dlab.training.trainer import Trainer
 
+pytest.importorskip("opacus", reason="DP-SGD needs the privacy extra (make installs it)")
+
 PRIVACY = {"epsilon": 3.0, "delta": 1e-4, "max_grad_norm": 1.0}
 
 
