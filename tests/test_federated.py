@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +111,73 @@ def test_a_flower_simulation_trains_a_private_fedprox_federation(tmp_path):
     assert meta["evaluation"]["test"]["accuracy"] > 0.6  # the saved global model, reloaded
     report = (run.path / "report.html").read_text()
     assert 'id="federated"' in report and "global accuracy per round" in report
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_flower_app_runs_on_a_superlink_and_two_supernodes(tmp_path):
+    """Flower's deployment runtime, on 127.0.0.1: what users run across machines."""
+    pytest.importorskip("flwr", reason="Flower needs the federated extra (make installs it)")
+    recipe = tmp_path / "fl.yaml"
+    recipe.write_text(
+        "name: fl\nseed: 0\ndata: {name: mnist_sample, batch_size: 32, val_size: 400}\n"
+        "model: {name: mlp, hidden: [64]}\ntrain: {optimizer: {name: sgd, lr: 0.1}}\n"
+    )
+    home, link = tmp_path / "flwr", free_port()
+    home.mkdir()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "here"\n\n[superlink.here]\naddress = "127.0.0.1:{link}"\n'
+        "insecure = true\n"
+    )
+    binaries = str(Path(sys.executable).parent)  # flower-superlink starts flower-superexec
+    env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{binaries}:{os.environ['PATH']}"}
+    started = [
+        subprocess.Popen(
+            [f"{binaries}/flower-superlink", "--insecure", "--port", str(link)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    ]
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:  # the SuperLink takes a few seconds to listen
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", link)) == 0:
+                    break
+            time.sleep(0.5)
+        for client in range(2):
+            node = [f"{binaries}/flower-supernode", "--insecure", "--superlink"]
+            node += [f"127.0.0.1:{link}", "--port", str(free_port()), "--node-config"]
+            node += [f"partition-id={client} num-partitions=2"]
+            started.append(
+                subprocess.Popen(node, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            )
+        app = Path(__file__).resolve().parents[1] / "examples" / "flower_app"
+        config = f"recipe='{recipe}' clients=2 rounds=2 runs-dir='{tmp_path / 'runs'}'"
+        done = subprocess.run(
+            [f"{binaries}/flwr", "run", str(app), "here", "--stream", "--run-config", config],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert "federated run written to" in done.stdout + done.stderr, done.stdout[-3000:]
+    finally:
+        for process in started:
+            process.terminate()
+        for process in started:
+            process.wait(timeout=30)
+    (run,) = (tmp_path / "runs" / "fl").iterdir()
+    rounds = [json.loads(x) for x in (run / "federated.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rounds] == [0, 1, 2]
+    assert rounds[0]["val_accuracy"] < 0.2 < 0.7 < rounds[-1]["val_accuracy"]
+    assert [c["client"] for c in rounds[-1]["clients_train"]] == [0, 1]
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "completed" and meta["evaluation"]["test"]["accuracy"] > 0.7
