@@ -325,140 +325,91 @@ def train(
         recipe_obj = load_recipe(recipe, overrides)
         run_dir, checkpoint = None, None
 
-    joining = distributed.launched() and distributed.current() is None
-    job = distributed.init(recipe_obj.train.device)  # one rank of a torchrun job, or None
-    try:
-        return _train(
-            recipe_obj,
-            run_dir,
-            checkpoint,
-            overrides,
-            job,
-            runs_dir=runs_dir,
-            progress=progress,
+    with distributed.joined(recipe_obj.train.device) as job:  # a torchrun rank, or None
+        main = job is None or job.main
+        seed_everything(recipe_obj.seed)
+        bundle = datasets.build(recipe_obj.data, recipe_obj.seed)
+        model = model if model is not None else models.build(recipe_obj.model, bundle.meta)
+        if run_dir is None:
+            if main:
+                run_dir = RunDir.create(recipe_obj, runs_dir)
+                if bundle.tokenizer is not None:
+                    bundle.tokenizer.save(run_dir.path / RunDir.TOKENIZER)
+            path = distributed.broadcast_object(str(run_dir.path) if main else None, job)
+            run_dir = run_dir or RunDir.open(path)
+        elif overrides and main:
+            atomic_write_text(run_dir.path / RunDir.RECIPE, recipe_obj.to_yaml())
+
+        trainer = Trainer(
+            model,
+            bundle,
+            recipe_obj.train,
+            seed=recipe_obj.seed,
+            out_dir=run_dir.path,
+            recipe_yaml=recipe_obj.to_yaml(),
             callbacks=callbacks,
-            evaluate_test=evaluate_test,
-            report=report,
-            model=model,
+            progress=progress,
             loss=loss,
-            meta=meta,
         )
-    finally:
-        if joining:  # leave a process group the caller made alone
-            distributed.shutdown()
-
-
-def _train(
-    recipe_obj: Recipe,
-    run_dir: RunDir | None,
-    checkpoint: Path | None,
-    overrides: Sequence[str],
-    job: distributed.Context | None,
-    *,
-    runs_dir: str | Path | None,
-    progress: bool,
-    callbacks: Sequence[Callback],
-    evaluate_test: bool,
-    report: bool,
-    model: nn.Module | None,
-    loss: nn.Module | None,
-    meta: dict[str, Any] | None,
-) -> Run:
-    main = job is None or job.main
-    seed_everything(recipe_obj.seed)
-    bundle = datasets.build(recipe_obj.data, recipe_obj.seed)
-    model = model if model is not None else models.build(recipe_obj.model, bundle.meta)
-    if run_dir is None:
-        if main:
-            run_dir = RunDir.create(recipe_obj, runs_dir)
-            if bundle.tokenizer is not None:
-                bundle.tokenizer.save(run_dir.path / RunDir.TOKENIZER)
-        path = distributed.broadcast_object(str(run_dir.path) if main else None, job)
-        run_dir = run_dir or RunDir.open(path)
-    elif overrides and main:
-        atomic_write_text(run_dir.path / RunDir.RECIPE, recipe_obj.to_yaml())
-
-    trainer = Trainer(
-        model,
-        bundle,
-        recipe_obj.train,
-        seed=recipe_obj.seed,
-        out_dir=run_dir.path,
-        recipe_yaml=recipe_obj.to_yaml(),
-        callbacks=callbacks,
-        progress=progress,
-        loss=loss,
-    )
-    if checkpoint is not None:
-        trainer.resume(checkpoint)
-    if not main:  # rank 0 keeps the run folder; the others only train
-        trainer.fit()
-        if trainer.sharded:  # and send their slices of the final weights to rank 0
-            distributed.full_model_state(trainer.model)
-        return Run(run_dir)
-    run_dir.update_meta(
-        status="running",
-        data=bundle.meta.to_json(),
-        parameters=models.count_parameters(model),
-        trainable_parameters=models.count_parameters(model, trainable_only=True),
-        forward_flops_per_batch=trainer.forward_flops,
-        hardware=runtime.hardware_summary(trainer.device),
-        seed=recipe_obj.seed,
-        **({"processes": job.world} if job is not None else {}),
-        **(meta or {}),
-    )
-    try:
-        history = trainer.fit()
-    except TrainingInterrupted as exc:
-        run_dir.update_meta(status="interrupted")
-        raise TrainingInterrupted(
-            f"{exc}; resume with `dlab train --resume {run_dir.path}`"
-        ) from None
-    except TrainingDiverged:
-        run_dir.update_meta(status="diverged")
-        raise
-    except BaseException:
-        run_dir.update_meta(status="failed")
-        raise
-    final = trainer.model
-    if trainer.sharded:  # gather the slices into a whole model on rank 0
-        final = models.build(recipe_obj.model, bundle.meta)
-        distributed.load_model_state(final, distributed.full_model_state(trainer.model))
-    save_weights(final, run_dir.weights)
-    state = trainer.state
-    run_dir.update_meta(
-        status="completed",
-        stop_reason=state.stop_reason,
-        steps=state.step,
-        epochs=state.epoch,
-        train_seconds=round(state.elapsed_s, 3),
-        samples_per_s=round(state.samples / max(state.elapsed_s, 1e-9), 1),
-        final=history.last,
-        best_epoch=state.best_epoch,
-        **(
-            {
-                "privacy": {
-                    "epsilon_spent": trainer.privacy.epsilon(),
-                    "delta": trainer.privacy.delta,
-                    "noise_multiplier": trainer.privacy.noise_multiplier,
-                    "accountant": "Opacus RDP",
-                }
-            }
-            if trainer.privacy is not None
-            else {}
-        ),
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )
-    run = Run(run_dir)
-    if evaluate_test and (bundle.test is not None or bundle.val is not None):
-        bundle.train.to(torch.device("cpu"))  # evaluation runs on the CPU copy of the model
-        for loader in (bundle.val, bundle.test):
-            if loader is not None:
-                loader.to(torch.device("cpu"))
-        run.evaluate("test" if bundle.test is not None else "val", bundle=bundle)
-    if report:
-        run.write_report()
-    return run
+        if checkpoint is not None:
+            trainer.resume(checkpoint)
+        if not main:  # rank 0 keeps the run folder; the others only train
+            trainer.fit()
+            if trainer.sharded:  # and send their slices of the final weights to rank 0
+                distributed.full_model_state(trainer.model)
+            return Run(run_dir)
+        run_dir.update_meta(
+            status="running",
+            data=bundle.meta.to_json(),
+            parameters=models.count_parameters(model),
+            trainable_parameters=models.count_parameters(model, trainable_only=True),
+            forward_flops_per_batch=trainer.forward_flops,
+            hardware=runtime.hardware_summary(trainer.device),
+            seed=recipe_obj.seed,
+            **({"processes": job.world} if job is not None else {}),
+            **(meta or {}),
+        )
+        try:
+            history = trainer.fit()
+        except TrainingInterrupted as exc:
+            run_dir.update_meta(status="interrupted")
+            raise TrainingInterrupted(
+                f"{exc}; resume with `dlab train --resume {run_dir.path}`"
+            ) from None
+        except TrainingDiverged:
+            run_dir.update_meta(status="diverged")
+            raise
+        except BaseException:
+            run_dir.update_meta(status="failed")
+            raise
+        final = trainer.model
+        if trainer.sharded:  # gather the slices into a whole model on rank 0
+            final = models.build(recipe_obj.model, bundle.meta)
+            distributed.load_model_state(final, distributed.full_model_state(trainer.model))
+        save_weights(final, run_dir.weights)
+        state = trainer.state
+        run_dir.update_meta(
+            status="completed",
+            stop_reason=state.stop_reason,
+            steps=state.step,
+            epochs=state.epoch,
+            train_seconds=round(state.elapsed_s, 3),
+            samples_per_s=round(state.samples / max(state.elapsed_s, 1e-9), 1),
+            final=history.last,
+            best_epoch=state.best_epoch,
+            **({"privacy": trainer.privacy.summary()} if trainer.privacy is not None else {}),
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+        run = Run(run_dir)
+        if evaluate_test and (bundle.test is not None or bundle.val is not None):
+            bundle.train.to(torch.device("cpu"))  # evaluation runs on the CPU copy of the model
+            for loader in (bundle.val, bundle.test):
+                if loader is not None:
+                    loader.to(torch.device("cpu"))
+            run.evaluate("test" if bundle.test is not None else "val", bundle=bundle)
+        if report:
+            run.write_report()
+        return run
 
 
 def _check_extension(old: Recipe, new: Recipe) -> None:

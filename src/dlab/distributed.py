@@ -23,7 +23,7 @@ import datetime
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,19 @@ def init(device: str = "auto") -> Context | None:
         )
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
     return current()
+
+
+@contextlib.contextmanager
+def joined(device: str = "auto") -> Iterator[Context | None]:
+    """Inside: this process's rank of the torchrun job (or None alone); leaves the process group
+    afterwards if it joined it here (one the caller made stays)."""
+    joining = launched() and current() is None
+    context = init(device)
+    try:
+        yield context
+    finally:
+        if joining:
+            shutdown()
 
 
 def shutdown() -> None:

@@ -441,7 +441,6 @@ def federate(
     from dlab.recipe import load_recipe
 
     settings = settings or FederatedSettings()
-    settings.check()
     try:
         from flwr.simulation import run_simulation
     except ImportError:

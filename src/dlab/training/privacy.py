@@ -154,6 +154,15 @@ class PrivateTraining:
             return 0.0
         return float(self.accountant.get_epsilon(delta=self.delta, alphas=ALPHAS))
 
+    def summary(self) -> dict[str, Any]:
+        """What meta.json and the report show."""
+        return {
+            "epsilon_spent": self.epsilon(),
+            "delta": self.delta,
+            "noise_multiplier": self.noise_multiplier,
+            "accountant": "Opacus RDP",
+        }
+
     def state_dict(self) -> dict[str, Any]:
         return {"history": [list(h) for h in self.accountant.history]}
 

@@ -129,10 +129,13 @@ class Trainer:
                 self.dist.rank > 0
             ):  # the same weights (DDP broadcasts rank 0's), other dropout masks
                 torch.manual_seed(seed + 1_000_003 * self.dist.rank)
-        world = self.dist.world if self.dist is not None else 1
-        if world > 1 or config.grad_accumulation > 1:
+        self._world = self.dist.world if self.dist is not None else 1
+        if self._world > 1 or config.grad_accumulation > 1:
             distributed.check_batches(
-                bundle.train.num_samples, bundle.train.batch_size, world, config.grad_accumulation
+                bundle.train.num_samples,
+                bundle.train.batch_size,
+                self._world,
+                config.grad_accumulation,
             )
         self.model = model.to(self.device)
         self._layout = torch.channels_last if config.channels_last else None
@@ -283,12 +286,12 @@ class Trainer:
                     strict=True,
                 )
             )
-        world = self.dist.world if self.dist is not None else 1
+        last = len(micro) - 1
         for i, (x, y) in enumerate(micro):
             # each micro-batch's mean loss weighs by its share of the global batch; DDP then
             # averages over ranks, so the sum is the global batch's mean loss
-            weight = len(y) * world / global_size
-            with distributed.no_sync(self._train_model, i == len(micro) - 1), self._autocast():
+            weight = len(y) * self._world / global_size
+            with distributed.no_sync(self._train_model, i == last), self._autocast():
                 outputs = forward(self._train_model, x)
                 if self._loss_needs_inputs:
                     loss = self.loss_fn(outputs, y, x)
@@ -431,8 +434,8 @@ class Trainer:
         """total / count, each summed over the ranks of a job (synchronises with the device)."""
         if self.dist is None:
             return (total.double() / count).item()
-        pair = torch.stack([total.double().cpu(), torch.as_tensor(count).double().cpu()])
-        pair = distributed.all_reduce(pair.to(self.device), self.dist)
+        count = torch.as_tensor(count, device=total.device)
+        pair = distributed.all_reduce(torch.stack([total.double(), count.double()]), self.dist)
         return (pair[0] / pair[1]).item()
 
     def _reset_interval(self) -> None:
