@@ -284,6 +284,36 @@ def test_warmup_then_cosine_schedule():
     assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
 
 
+@pytest.mark.parametrize("steps, pct_start", [(4, 0.25), (10, 0.1), (8, 0.125), (7, 0.3)])
+def test_onecycle_schedules_short_runs(steps, pct_start):
+    """torch's OneCycleLR divided by zero when the rise was exactly one step (4 steps at 0.25)."""
+    trainer = Trainer(
+        mlp(),
+        blobs_bundle(),
+        config(
+            max_steps=steps,
+            optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9},
+            scheduler={"name": "onecycle", "pct_start": pct_start},
+        ),
+        progress=False,
+    )
+    rates = [trainer.optimizer.param_groups[0]["lr"]]
+
+    class Record(Callback):
+        def on_step_end(self, t):
+            rates.append(t.optimizer.param_groups[0]["lr"])
+
+    trainer.callbacks.append(Record())
+    trainer.fit()
+    assert trainer.state.step == steps
+    rates = rates[:steps]  # the rate of each step (the last entry is for a step never taken)
+    assert rates[0] == pytest.approx(0.1 / 25)  # peak / div_factor
+    top = rates.index(max(rates))
+    assert rates[top] > 0.5 * 0.1  # it rises towards the peak
+    assert all(a >= b for a, b in itertools.pairwise(rates[top:]))  # then anneals
+    assert rates[-1] < rates[0]  # below where it started
+
+
 def test_penalty_gradients_are_l1_sign_plus_l2_weight():
     model = nn.Linear(4, 3)
     penalty = weight_penalty(model, l1=0.01, l2=0.1)

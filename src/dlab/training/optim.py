@@ -215,11 +215,17 @@ def build_onecycle(
     config: OneCycleConfig, optimizer, total_steps: int, steps_per_epoch: int
 ) -> Scheduler:
     peak = optimizer.param_groups[0]["lr"]
+    total = max(2, total_steps)
+    pct_start = config.pct_start
+    if abs(pct_start * total - 1) < 1e-9:
+        # torch divides by the rise's length in steps minus one: a one-step rise (0.25 of 4
+        # steps) raised ZeroDivisionError; a hair longer keeps the same rates
+        pct_start *= 1 + 1e-6
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=peak,
-        total_steps=max(2, total_steps),
-        pct_start=config.pct_start,
+        total_steps=total,
+        pct_start=pct_start,
         div_factor=config.div_factor,
         final_div_factor=config.final_div_factor,
         # cycle momentum (or Adam's β₁) inversely to the rate, as Smith does, where there is one
