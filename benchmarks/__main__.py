@@ -8,6 +8,7 @@ SUITES = {
     "accuracy": "benchmarks.accuracy",
     "compress": "benchmarks.compress",
     "data": "benchmarks.data",
+    "gpu": "benchmarks.gpu",
     "inference": "benchmarks.inference",
     "overhead": "benchmarks.overhead",
     "scale": "benchmarks.scale",

@@ -24,17 +24,29 @@ def real_data_dir() -> Path:
     raise SystemExit("benchmarks need real data: set DLAB_DATA_DIR or put it in ../shared/data")
 
 
-def hardware() -> dict[str, Any]:
-    """What the numbers were measured on."""
+def synchronize(device: Any) -> None:
+    """Wait for the device's queued work, so a wall-clock reading covers it (no-op on the CPU)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def hardware(device: Any = None) -> dict[str, Any]:
+    """What the numbers were measured on (with the GPU's name when `device` is one)."""
+    import torch
+
     from dlab import runtime
 
-    info = runtime.hardware_summary()
+    info = runtime.hardware_summary(torch.device(device) if device is not None else None)
     info["host"] = socket.gethostname()
     info["platform"] = platform.platform()
     return info
 
 
-def write_results(suite: str, rows: list[dict[str, Any]], key: str | None = None) -> Path:
+def write_results(
+    suite: str, rows: list[dict[str, Any]], key: str | None = None, device: Any = None
+) -> Path:
     """Write benchmarks/results/<host>-<date>-<suite>.json and return its path.
 
     With `key`, rows of an earlier run the same day are kept unless this run measured the same
@@ -47,7 +59,7 @@ def write_results(suite: str, rows: list[dict[str, Any]], key: str | None = None
         earlier = json.loads(path.read_text()).get("rows", [])
         rows = [row for row in earlier if row.get(key) not in fresh] + rows
     path.write_text(
-        json.dumps({"suite": suite, "hardware": hardware(), "rows": rows}, indent=2) + "\n"
+        json.dumps({"suite": suite, "hardware": hardware(device), "rows": rows}, indent=2) + "\n"
     )
     return path
 

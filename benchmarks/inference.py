@@ -15,8 +15,54 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
-from benchmarks.common import markdown_table, real_data_dir, write_results
+from benchmarks.common import markdown_table, real_data_dir, synchronize, write_results
+
+
+def latency_rows(
+    engines: dict[str, Callable],
+    images: Any,
+    repeats: int,
+    agreement: dict[str, float],
+    device: str = "cpu",
+    batches: tuple[int, ...] = (1, 64),
+) -> list[dict]:
+    """p50/p99 latency and throughput of each engine at each batch size, engines alternating
+    call by call; the first engine is the baseline of `speedup_vs_eager`. On a GPU every call is
+    timed to the end of its work (synchronised)."""
+    rows = []
+    for batch in batches:
+        x = images[:batch].contiguous()
+        times: dict[str, list[float]] = {name: [] for name in engines}
+        for fn in engines.values():
+            for _ in range(10):
+                fn(x)
+        for _ in range(repeats):
+            for name, fn in engines.items():
+                synchronize(device)
+                start = time.perf_counter()
+                fn(x)
+                synchronize(device)
+                times[name].append(time.perf_counter() - start)
+        baseline = statistics.median(next(iter(times.values())))
+        for name, values in times.items():
+            ordered = sorted(values)
+            p50 = statistics.median(ordered)
+            rows.append(
+                {
+                    "engine": name,
+                    "device": device,
+                    "batch": batch,
+                    "p50_ms": round(p50 * 1e3, 3),
+                    "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1e3, 3),
+                    "inputs_per_s": round(batch / p50),
+                    "speedup_vs_eager": round(baseline / p50, 2),
+                    "max_abs_diff_vs_eager": f"{agreement[name]:.1e}",
+                }
+            )
+    return rows
 
 
 def main(args: list[str]) -> None:
@@ -78,33 +124,7 @@ def main(args: list[str]) -> None:
             name: float(np.abs(np.asarray(fn(images)) - reference).max())
             for name, fn in engines.items()
         }
-        rows = []
-        for batch in (1, 64):
-            x = images[:batch].contiguous()
-            times: dict[str, list[float]] = {name: [] for name in engines}
-            for fn in engines.values():
-                for _ in range(10):
-                    fn(x)
-            for _ in range(options.repeats):
-                for name, fn in engines.items():
-                    start = time.perf_counter()
-                    fn(x)
-                    times[name].append(time.perf_counter() - start)
-            eager = statistics.median(times["eager float32"])
-            for name, values in times.items():
-                ordered = sorted(values)
-                p50 = statistics.median(ordered)
-                rows.append(
-                    {
-                        "engine": name,
-                        "batch": batch,
-                        "p50_ms": round(p50 * 1e3, 3),
-                        "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1e3, 3),
-                        "inputs_per_s": round(batch / p50),
-                        "speedup_vs_eager": round(eager / p50, 2),
-                        "max_abs_diff_vs_eager": f"{agreement[name]:.1e}",
-                    }
-                )
+        rows = latency_rows(engines, images, options.repeats, agreement)
     for row in rows:
         if row["engine"] == "torch.compile":
             row["compile_s"] = round(compile_s, 1)

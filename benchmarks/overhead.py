@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
-from benchmarks.common import markdown_table, real_data_dir, write_results
+from benchmarks.common import markdown_table, real_data_dir, synchronize, write_results
 
 
 def workloads(scale: float) -> dict[str, dict]:
@@ -93,8 +93,9 @@ def hand_loop(model, x, y, batch: int, steps: int) -> None:
     import torch
     import torch.nn.functional as F
 
+    model.to(x.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).to(x.device)
     model.train()
     done = 0
     while done < steps:
@@ -108,11 +109,13 @@ def hand_loop(model, x, y, batch: int, steps: int) -> None:
             done += 1
             if done == steps:
                 break
-    float(loss)  # wait for the last step, as the others do
+    loss.item()  # wait for the last step, as the others do
 
 
 def dlab_fit(model, x, y, batch: int, steps: int, threads: int) -> None:
     import dlab
+
+    # the data is where the hand loop has it; dlab trains on that device
 
     dlab.fit(
         model,
@@ -124,6 +127,7 @@ def dlab_fit(model, x, y, batch: int, steps: int, threads: int) -> None:
         max_steps=steps,
         progress=False,
         threads=threads,
+        device=str(x.device),
     )
 
 
@@ -148,7 +152,7 @@ def lightning_fit(model, x, y, batch: int, steps: int) -> None:
 
     trainer = lightning.Trainer(
         max_steps=steps,
-        accelerator="cpu",
+        accelerator=x.device.type,
         devices=1,
         logger=False,
         enable_checkpointing=False,
@@ -156,15 +160,15 @@ def lightning_fit(model, x, y, batch: int, steps: int) -> None:
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True, drop_last=True)
+    # Lightning's own path: a DataLoader over CPU tensors, each batch moved to the device
+    loader = DataLoader(
+        TensorDataset(x.cpu(), y.cpu()), batch_size=batch, shuffle=True, drop_last=True
+    )
     trainer.fit(Module(model), loader)
 
 
-def main(args: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks overhead")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
-    options = parser.parse_args(args)
+def measure(scale: float, repeats: int, device: str = "cpu") -> list[dict]:
+    """One row per workload: samples/s of each runner (median, spread) and dlab's ratios."""
     import logging
     import warnings
 
@@ -182,10 +186,14 @@ def main(args: list[str]) -> None:
         print("lightning is not installed (pip install 'dlab[bench]'): its column is skipped")
 
     rows = []
-    for name, job in workloads(options.scale).items():
-        x, y, batch, steps = job["x"], job["y"], job["batch"], job["steps"]
+    for name, job in workloads(scale).items():
+        x, y, batch, steps = job["x"].to(device), job["y"].to(device), job["batch"], job["steps"]
         initial = job["make"]()
-        threads = runtime.choose_threads("auto", runtime.count_forward_flops(initial, x[:batch]))
+        threads = (
+            runtime.choose_threads("auto", runtime.count_forward_flops(initial, x[:batch].cpu()))
+            if x.device.type == "cpu"
+            else torch.get_num_threads()
+        )
         common = {"x": x, "y": y, "batch": batch, "steps": steps}
         runners: dict[str, Callable] = {
             "hand loop": partial(hand_loop, **common),
@@ -197,14 +205,16 @@ def main(args: list[str]) -> None:
         for runner in runners.values():  # warm-up: first-call costs paid before timing
             torch.set_num_threads(threads)
             runner(copy.deepcopy(initial))
-        for _ in range(options.repeats):
+        for _ in range(repeats):
             for label, runner in runners.items():
                 model = copy.deepcopy(initial)
                 torch.set_num_threads(threads)
+                synchronize(device)
                 started = time.perf_counter()
                 runner(model)
+                synchronize(device)
                 rates[label].append(steps * batch / (time.perf_counter() - started))
-        row = {"model": name, "threads": threads, "batch": batch, "steps": steps}
+        row = {"model": name, "device": device, "threads": threads, "batch": batch, "steps": steps}
         for label, values in rates.items():
             row[f"{label} samples/s"] = round(statistics.median(values), 1)
             row[f"{label} spread"] = f"{min(values):.0f}-{max(values):.0f}"
@@ -216,6 +226,15 @@ def main(args: list[str]) -> None:
             )
         rows.append(row)
         print(markdown_table([row], list(row)), flush=True)
+    return rows
+
+
+def main(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks overhead")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
+    options = parser.parse_args(args)
+    rows = measure(options.scale, options.repeats)
     path = write_results("overhead", rows, key="model")
     print(markdown_table(rows, list(rows[0])))
     print(f"\nwritten to {path}")

@@ -1,0 +1,56 @@
+"""The GPU benchmark suite, checked on the CPU (CI has no GPU): every section runs a few steps
+(`--smoke`) and produces the rows, numbers and refusals a GPU run would."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmarks import gpu
+
+
+@pytest.mark.slow
+def test_every_gpu_section_runs_its_code_on_the_cpu(real_data_dir):
+    rows = gpu.run_sections(list(gpu.SECTIONS), device="cpu", smoke=True)
+    by_section: dict[str, list[dict]] = {}
+    for row in rows:
+        by_section.setdefault(row["section"], []).append(row)
+    assert list(by_section) == list(gpu.SECTIONS)
+    assert len({row["row"] for row in rows}) == len(rows)  # the key that merges results files
+
+    peak = {row["dtype"]: row["TFLOP_s"] for row in by_section["peak"]}
+    assert set(peak) == {"float32", "bfloat16"} and min(peak.values()) > 0
+
+    overhead = by_section["overhead"]
+    assert len(overhead) == 4 and all(row["device"] == "cpu" for row in overhead)
+    assert all(0.2 < row["dlab / hand"] < 5 for row in overhead)
+
+    fast, seed = by_section["mnist"]
+    assert fast["row"] == "mnist/mnist_fast.yaml, eager" and seed["row"] == "mnist/seed recipe"
+    assert fast["reached"] == "0/1" and fast["median_seconds"] is None  # 4 steps: not 99%
+    assert 0.0 < fast["test_accuracy"] < 0.99 and 0.0 < seed["test_accuracy"] < 0.99
+
+    (char,) = by_section["gpt"]
+    assert char["steps"] == 6 and char["step_reached"] is None
+    assert char["best_val_loss"] < math.log(65)  # it learned something in 6 steps
+    assert [step for step, _ in char["val_curve"]] == [6]
+
+    (use,) = by_section["utilisation"]
+    assert use["recipe"] == "mnist_fast" and use["utilisation"] > 0
+
+    engines = {(row["engine"], row["batch"]): row for row in by_section["inference"]}
+    assert set(engines) == {
+        (name, batch) for name in ("eager float32", "eager bf16 autocast") for batch in (1, 64)
+    }
+    assert engines["eager float32", 1]["speedup_vs_eager"] == 1
+    assert float(engines["eager bf16 autocast", 64]["max_abs_diff_vs_eager"]) < 0.1
+
+
+def test_the_gpu_suite_refuses_a_missing_gpu_and_unknown_sections(real_data_dir):
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device here"):
+            gpu.run_sections(["peak"], device="cuda")
+    with pytest.raises(SystemExit, match="unknown section 'speed'; choose from peak, overhead"):
+        gpu.run_sections(["speed"], device="cpu", smoke=True)
