@@ -48,6 +48,20 @@ def test_every_gpu_section_runs_its_code_on_the_cpu(real_data_dir):
     assert float(engines["eager bf16 autocast", 64]["max_abs_diff_vs_eager"]) < 0.1
 
 
+@pytest.mark.slow
+def test_time_to_accuracy_reads_the_target_of_the_recipes_data_set(real_data_dir):
+    from benchmarks import speed
+
+    run = speed.time_to_accuracy("fashion_mnist_fast", ("train.max_steps=3",), "three steps")
+    assert run["target"] == "test accuracy >= 0.93" and run["epochs"] == 1
+    assert run["seconds_to_target"] is None  # 3 steps do not reach 93%, so no time is claimed
+    assert 0.0 < run["test_accuracy"] < 0.93 and run["per_epoch"] == [run["test_accuracy"]]
+
+    slow = {"seconds_to_target": 10.0}
+    assert speed.with_speedup({"seconds_to_target": 2.5}, slow, "seed")["speedup_vs_seed"] == 4.0
+    assert "speedup_vs_seed" not in speed.with_speedup(run, slow, "seed")
+
+
 def test_the_gpu_suite_refuses_a_missing_gpu_and_unknown_sections(real_data_dir):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA device here"):
