@@ -36,7 +36,7 @@ test-unit: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
 
-# The performance suite (about 25 minutes on 2 cores; `python -m benchmarks SUITE` runs one).
+# The performance suite (about 40 minutes on 2 cores; `python -m benchmarks SUITE` runs one).
 # Lightning is only a comparison point, so it lives in the bench extra, not in the package.
 BENCH_SUITES ?= threads overhead speed utilisation inference serve
 bench: $(VENV)/.installed
