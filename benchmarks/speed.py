@@ -82,9 +82,10 @@ def seed_recipe(
                 break
         synchronize(device)
         training += time.perf_counter() - started
-        history.append(round(test_accuracy(model, data.test, device), 4))
-        print(f"  seed recipe epoch {epoch}: {history[-1]:.4f} after {training:.1f} s", flush=True)
-        if history[-1] >= target:
+        accuracy = test_accuracy(model, data.test, device)
+        history.append(round(accuracy, 4))
+        print(f"  seed recipe epoch {epoch}: {accuracy:.4f} after {training:.1f} s", flush=True)
+        if accuracy >= target:  # the same test as time_to_accuracy's, on the unrounded value
             reached = training
             break
         if steps == max_steps:
