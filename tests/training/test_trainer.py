@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_blobs
+from numerics import assert_within_measured_drift, nudge_by_one_rounding
 from torch import nn
 
 import dlab
@@ -344,7 +345,9 @@ def test_progress_prints_plain_lines_when_not_a_terminal(capsys):
 def small_cnn(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
+        # no bias before batch norm (as in dlab's CNN): its true gradient is zero, so Adam would
+        # steer it by the sign of rounding noise and the test would compare noise
+        nn.Conv2d(1, 8, 3, padding=1, bias=False),
         nn.BatchNorm2d(8),
         nn.ReLU(),
         nn.MaxPool2d(2),
@@ -361,18 +364,40 @@ def image_bundle():
     return _as_bundle((x, y), (x[:64], y[:64]), batch_size=32, seed=0, loss="cross_entropy")
 
 
+@pytest.mark.numerics
+def test_channels_last_takes_the_same_first_step():
+    sgd = config(epochs=1, max_steps=1, optimizer={"name": "sgd", "lr": 0.5})
+    plain = Trainer(small_cnn(), image_bundle(), sgd, progress=False)
+    nhwc = Trainer(
+        small_cnn(), image_bundle(), sgd.model_copy(update={"channels_last": True}), progress=False
+    )
+    plain.fit(), nhwc.fit()
+    assert nhwc.model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert nhwc.state.step == 1
+    start = small_cnn().state_dict()
+    for name, expected in plain.model.state_dict().items():
+        got = nhwc.model.state_dict()[name].contiguous()
+        # one step apart from float32 summation order, and the step itself is not lost
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=name)
+        assert name.endswith("num_batches_tracked") or not torch.equal(got, start[name]), name
+
+
+@pytest.mark.numerics
 def test_channels_last_trains_the_same_model():
     plain = Trainer(small_cnn(), image_bundle(), config(epochs=2), progress=False)
+    nudged = Trainer(
+        nudge_by_one_rounding(small_cnn()), image_bundle(), config(epochs=2), progress=False
+    )
     nhwc = Trainer(
         small_cnn(), image_bundle(), config(epochs=2, channels_last=True), progress=False
     )
-    first, second = plain.fit(), nhwc.fit()
-    assert nhwc.model[0].weight.is_contiguous(memory_format=torch.channels_last)
-    # the same arithmetic in another memory order: equal up to float32 summation order
-    np.testing.assert_allclose(second["train_loss"], first["train_loss"], rtol=1e-4)
-    np.testing.assert_allclose(second["val_loss"], first["val_loss"], rtol=1e-4)
+    reference, baseline, got = plain.fit(), nudged.fit(), nhwc.fit()
+    # the same arithmetic in another memory order, so another kernel and summation order: it may
+    # drift from the reference no further than a run one rounding apart does on this processor
+    assert_within_measured_drift(got, reference, baseline, ["train_loss", "val_loss"])
 
 
+@pytest.mark.numerics
 def test_bf16_autocast_agrees_with_fp32_within_a_stated_tolerance():
     fast = {"epochs": 4, "optimizer": {"name": "adam", "lr": 0.01}}
     plain = Trainer(small_cnn(), image_bundle(), config(**fast), progress=False)
