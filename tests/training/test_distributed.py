@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from conftest import dlab_command
+from numerics import assert_within_measured_drift
 
 from dlab import distributed
 from dlab.errors import DlabError
@@ -73,17 +74,23 @@ def losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in lines if r["kind"] == "step"}
 
 
-def assert_same_curve(got: dict[int, float], expected: dict[int, float]) -> None:
+def assert_same_curve(
+    got: dict[int, float], expected: dict[int, float], baseline: dict[int, float]
+) -> None:
     """The stated tolerance. The same global batches and averaged gradients differ from one
-    process only in float32 summation order; at lr 0.05 with momentum, SGD amplifies that from
-    1e-7 to about 10% by step 200, exactly as much as 1 vs 2 threads in a single process does
-    (measured). So: 1e-4 over the first 40 steps, 25% per record after, and 10% on the mean of
-    the last 100 steps, where a wrong gradient (a missing average, a lost shard) shows at once."""
-    assert got.keys() == expected.keys()
+    process only in float32 summation order, which SGD at lr 0.05 with momentum amplifies from
+    1e-7 to about 10% by step 200. How fast depends on the processor's kernels (1e-4 by step 40
+    held on one AMD machine and not on another), so the test measures it: `baseline` is the one
+    process again on 2 threads, the same arithmetic in another order. The first 20 steps agree
+    to 1e-4 (a missing average or a lost shard is off by far more at step 10), every record stays
+    within 5x the drift the baseline shows by then, and the mean of the last 100 steps within
+    10%, where a wrong gradient shows at once."""
+    assert got.keys() == expected.keys() == baseline.keys()
     steps = sorted(expected)
-    early = [s for s in steps if s <= 40]
+    early = [s for s in steps if s <= 20]
     np.testing.assert_allclose([got[s] for s in early], [expected[s] for s in early], rtol=1e-4)
-    np.testing.assert_allclose([got[s] for s in steps], [expected[s] for s in steps], rtol=0.25)
+    curves = [{"loss": [run[s] for s in steps]} for run in (got, expected, baseline)]
+    assert_within_measured_drift(*curves, keys=["loss"], factor=5, floor=1e-4)
     late = steps[len(steps) // 2 :]
     assert np.mean([got[s] for s in late]) == pytest.approx(
         np.mean([expected[s] for s in late]), rel=0.1
@@ -94,10 +101,11 @@ def assert_same_curve(got: dict[int, float], expected: dict[int, float]) -> None
 def test_two_gloo_processes_take_the_steps_of_one(tmp_path):
     recipe = write(tmp_path)
     single, single_s = train(tmp_path, str(recipe), runs="one")
+    threads, _ = train(tmp_path, str(recipe), "-o", "train.threads=2", runs="threads")
     double, double_s = train(tmp_path, str(recipe), nproc=2, runs="two")
     expected, got = losses(single), losses(double)
     assert sorted(got) == sorted(expected) == list(range(10, 201, 10))
-    assert_same_curve(got, expected)
+    assert_same_curve(got, expected, baseline=losses(threads))
     meta = json.loads((double / "meta.json").read_text())
     assert meta["processes"] == 2 and meta["status"] == "completed"
     assert meta["evaluation"]["test"]["accuracy"] == pytest.approx(
@@ -109,15 +117,17 @@ def test_two_gloo_processes_take_the_steps_of_one(tmp_path):
 
 @pytest.mark.e2e
 def test_a_checkpoint_resumes_in_another_number_of_processes(tmp_path):
-    straight, _ = train(tmp_path, str(write(tmp_path, max_steps=120, checkpoint_every=40)))
-    expected = losses(straight)
+    whole = str(write(tmp_path, max_steps=120, checkpoint_every=40))
+    straight, _ = train(tmp_path, whole)
+    threads, _ = train(tmp_path, whole, "-o", "train.threads=2", runs="threads")
+    expected, baseline = losses(straight), losses(threads)
     for first, then in ((2, 1), (1, 2)):
         runs = f"runs{first}{then}"
         recipe = write(tmp_path, max_steps=60, checkpoint_every=40)
         run, _ = train(tmp_path, str(recipe), nproc=first, runs=runs)
         assert losses(run).keys() == set(range(10, 61, 10))
         train(tmp_path, "--resume", str(run), "-o", "train.max_steps=120", nproc=then, runs=runs)
-        assert_same_curve(losses(run), expected)
+        assert_same_curve(losses(run), expected, baseline)
 
 
 def descendants(pid: int) -> list[int]:
