@@ -46,6 +46,7 @@ def assert_within_measured_drift(
     keys: Iterable[str],
     factor: float = 20.0,
     floor: float = 1e-5,
+    running: bool = True,
 ) -> None:
     """Each curve in `got` stays within `factor` × the drift of `baseline` from `reference`.
 
@@ -53,15 +54,20 @@ def assert_within_measured_drift(
     `nudge_by_one_rounding`). The allowed drift at record i is `factor` times the largest
     baseline drift up to i (drift grows, but one record may cross the reference by chance), and
     never less than `floor`, the rounding of a float32 loss summed over a few hundred samples.
+    Where the drift grows by sudden jumps whose timing is itself chaotic (high-lr SGD with
+    momentum), `running=False` allows `factor` times the baseline's largest drift everywhere.
     """
     for key in keys:
         drift = relative_drift(got[key], reference[key])
-        measured = np.maximum.accumulate(relative_drift(baseline[key], reference[key]))
+        measured = relative_drift(baseline[key], reference[key])
+        measured = (
+            np.maximum.accumulate(measured) if running else np.full_like(measured, measured.max())
+        )
         allowed = np.maximum(factor * measured, floor)
         worst = int(np.argmax(drift / allowed))
         assert drift[worst] <= allowed[worst], (
             f"{key}[{worst}]: {got[key][worst]!r} vs {reference[key][worst]!r} is a relative "
             f"drift of {drift[worst]:.3g}, over the {allowed[worst]:.3g} allowed (the larger of "
-            f"{factor:g}x the {measured[worst]:.3g} that one rounding of the initial weights "
-            f"causes here, and {floor:g})"
+            f"{factor:g}x the {measured[worst]:.3g} that the baseline "
+            f"shows here, and {floor:g})"
         )

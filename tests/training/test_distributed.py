@@ -81,16 +81,17 @@ def assert_same_curve(
     process only in float32 summation order, which SGD at lr 0.05 with momentum amplifies from
     1e-7 to about 10% by step 200. How fast depends on the processor's kernels (1e-4 by step 40
     held on one AMD machine and not on another), so the test measures it: `baseline` is the one
-    process again on 2 threads, the same arithmetic in another order. The first 20 steps agree
-    to 1e-4 (a missing average or a lost shard is off by far more at step 10), every record stays
-    within 5x the drift the baseline shows by then, and the mean of the last 100 steps within
-    10%, where a wrong gradient shows at once."""
+    process again on 2 threads, the same arithmetic in another order (it drifts by 4e-4 at step
+    50, 10% by step 150, in jumps whose timing is itself chaotic). The first 20 steps agree to
+    1e-4 (a missing average or a lost shard is off by far more at step 10), every record stays
+    within 3x the largest drift of the baseline, and the mean of the last 100 steps within 10%,
+    where a wrong gradient shows at once."""
     assert got.keys() == expected.keys() == baseline.keys()
     steps = sorted(expected)
     early = [s for s in steps if s <= 20]
     np.testing.assert_allclose([got[s] for s in early], [expected[s] for s in early], rtol=1e-4)
     curves = [{"loss": [run[s] for s in steps]} for run in (got, expected, baseline)]
-    assert_within_measured_drift(*curves, keys=["loss"], factor=5, floor=1e-4)
+    assert_within_measured_drift(*curves, keys=["loss"], factor=3, floor=1e-4, running=False)
     late = steps[len(steps) // 2 :]
     assert np.mean([got[s] for s in late]) == pytest.approx(
         np.mean([expected[s] for s in late]), rel=0.1
