@@ -62,6 +62,8 @@ def test_evaluate_writes_metrics_and_confusion_matrix(run):
     )
     assert image.std() > 10  # a real picture, not a blank canvas
     assert run.evaluate("val", write=False)["samples"] == 500
+    # meta.json keeps the task's headline, the one list the CLI, the report and compare read
+    assert list(run.dir.meta["evaluation"]["test"]) == ["accuracy", "macro_f1", "samples"]
 
 
 def test_predict_a_file_exactly_as_in_training(run):

@@ -32,6 +32,7 @@ from dlab.errors import (
 from dlab.recipe import Recipe, TrainConfig, format_validation_error, load_recipe
 from dlab.registry import LOSSES
 from dlab.runs import RunDir
+from dlab.tasks import task_of
 from dlab.training.callbacks import Callback
 from dlab.training.checkpoint import load_weights, save_weights
 from dlab.training.state import seed_everything
@@ -112,11 +113,9 @@ class Run:
     def evaluate(
         self, split: str = "test", write: bool = True, bundle: DataBundle | None = None
     ) -> dict[str, Any]:
-        """The task's report on `split` (see dlab.evaluation); written to eval/<split>.json."""
-        from dlab.evaluation import evaluate_split
-
+        """The task's report on `split` (see dlab.tasks); written to eval/<split>.json."""
         bundle = bundle or datasets.build(self.recipe.data, self.recipe.seed)
-        report = evaluate_split(self, bundle, split)
+        report = task_of(bundle.meta).evaluate(self, bundle, split)
         report["split"] = split
         if write:
             out = self.path / "eval"
@@ -132,20 +131,7 @@ class Run:
                     out / f"{split}_confusion.png",
                     title=f"{self.recipe.name}: {split}",
                 )
-            headline = {
-                k: report[k]
-                for k in (
-                    "accuracy",
-                    "macro_f1",
-                    "perplexity",
-                    "bleu",
-                    "mae",
-                    "naive_mae",
-                    "loss",
-                    "samples",
-                )
-                if k in report
-            }
+            headline = {**task_of(bundle.meta).headline_of(report), "samples": report["samples"]}
             self.dir.update_meta(
                 **{"evaluation": {**self.dir.meta.get("evaluation", {}), split: headline}},
                 **({"test": headline} if split == "test" else {}),
@@ -177,10 +163,7 @@ class Run:
         seed: int | None = None,
     ) -> str:
         """Continue `prompt` with a language model; temperature 0 is greedy, `seed` makes it repeatable."""
-        if self.meta.task != "language_model":
-            raise InputError(
-                f"generate: this is a {self.meta.task.replace('_', ' ')} model; generate needs a language model"
-            )
+        task_of(self.meta).require("generate")
         tokenizer = self.tokenizer
         ids = self._prompt_ids(prompt)
         if not ids:
@@ -211,10 +194,7 @@ class Run:
         from dlab.data.sequences import pad_sequences
         from dlab.data.tokenizers import EOS, PAD
 
-        if self.meta.task != "seq2seq":
-            raise InputError(
-                f"translate: this is a {self.meta.task.replace('_', ' ')} model, not a seq2seq one"
-            )
+        task_of(self.meta).require("translate")
         limit = int(self.meta.extra.get("max_length", 64))
         tokenizer = self.tokenizer
         source, _ = pad_sequences([tokenizer.encode(t)[:limit] or [EOS] for t in texts], PAD, limit)
@@ -239,10 +219,7 @@ class Run:
     ) -> list[Prediction]:
         """Top-k classes for files (PNG/JPEG/.npy), texts (text models), or a preprocessed batch tensor."""
         meta = self.meta
-        if meta.task != "classification":
-            raise InputError(
-                f"predict is for classifiers; this {meta.task.replace('_', ' ')} model is used with `dlab generate`"
-            )
+        task_of(meta).require("predict")
         if isinstance(inputs, torch.Tensor):
             batch, sources = inputs, [f"#{i}" for i in range(len(inputs))]
         elif meta.input_kind == "tokens":
@@ -450,7 +427,7 @@ def fit(
         optimizer_section["lr"] = lr
     bundle = _as_bundle(data, val_data, batch_size, seed, loss)
     if metrics is None:
-        metrics = ["mae"] if bundle.meta.task == "regression" else ["accuracy"]
+        metrics = list(task_of(bundle.meta).fit_metrics)
     section = {
         "epochs": epochs,
         "optimizer": optimizer_section,

@@ -109,12 +109,11 @@ def _train_in_processes(
 def _print_run_summary(run: Any) -> None:
     meta = run.dir.meta
     parts = [f"run {run.path}"]
+    from dlab.tasks import task_of
+
+    task = task_of(run.meta)
     for split, report in (meta.get("evaluation") or {}).items():
-        shown = {
-            k: v
-            for k, v in report.items()
-            if k in ("accuracy", "macro_f1", "perplexity", "bleu", "mae", "naive_mae", "loss")
-        }
+        shown = task.headline_of(report)
         parts.append(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
     parts.append(
         f"{meta.get('train_seconds', 0):.1f}s, {meta.get('samples_per_s', 0):,.0f} samples/s"
@@ -200,9 +199,10 @@ def generate(
 ) -> None:
     """Continue a prompt with a language model, or translate it with a seq2seq model."""
     from dlab.api import load
+    from dlab.tasks import task_of
 
     model_run = load(run)
-    if model_run.meta.task == "seq2seq":
+    if "translate" in task_of(model_run.meta).verbs:
         if not prompt.strip():
             raise DlabError(
                 "generate: a translation model needs --prompt, the sentence to translate"

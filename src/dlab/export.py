@@ -43,8 +43,11 @@ class ExportResult:
 
 def input_names(meta: Any) -> list[str]:
     """ONNX input names, by the data's kind."""
-    if meta.task == "seq2seq":
-        return ["source", "target_in"]
+    from dlab.tasks import task_of
+
+    several = task_of(meta).input_names
+    if several:
+        return list(several)
     return ["tokens"] if meta.input_kind == "tokens" else ["input"]
 
 
@@ -75,7 +78,7 @@ def _dynamic(meta: Any, args: tuple) -> tuple[tuple, dict[str, dict[int, str]]]:
             meta.extra.get("max_length") or meta.extra.get("block_size") or args[0].shape[1]
         )
         length = torch.export.Dim("length", max=max(longest, 2))
-        if meta.task == "seq2seq":
+        if len(names) == 2:  # source and target of a seq2seq model
             shapes = (
                 {0: batch, 1: torch.export.Dim("source_length", max=longest)},
                 {0: batch, 1: torch.export.Dim("target_length", max=longest)},

@@ -132,7 +132,9 @@ def _federation(recipe_yaml: str, settings_json: str) -> _Federation:
     recipe = from_dict(parse_yaml(recipe_yaml, "recipe"), "recipe")
     settings = FederatedSettings(**json.loads(settings_json))
     bundle = datasets.build(recipe.data, recipe.seed)
-    if bundle.meta.task != "classification" or not isinstance(bundle.train, TensorLoader):
+    from dlab.tasks import task_of
+
+    if not task_of(bundle.meta).labels_inputs or not isinstance(bundle.train, TensorLoader):
         raise RecipeError(
             f"data.name: federated runs partition in-memory classification data by label; "
             f"{bundle.meta.dataset} is {bundle.meta.task} data in a {type(bundle.train).__name__}"

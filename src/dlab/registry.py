@@ -1,4 +1,4 @@
-"""Name -> builder registries for models, data sets, optimizers, losses and schedulers.
+"""Name -> builder registries for models, data sets, optimizers, losses, schedulers and tasks.
 
 Each entry pairs a builder with a pydantic config class (its parameters, defaults and docs), so a
 recipe section `{name: seed_cnn, dropout: 0.2}` is validated against exactly that component's
@@ -131,6 +131,16 @@ DATASETS: Registry[Any] = Registry(
 OPTIMIZERS: Registry[Any] = Registry("optimizer", modules=("dlab.training.optim",))
 SCHEDULERS: Registry[Any] = Registry("scheduler", modules=("dlab.training.optim",))
 LOSSES: Registry[Any] = Registry("loss", modules=("dlab.training.losses",), plural="losses")
+TASKS: Registry[Any] = Registry(
+    "task",
+    base_config=dict,  # a task has no recipe section of its own: the data set names it
+    modules=(
+        "dlab.tasks.classification",
+        "dlab.tasks.regression",
+        "dlab.tasks.language_model",
+        "dlab.tasks.seq2seq",
+    ),
+)
 
 REGISTRIES: dict[str, Registry[Any]] = {
     "models": MODELS,
@@ -138,4 +148,5 @@ REGISTRIES: dict[str, Registry[Any]] = {
     "optimizers": OPTIMIZERS,
     "schedulers": SCHEDULERS,
     "losses": LOSSES,
+    "tasks": TASKS,
 }

@@ -60,7 +60,9 @@ def _comparison(
 
 
 def _require_classifier(run: Run, verb: str) -> None:
-    if run.meta.task != "classification":
+    from dlab.tasks import task_of
+
+    if not task_of(run.meta).labels_inputs:
         raise DlabError(
             f"compress {verb}: supported for classifiers; {run.path} is a {run.meta.task.replace('_', ' ')} model"
         )

@@ -24,6 +24,16 @@ class ReportContext:
         self.data_meta = run.dir.data_meta if "data" in self.meta else None
         self.task = self.data_meta.task if self.data_meta else "unknown"
 
+    def headline(self, report: dict[str, Any]) -> dict[str, Any]:
+        """The headline metrics of an evaluation report (every number where the task is unknown)."""
+        if self.data_meta is None:
+            return {
+                k: v for k, v in report.items() if isinstance(v, int | float) and k != "samples"
+            }
+        from dlab.tasks import task_of
+
+        return task_of(self.data_meta).headline_of(report)
+
     @property
     def epochs(self) -> list[dict[str, Any]]:
         return [r for r in self.records if r.get("kind") == "epoch"]

@@ -95,20 +95,7 @@ def summary(ctx: ReportContext) -> str:
     ]
     headline = ""
     for split, report in ctx.evaluation.items():
-        shown = [
-            (k, report[k])
-            for k in (
-                "accuracy",
-                "macro_f1",
-                "loss",
-                "perplexity",
-                "bleu",
-                "mae",
-                "naive_mae",
-                "rmse",
-            )
-            if isinstance(report.get(k), int | float)
-        ]
+        shown = list(ctx.headline(report).items())
         if shown:
             headline += f"<h3>{escape(split)} split</h3>" + table(
                 [[k, v] for k, v in shown], ["metric", "value"]

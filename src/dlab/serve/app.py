@@ -38,11 +38,13 @@ from dlab.data.inputs import accepted_shapes, from_array, from_image_bytes
 from dlab.errors import DlabError, InputError
 from dlab.serve.backends import describe
 from dlab.serve.batching import MicroBatcher
+from dlab.tasks import Task, task_of
 
 MAX_INPUTS = 256  # per request
 MAX_TEXT = 10_000  # characters
 MAX_NEW_TOKENS = 1_000
 OPEN_PATHS = {"/", "/health"}  # the page itself and liveness need no token
+ROUTES = {"predict": "/predict", "generate": "/generate", "translate": "/generate"}
 
 
 class ClientError(Exception):
@@ -95,6 +97,13 @@ async def _too_large(limit: int, send: Any, message: str | None = None) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _routes_of(task: Task) -> str:
+    """Which route a model of `task` answers instead, for a 404 that helps."""
+    routes = [ROUTES[v] for v in task.verbs]
+    what = task.name.replace("_", " ")
+    return f"this {what} model answers {' and '.join(routes) if routes else 'no inference route'}"
+
+
 def create_app(
     backend: Any,
     token: str | None = None,
@@ -119,9 +128,10 @@ def create_app(
         registry=registry,
         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     )
+    task = task_of(backend.meta)
     batcher = (
         MicroBatcher(backend.classify, max_batch, max_wait_ms, on_batch=batch_sizes.observe)
-        if backend.meta.task == "classification"
+        if "predict" in task.verbs
         else None
     )
 
@@ -201,10 +211,7 @@ def create_app(
     @app.post("/predict")
     async def predict(request: Request) -> dict:
         if batcher is None:
-            raise ClientError(
-                404,
-                f"/predict is for classifiers; this {meta.task.replace('_', ' ')} model answers /generate",
-            )
+            raise ClientError(404, f"/predict is for classifiers; {_routes_of(task)}")
         batch, sources = await _inputs(request, backend)
         probabilities = await batcher.submit(batch)
         classes = meta.classes or [str(i) for i in range(probabilities.shape[1])]
@@ -222,13 +229,13 @@ def create_app(
     @app.post("/generate")
     async def generate(request: Request) -> dict:
         body = await _json(request)
-        if meta.task == "seq2seq":
+        if "translate" in task.verbs:
             text = _text(body.get("text"), "text")
             beam = _integer(body, "beam", 4, 1, 16)
             return {"translation": backend.translate(text, beam)}
-        if meta.task != "language_model":
+        if "generate" not in task.verbs:
             raise ClientError(
-                404, "/generate is for language and translation models; this model answers /predict"
+                404, f"/generate is for language and translation models; {_routes_of(task)}"
             )
         prompt = body.get("prompt")
         if prompt is not None and (not isinstance(prompt, str) or len(prompt) > MAX_TEXT):

@@ -11,6 +11,7 @@ import torch
 
 from dlab.data.bundle import DataMeta
 from dlab.errors import DlabError, InputError
+from dlab.tasks import task_of
 
 
 class TorchBackend:
@@ -63,7 +64,7 @@ class OnnxBackend:
         self.tokenizer = run.tokenizer if run is not None else None
         self.recipe = run.recipe if run is not None else None
         self.meta = run.meta if run is not None else _meta_from_graph(self.session, path)
-        if self.meta.task != "classification":
+        if "predict" not in task_of(self.meta).verbs:
             raise DlabError(
                 "serve --backend onnx serves classifiers; serve generation models with the torch backend"
             )

@@ -28,6 +28,7 @@ from dlab.data.bundle import DataBundle
 from dlab.errors import TrainingDiverged, TrainingInterrupted
 from dlab.recipe import TrainConfig
 from dlab.registry import LOSSES
+from dlab.tasks import task_of
 from dlab.training.callbacks import Callback, EarlyStopping, ProgressBar, TensorBoard
 from dlab.training.checkpoint import CheckpointStore, load_weights, save_weights
 from dlab.training.losses import weight_penalty
@@ -171,8 +172,8 @@ class Trainer:
         )  # distillation brings its own
         # e.g. distillation asks the teacher about each batch
         self._loss_needs_inputs = getattr(self.loss_fn, "needs_inputs", False)
-        self._scores_accuracy = bundle.meta.task in ("classification", "language_model", "seq2seq")
-        self._padded_targets = bundle.meta.task in ("language_model", "seq2seq")
+        task = task_of(bundle.meta)
+        self._scores_accuracy, self._padded_targets = task.scores_accuracy, task.padded_targets
         self.metrics = build_metrics(config.metrics, bundle.meta)
         self.optimizer = build_optimizer(config.optimizer, self.model)
         self.steps_per_epoch = len(self.train_loader)

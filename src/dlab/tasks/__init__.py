@@ -1,0 +1,71 @@
+"""Tasks: what each kind of learning problem owns, in one file per task.
+
+A task (classification, regression, language_model, seq2seq, ...) says how its batches are scored
+during training, which metrics headline its runs (the one list that the CLI, the Python API, the
+report and `runs compare` read), how a split is evaluated, and which inference verbs it answers.
+Code outside this package asks the run's task instead of comparing task names, so a new task is
+one new file here plus its data and models.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dlab.errors import InputError
+from dlab.registry import TASKS
+
+if TYPE_CHECKING:
+    from dlab.api import Run
+    from dlab.data import DataBundle
+    from dlab.data.bundle import DataMeta
+
+# the command a user types for each inference verb (the CLI's generate also translates)
+COMMANDS = {"predict": "dlab predict", "generate": "dlab generate", "translate": "dlab generate"}
+
+
+class Task:
+    """The interface every task implements; subclasses set the class attributes."""
+
+    name: ClassVar[str]
+    # the metrics that summarise a run of this task, in the order they are shown
+    headline: ClassVar[tuple[str, ...]]
+    # what `dlab.fit` tracks per epoch when the caller names no metrics
+    fit_metrics: ClassVar[tuple[str, ...]] = ()
+    # the trainer counts correct predictions (argmax over the last dimension)
+    scores_accuracy: ClassVar[bool] = False
+    # targets are token sequences padded with IGNORE, which score nothing
+    padded_targets: ClassVar[bool] = False
+    # the inference verbs this task answers, the first being its main one
+    verbs: ClassVar[tuple[str, ...]] = ()
+    # one class label per input: compression compares accuracy, federated runs split by label
+    labels_inputs: ClassVar[bool] = False
+    # the names of the model's inputs when it takes more than one tensor (ONNX export)
+    input_names: ClassVar[tuple[str, ...]] = ()
+
+    def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
+        """The task's report on `split` of `bundle` (what `dlab evaluate` prints and saves)."""
+        raise NotImplementedError
+
+    def headline_of(self, report: dict[str, Any]) -> dict[str, Any]:
+        """The headline metrics found in `report`, in the task's order."""
+        return {k: report[k] for k in self.headline if isinstance(report.get(k), int | float)}
+
+    def require(self, verb: str) -> None:
+        """Raise a one-line InputError if this task does not answer `verb`."""
+        if verb in self.verbs:
+            return
+        what = self.name.replace("_", " ")
+        hint = f"; this model answers `{COMMANDS[self.verbs[0]]}`" if self.verbs else ""
+        raise InputError(f"{verb}: this is a {what} model, which {verb} does not serve{hint}")
+
+
+def register(task: type[Task]) -> type[Task]:
+    """Class decorator: add `task` to the registry under `task.name`."""
+    TASKS.register(task.name, summary=(task.__doc__ or "").strip().splitlines()[0])(task)
+    return task
+
+
+def task_of(meta: DataMeta | str) -> Task:
+    """The task of a data set's metadata (or a task name)."""
+    name = meta if isinstance(meta, str) else meta.task
+    return TASKS.get(name).builder()

@@ -1,0 +1,59 @@
+"""Sequence to sequence: translate a source sentence into a target sentence.
+
+Evaluation reports the token loss, perplexity and accuracy, and corpus BLEU (sacrebleu, the
+reference implementation) of beam-search translations against the split's reference sentences.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dlab.errors import DataError
+from dlab.tasks import Task, register
+from dlab.tasks.language_model import token_report
+
+if TYPE_CHECKING:
+    from dlab.api import Run
+    from dlab.data import DataBundle
+
+
+def translation_report(
+    run: Run, bundle: DataBundle, split: str, beam: int = 4, batch: int = 64
+) -> dict[str, Any]:
+    """Corpus BLEU of beam-search translations against the split's reference sentences."""
+    import sacrebleu
+
+    texts = bundle.extra.get("texts", {}).get(split)
+    if texts is None:
+        raise DataError(f"{bundle.meta.dataset}: no reference texts for '{split}'")
+    sources, references = texts
+    hypotheses: list[str] = []
+    for start in range(0, len(sources), batch):
+        hypotheses += run.translate(sources[start : start + batch], beam=beam)
+    metric = sacrebleu.BLEU()
+    bleu = metric.corpus_score(hypotheses, [references])
+    return {
+        "bleu": bleu.score,
+        "bleu_signature": str(metric.get_signature()),
+        "beam": beam,
+        "examples": [
+            {"source": s, "reference": r, "translation": h}
+            for s, r, h in list(zip(sources, references, hypotheses, strict=True))[:5]
+        ],
+    }
+
+
+@register
+class Seq2Seq(Task):
+    """Sentence pairs (translation): BLEU of beam-search output, perplexity and token accuracy."""
+
+    name = "seq2seq"
+    headline = ("bleu", "perplexity", "loss", "accuracy")
+    fit_metrics = ("accuracy",)
+    scores_accuracy = True
+    padded_targets = True
+    verbs = ("translate",)
+    input_names = ("source", "target_in")  # teacher forcing: the target shifted right
+
+    def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
+        return {**token_report(run, bundle, split), **translation_report(run, bundle, split)}
