@@ -7,6 +7,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import dlab.report.lifecycle  # noqa: F401  (registers its sections)
 from dlab._io import atomic_write_text
 from dlab.errors import DlabError
 from dlab.report.context import ReportContext
@@ -15,10 +16,12 @@ from dlab.report.sections import SECTIONS
 
 
 def build_report(run: Any) -> str:
-    """The report's HTML: every registered section that applies, in order; a failing section says why."""
+    """The report's HTML: every section that applies (the shared ones and the task's), in order;
+    a failing section says why."""
     ctx = ReportContext(run)
+    sections = [*SECTIONS.values(), *(ctx.task.report_sections() if ctx.task else [])]
     rendered = []
-    for section in sorted(SECTIONS.values(), key=lambda s: (s.order, s.name)):
+    for section in sorted(sections, key=lambda s: (s.order, s.name)):
         try:
             body = section.render(ctx)
         except DlabError as exc:  # e.g. the data is not on this machine: say so, keep the rest

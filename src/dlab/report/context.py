@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from dlab._io import read_json
+from dlab.tasks import Task, task_of
 
 
 class ReportContext:
@@ -22,17 +23,15 @@ class ReportContext:
         self.recipe = run.recipe
         self.records: list[dict[str, Any]] = run.dir.metrics()
         self.data_meta = run.dir.data_meta if "data" in self.meta else None
-        self.task = self.data_meta.task if self.data_meta else "unknown"
+        self.task: Task | None = task_of(self.data_meta) if self.data_meta else None
 
     def headline(self, report: dict[str, Any]) -> dict[str, Any]:
         """The headline metrics of an evaluation report (every number where the task is unknown)."""
-        if self.data_meta is None:
+        if self.task is None:
             return {
                 k: v for k, v in report.items() if isinstance(v, int | float) and k != "samples"
             }
-        from dlab.tasks import task_of
-
-        return task_of(self.data_meta).headline_of(report)
+        return self.task.headline_of(report)
 
     @property
     def epochs(self) -> list[dict[str, Any]]:

@@ -1,8 +1,9 @@
 """Tasks: what each kind of learning problem owns, in one file per task.
 
 A task (classification, regression, language_model, seq2seq, ...) says how its batches are scored
-during training, which metrics headline its runs (the one list that the CLI, the Python API, the
-report and `runs compare` read), how a split is evaluated, and which inference verbs it answers.
+during training, which metrics headline its runs (the one list that the CLI, the Python API and
+the report read), how a split is evaluated, which inference verbs it answers and which sections
+of a run's report show its results.
 Code outside this package asks the run's task instead of comparing task names, so a new task is
 one new file here plus its data and models.
 """
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from dlab.api import Run
     from dlab.data import DataBundle
     from dlab.data.bundle import DataMeta
+    from dlab.report.sections import Section
 
 # the command a user types for each inference verb (the CLI's generate also translates)
 COMMANDS = {"predict": "dlab predict", "generate": "dlab generate", "translate": "dlab generate"}
@@ -39,12 +41,18 @@ class Task:
     verbs: ClassVar[tuple[str, ...]] = ()
     # one class label per input: compression compares accuracy, federated runs split by label
     labels_inputs: ClassVar[bool] = False
+    # inputs are padded with id 0 (which a report drops when it shows them)
+    padded_inputs: ClassVar[bool] = True
     # the names of the model's inputs when it takes more than one tensor (ONNX export)
     input_names: ClassVar[tuple[str, ...]] = ()
 
     def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
         """The task's report on `split` of `bundle` (what `dlab evaluate` prints and saves)."""
         raise NotImplementedError
+
+    def report_sections(self) -> list[Section]:
+        """The task's own sections of a run's report (called only when a report is built)."""
+        return []
 
     def headline_of(self, report: dict[str, Any]) -> dict[str, Any]:
         """The headline metrics found in `report`, in the task's order."""

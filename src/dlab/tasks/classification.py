@@ -15,6 +15,7 @@ from dlab.training.metrics import classification_report, predict_all
 if TYPE_CHECKING:
     from dlab.api import Run
     from dlab.data import DataBundle
+    from dlab.report.sections import Section
 
 
 @register
@@ -32,3 +33,8 @@ class Classification(Task):
         probs, targets = predict_all(run.model, bundle.loader(split), torch.device("cpu"))
         classes = bundle.meta.classes or [str(i) for i in range(probs.shape[1])]
         return classification_report(probs, targets, classes)
+
+    def report_sections(self) -> list[Section]:
+        from dlab.tasks import classification_report
+
+        return classification_report.sections()

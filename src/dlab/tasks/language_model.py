@@ -16,6 +16,8 @@ from dlab.training.metrics import build_metrics, evaluate
 if TYPE_CHECKING:
     from dlab.api import Run
     from dlab.data import DataBundle
+    from dlab.report.context import ReportContext
+    from dlab.report.sections import Section
 
 
 def token_report(run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
@@ -41,9 +43,41 @@ class LanguageModel(Task):
     fit_metrics = ("accuracy",)
     scores_accuracy = True
     padded_targets = True
+    padded_inputs = False  # a stream of text: every id, 0 included, is a symbol
     verbs = ("generate",)
 
     def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
         report = token_report(run, bundle, split)
         report["sample"] = run.generate(None, max_new_tokens=300, temperature=0.8, seed=0)
         return report
+
+    def report_sections(self) -> list[Section]:
+        from dlab.report.sections import Section
+
+        return [Section("samples", "Generated text", 40, generated_text)]
+
+
+def generated_text(ctx: ReportContext) -> str | None:
+    """Validation perplexity and text sampled with and without a prompt."""
+    from dlab.report.html import escape
+
+    report = ctx.evaluation.get("val", {})
+    parts = []
+    if "loss" in report:
+        parts.append(
+            f"<p>validation loss {report['loss']:.4f} (perplexity {report.get('perplexity', float('nan')):.2f})</p>"
+        )
+    known = getattr(
+        ctx.run.tokenizer, "index", None
+    )  # a character vocabulary, or None for subwords
+    prompts = [
+        None,
+        *[p for p in ("ROMEO:", "The ") if known is None or all(c in known for c in p)][:1],
+    ]
+    for prompt in prompts:
+        text = ctx.run.generate(prompt, max_new_tokens=250, temperature=0.8, seed=0)
+        label = "no prompt" if prompt is None else f"prompt {prompt!r}"
+        parts.append(
+            f"<h3>{escape(label)}, temperature 0.8</h3><pre>{escape((prompt or '') + text)}</pre>"
+        )
+    return "".join(parts)

@@ -17,6 +17,8 @@ from dlab.training.metrics import to_device
 if TYPE_CHECKING:
     from dlab.api import Run
     from dlab.data import DataBundle
+    from dlab.report.context import ReportContext
+    from dlab.report.sections import Section
 
 
 @register
@@ -47,3 +49,42 @@ class Regression(Task):
             "skill": 1 - mae / naive if naive else math.nan,
             "horizon": extra["horizon"],
         }
+
+    def report_sections(self) -> list[Section]:
+        from dlab.report.sections import Section
+
+        return [Section("forecast", "Forecast vs actual", 40, forecast)]
+
+
+def forecast(ctx: ReportContext) -> str | None:
+    """The model's and the naive forecast against the actual series, in its units."""
+    import numpy as np
+
+    from dlab.report import plots
+    from dlab.report.html import figure
+
+    if ctx.data_meta.input_kind != "series":
+        return None
+    extra = ctx.data_meta.extra
+    target, spread, shift = (
+        extra["target_index"],
+        extra["spread"][extra["target_index"]],
+        extra["shift"][extra["target_index"]],
+    )
+    actual, predicted, naive = [], [], []
+    with torch.no_grad():
+        for x, y in ctx.bundle.loader(ctx.split).epoch(0):
+            predicted.append(ctx.model(x)[:, 0])
+            actual.append(y[:, 0])
+            naive.append(x[:, -1, target])
+
+    def units(parts):
+        return torch.cat(parts).numpy() * spread + shift
+
+    report = ctx.evaluation.get(ctx.split, {})
+    mae = report.get("mae", float(np.abs(units(predicted) - units(actual)).mean()))
+    title = f"{ctx.data_meta.dataset}, {ctx.split} split: model MAE {mae:.3g} vs naive {report.get('naive_mae', float('nan')):.3g}"
+    return figure(
+        plots.forecast_figure(units(actual), units(predicted), units(naive), title),
+        "forecast vs actual",
+    )

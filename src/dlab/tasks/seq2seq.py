@@ -15,6 +15,8 @@ from dlab.tasks.language_model import token_report
 if TYPE_CHECKING:
     from dlab.api import Run
     from dlab.data import DataBundle
+    from dlab.report.context import ReportContext
+    from dlab.report.sections import Section
 
 
 def translation_report(
@@ -57,3 +59,22 @@ class Seq2Seq(Task):
 
     def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
         return {**token_report(run, bundle, split), **translation_report(run, bundle, split)}
+
+    def report_sections(self) -> list[Section]:
+        from dlab.report.sections import Section
+
+        return [Section("translations", "Translations", 40, translations)]
+
+
+def translations(ctx: ReportContext) -> str | None:
+    """BLEU and example translations beside their references."""
+    from dlab.report.html import escape, note, table
+
+    report = ctx.evaluation.get(ctx.split, {})
+    if "bleu" not in report:
+        return note("no BLEU yet: run `dlab evaluate RUN`")
+    rows = [[e["source"], e["translation"], e["reference"]] for e in report.get("examples", [])]
+    return (
+        f'<p>BLEU {report["bleu"]:.2f} on the {escape(ctx.split)} split, beam {report.get("beam", "?")} <span class="note">({escape(report.get("bleu_signature", ""))})</span></p>'
+        + table(rows, ["source", "translation", "reference"])
+    )
