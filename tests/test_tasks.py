@@ -22,7 +22,6 @@ NOT_YET_MOVED = {
     "models/recurrent.py",
     "models/gpt.py",
     "models/transformer.py",
-    "serve/static/index.html",
 }
 
 

@@ -45,6 +45,7 @@ def test_health_metadata_and_page(client, image_run):
     assert client.get("/health").json() == {"status": "ok"}
     meta = client.get("/metadata").json()
     assert meta["task"] == "classification" and meta["input_shape"] == [1, 28, 28]
+    assert meta["verbs"] == ["predict"]  # the page shows the drawing pad for it
     assert meta["classes"] == [str(i) for i in range(10)] and meta["backend"] == "torch"
     assert meta["recipe"]["model"] == "cnn" and "accuracy" in meta["test_metrics"]
     page = client.get("/")

@@ -126,6 +126,7 @@ def describe(backend: TorchBackend | OnnxBackend) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "backend": backend.name,
         "task": meta.task,
+        "verbs": list(task_of(meta).verbs),  # what the model answers: the page picks its form by it
         "input_kind": meta.input_kind,
         "input_shape": list(meta.input_shape),
         "classes": meta.classes,
