@@ -126,14 +126,9 @@ class GPT(nn.Module):
     config=GPTConfig,
     summary="decoder-only GPT (nanoGPT layout) with KV-cache generation",
     example_meta=LM_META,
+    tasks=("language_model",),
 )
 def build_gpt(config: GPTConfig, meta: DataMeta) -> GPT:
-    if meta.task != "language_model":
-        from dlab.errors import RecipeError
-
-        raise RecipeError(
-            f"model.name: gpt is a language model (e.g. tinyshakespeare); {meta.dataset} is {meta.task}"
-        )
     return GPT(
         meta.extra["vocab_size"], config.block_size or meta.extra.get("block_size", 256), config
     )

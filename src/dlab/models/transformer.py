@@ -107,11 +107,12 @@ class TransformerClassifier(nn.Module):
     config=TransformerClassifierConfig,
     summary="Transformer encoder over tokens, mean-pooled, for text classification",
     example_meta=TEXT_META,
+    tasks=("classification",),
+    inputs=("tokens",),
 )
 def build_transformer_classifier(
     config: TransformerClassifierConfig, meta: DataMeta
 ) -> TransformerClassifier:
-    _needs_tokens(meta, "transformer_classifier")
     extra = meta.extra
     return TransformerClassifier(
         extra["vocab_size"],
@@ -310,24 +311,10 @@ class Seq2SeqTransformer(nn.Module):
     config=Seq2SeqConfig,
     summary="Transformer encoder-decoder for translation; greedy and beam-search decoding",
     example_meta=PAIRS_META,
+    tasks=("seq2seq",),
 )
 def build_seq2seq(config: Seq2SeqConfig, meta: DataMeta) -> Seq2SeqTransformer:
-    if meta.task != "seq2seq":
-        from dlab.errors import RecipeError
-
-        raise RecipeError(
-            f"model.name: seq2seq_transformer needs sentence pairs (e.g. multi30k); {meta.dataset} is {meta.task}"
-        )
     e = meta.extra
     return Seq2SeqTransformer(
         e["vocab_size"], e.get("max_length", 128), e["pad_id"], e["bos_id"], e["eos_id"], config
     )
-
-
-def _needs_tokens(meta: DataMeta, name: str) -> None:
-    if meta.input_kind != "tokens" or meta.task != "classification":
-        from dlab.errors import RecipeError
-
-        raise RecipeError(
-            f"model.name: {name} classifies token sequences (e.g. sst2); {meta.dataset} gives {meta.input_kind} for {meta.task}"
-        )
