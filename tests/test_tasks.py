@@ -16,13 +16,6 @@ from dlab.tasks import Task, task_of
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "dlab"
 # a comparison of a task name: `meta.task == "seq2seq"`, `task != "regression"`, `task in (...)`
 COMPARISON = re.compile(r"\btask\s*(==|!=|in\s*\()|===\s*\"(classification|regression|seq2seq)")
-# files that still branch on task names until their part moves into dlab/tasks (issue 15): the
-# list may only shrink
-NOT_YET_MOVED = {
-    "models/pretrained.py",
-    "models/examples.py",
-    "models/recurrent.py",
-}
 
 
 def test_the_four_tasks_are_registered_with_their_own_headline():
@@ -83,8 +76,7 @@ def test_no_code_outside_the_tasks_compares_task_names():
             continue
         if COMPARISON.search(path.read_text(encoding="utf-8")):
             found.add(relative)
-    assert found <= NOT_YET_MOVED, f"task names compared in {sorted(found - NOT_YET_MOVED)}"
-    assert found == NOT_YET_MOVED, f"{sorted(NOT_YET_MOVED - found)} moved: drop from the list"
+    assert not found, f"task names compared in {sorted(found)}: ask the task instead"
 
 
 @pytest.mark.parametrize(

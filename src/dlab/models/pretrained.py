@@ -18,6 +18,7 @@ from dlab.models.blocks import sample_next
 from dlab.models.hub import offline, resolve
 from dlab.recipe import ModelConfig, Section
 from dlab.registry import MODELS
+from dlab.tasks import Task, task_of
 
 # attention projections LoRA adapts by default, per architecture
 LORA_TARGETS = {
@@ -53,17 +54,18 @@ class PretrainedConfig(ModelConfig):
 class Pretrained(nn.Module):
     """dlab's batch conventions around a transformers model."""
 
-    def __init__(self, model: nn.Module, task: str, pad_id: int, lora: bool):
+    def __init__(self, model: nn.Module, task: Task, pad_id: int, lora: bool):
         super().__init__()
-        self.hf, self.task, self.pad_id = model, task, pad_id
+        self.hf, self.pad_id = model, pad_id
+        self.pairs, self.masks_padding = len(task.input_names) == 2, task.padded_inputs
         self.saves_trainable_only = lora  # checkpoints hold adapters + head, not the frozen base
 
     def forward(self, tokens: torch.Tensor, target_in: torch.Tensor | None = None) -> torch.Tensor:
-        if self.task == "seq2seq":
+        if self.pairs:  # seq2seq: the source and the target shifted right
             return self.hf(
                 input_ids=tokens, attention_mask=tokens != self.pad_id, decoder_input_ids=target_in
             ).logits
-        if self.task == "language_model":
+        if not self.masks_padding:  # a language model's text stream has no padding
             return self.hf(input_ids=tokens).logits  # (B, T, V)
         return self.hf(input_ids=tokens, attention_mask=tokens != self.pad_id).logits  # (B, C)
 
@@ -106,6 +108,7 @@ class Pretrained(nn.Module):
     config=PretrainedConfig,
     summary="a local Hugging Face model (MiniLM, SmolLM2, T5, ...), fully or LoRA fine-tuned",
     needs_path=True,
+    tasks=("classification", "language_model", "seq2seq"),
 )
 def build_pretrained(config: PretrainedConfig, meta: DataMeta) -> Pretrained:
     offline()
@@ -118,18 +121,10 @@ def build_pretrained(config: PretrainedConfig, meta: DataMeta) -> Pretrained:
     local = resolve(config.path)
     kwargs = local.kwargs()
     transformers.logging.set_verbosity_error()
-    if meta.task == "classification":
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            local.folder, num_labels=meta.num_classes, **kwargs
-        )
-    elif meta.task == "language_model":
-        model = transformers.AutoModelForCausalLM.from_pretrained(local.folder, **kwargs)
-    elif meta.task == "seq2seq":
-        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(local.folder, **kwargs)
-    else:
-        raise RecipeError(
-            f"model.name: pretrained models do classification, language modelling or seq2seq, not {meta.task}"
-        )
+    task = task_of(meta)
+    if task.labels_inputs:
+        kwargs["num_labels"] = meta.num_classes
+    model = getattr(transformers, task.hf_auto_class).from_pretrained(local.folder, **kwargs)
     model_type = model.config.model_type
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = meta.extra.get("pad_id", 0)
@@ -146,12 +141,12 @@ def build_pretrained(config: PretrainedConfig, meta: DataMeta) -> Pretrained:
             lora_alpha=config.lora.alpha,
             lora_dropout=config.lora.dropout,
             target_modules=targets,
-            modules_to_save=HEADS.get(model_type) if meta.task == "classification" else None,
+            modules_to_save=HEADS.get(model_type) if task.labels_inputs else None,
         )
         model = get_peft_model(model, adapter)
     return Pretrained(
         model,
-        meta.task,
+        task,
         int(meta.extra.get("pad_id", model.config.pad_token_id or 0)),
         config.lora is not None,
     )

@@ -22,6 +22,7 @@ from dlab.models.blocks import sample_next
 from dlab.models.transformer import TEXT_META
 from dlab.recipe import ModelConfig
 from dlab.registry import MODELS
+from dlab.tasks import task_of
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -50,11 +51,9 @@ class Recurrent(nn.Module):
 
     def __init__(self, meta: DataMeta, config: RecurrentConfig):
         super().__init__()
-        self.kind, self.task, self.every = (
-            meta.input_kind,
-            meta.task,
-            config.outputs == "every" or meta.task == "language_model",
-        )
+        task = task_of(meta)
+        self.kind, self.verbs = meta.input_kind, task.verbs
+        self.every = config.outputs == "every" or task.predicts_every_step
         self.pad_id = meta.extra.get("pad_id")
         self.exporting = False  # set by dlab.export: the trace-friendly path for padded tokens
         if self.kind == "tokens":
@@ -69,7 +68,7 @@ class Recurrent(nn.Module):
             features = meta.input_shape[-1]
         else:  # a vector read one value per step (MNIST-1D)
             features = 1
-        if self.task == "language_model" and config.bidirectional:
+        if task.predicts_every_step and config.bidirectional:
             from dlab.errors import RecipeError
 
             raise RecipeError("model.bidirectional: a language model may not read the future")
@@ -83,13 +82,7 @@ class Recurrent(nn.Module):
         )
         directions = 2 if config.bidirectional else 1
         self.drop = nn.Dropout(config.dropout)
-        if self.task == "regression":
-            outputs = meta.extra.get("horizon", 1)
-        elif self.task == "language_model":
-            outputs = meta.extra["vocab_size"]
-        else:
-            outputs = meta.num_classes or 1
-        self.head = nn.Linear(config.hidden * directions, outputs)
+        self.head = nn.Linear(config.hidden * directions, task.output_size(meta))
 
     def _sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, T, F) inputs and the (B,) true lengths where padding exists."""
@@ -193,7 +186,7 @@ class Recurrent(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Continue (B, T) prompts token by token, carrying the hidden state."""
-        if self.task != "language_model":
+        if "generate" not in self.verbs:
             from dlab.errors import InputError
 
             raise InputError("generate: this recurrent model is not a language model")

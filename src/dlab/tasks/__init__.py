@@ -16,9 +16,11 @@ from dlab.errors import InputError
 from dlab.registry import TASKS
 
 if TYPE_CHECKING:
+    import torch
+
     from dlab.api import Run
     from dlab.data import DataBundle
-    from dlab.data.bundle import DataMeta
+    from dlab.data.bundle import Batch, DataMeta
     from dlab.report.sections import Section
 
 # the command a user types for each inference verb (the CLI's generate also translates)
@@ -41,6 +43,10 @@ class Task:
     verbs: ClassVar[tuple[str, ...]] = ()
     # one class label per input: compression compares accuracy, federated runs split by label
     labels_inputs: ClassVar[bool] = False
+    # a prediction at every position (next token), so a model may read only the past
+    predicts_every_step: ClassVar[bool] = False
+    # the transformers Auto class that loads a pretrained model for this task
+    hf_auto_class: ClassVar[str | None] = None
     # inputs are padded with id 0 (which a report drops when it shows them)
     padded_inputs: ClassVar[bool] = True
     # the names of the model's inputs when it takes more than one tensor (ONNX export)
@@ -48,6 +54,14 @@ class Task:
 
     def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
         """The task's report on `split` of `bundle` (what `dlab evaluate` prints and saves)."""
+        raise NotImplementedError
+
+    def output_size(self, meta: DataMeta) -> int:
+        """How many numbers a model's head emits per prediction for data `meta`."""
+        raise NotImplementedError
+
+    def example_batch(self, meta: DataMeta, batch: int, generator: torch.Generator) -> Batch:
+        """Random (inputs, targets) shaped like this task's data (registry-wide tests, FLOPs)."""
         raise NotImplementedError
 
     def report_sections(self) -> list[Section]:

@@ -15,6 +15,7 @@ from dlab.training.metrics import classification_report, predict_all
 if TYPE_CHECKING:
     from dlab.api import Run
     from dlab.data import DataBundle
+    from dlab.data.bundle import Batch, DataMeta
     from dlab.report.sections import Section
 
 
@@ -28,11 +29,25 @@ class Classification(Task):
     scores_accuracy = True
     verbs = ("predict",)
     labels_inputs = True
+    hf_auto_class = "AutoModelForSequenceClassification"
 
     def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
         probs, targets = predict_all(run.model, bundle.loader(split), torch.device("cpu"))
         classes = bundle.meta.classes or [str(i) for i in range(probs.shape[1])]
         return classification_report(probs, targets, classes)
+
+    def output_size(self, meta: DataMeta) -> int:
+        return meta.num_classes or 1
+
+    def example_batch(self, meta: DataMeta, batch: int, generator: torch.Generator) -> Batch:
+        if meta.input_kind == "tokens":
+            extra, length = meta.extra, meta.input_shape[0]
+            low = 4 if "pad_id" in extra else 0  # keep clear of the special ids
+            inputs = torch.randint(low, extra["vocab_size"], (batch, length), generator=generator)
+            inputs[batch // 2 :, length // 2 :] = extra.get("pad_id", 0)  # half the batch padded
+        else:
+            inputs = torch.randn(batch, *meta.input_shape, generator=generator)
+        return inputs, torch.randint(0, meta.num_classes, (batch,), generator=generator)
 
     def report_sections(self) -> list[Section]:
         from dlab.tasks import classification_report

@@ -16,6 +16,7 @@ from dlab.training.metrics import build_metrics, evaluate
 if TYPE_CHECKING:
     from dlab.api import Run
     from dlab.data import DataBundle
+    from dlab.data.bundle import Batch, DataMeta
     from dlab.report.context import ReportContext
     from dlab.report.sections import Section
 
@@ -44,12 +45,23 @@ class LanguageModel(Task):
     scores_accuracy = True
     padded_targets = True
     padded_inputs = False  # a stream of text: every id, 0 included, is a symbol
+    predicts_every_step = True
+    hf_auto_class = "AutoModelForCausalLM"
     verbs = ("generate",)
 
     def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
         report = token_report(run, bundle, split)
         report["sample"] = run.generate(None, max_new_tokens=300, temperature=0.8, seed=0)
         return report
+
+    def output_size(self, meta: DataMeta) -> int:
+        return meta.extra["vocab_size"]
+
+    def example_batch(self, meta: DataMeta, batch: int, generator: torch.Generator) -> Batch:
+        length = meta.input_shape[0]
+        shape = (batch, length + 1)
+        tokens = torch.randint(0, meta.extra["vocab_size"], shape, generator=generator)
+        return tokens[:, :-1], tokens[:, 1:]  # the target is the input shifted by one
 
     def report_sections(self) -> list[Section]:
         from dlab.report.sections import Section

@@ -17,6 +17,7 @@ from dlab.training.metrics import to_device
 if TYPE_CHECKING:
     from dlab.api import Run
     from dlab.data import DataBundle
+    from dlab.data.bundle import Batch, DataMeta
     from dlab.report.context import ReportContext
     from dlab.report.sections import Section
 
@@ -49,6 +50,13 @@ class Regression(Task):
             "skill": 1 - mae / naive if naive else math.nan,
             "horizon": extra["horizon"],
         }
+
+    def output_size(self, meta: DataMeta) -> int:
+        return meta.extra.get("horizon", 1)
+
+    def example_batch(self, meta: DataMeta, batch: int, generator: torch.Generator) -> Batch:
+        inputs = torch.randn(batch, *meta.input_shape, generator=generator)
+        return inputs, torch.randn(batch, self.output_size(meta), generator=generator)
 
     def report_sections(self) -> list[Section]:
         from dlab.report.sections import Section

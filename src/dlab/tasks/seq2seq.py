@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from dlab.errors import DataError
 from dlab.tasks import Task, register
 from dlab.tasks.language_model import token_report
@@ -15,6 +17,7 @@ from dlab.tasks.language_model import token_report
 if TYPE_CHECKING:
     from dlab.api import Run
     from dlab.data import DataBundle
+    from dlab.data.bundle import Batch, DataMeta
     from dlab.report.context import ReportContext
     from dlab.report.sections import Section
 
@@ -56,9 +59,21 @@ class Seq2Seq(Task):
     padded_targets = True
     verbs = ("translate",)
     input_names = ("source", "target_in")  # teacher forcing: the target shifted right
+    hf_auto_class = "AutoModelForSeq2SeqLM"
 
     def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
         return {**token_report(run, bundle, split), **translation_report(run, bundle, split)}
+
+    def output_size(self, meta: DataMeta) -> int:
+        return meta.extra["vocab_size"]
+
+    def example_batch(self, meta: DataMeta, batch: int, generator: torch.Generator) -> Batch:
+        extra, length = meta.extra, meta.input_shape[0]
+        source = torch.randint(4, extra["vocab_size"], (batch, length), generator=generator)
+        target = torch.randint(4, extra["vocab_size"], (batch, length), generator=generator)
+        source[batch // 2 :, length // 2 :] = extra["pad_id"]  # half the sources are padded
+        target_in = torch.cat([torch.full((batch, 1), extra["bos_id"]), target[:, :-1]], dim=1)
+        return (source, target_in), target
 
     def report_sections(self) -> list[Section]:
         from dlab.report.sections import Section
