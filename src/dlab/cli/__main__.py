@@ -1,0 +1,7 @@
+"""`python -m dlab.cli`: the same as the `dlab` script."""
+
+import sys
+
+from dlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,291 @@
+"""train, evaluate, generate, predict, list, check, report, lesson and demo."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dlab.cli import Overrides, RunsDir, _console, _print_run_summary, app
+from dlab.errors import DlabError
+
+
+@app.command()
+def train(
+    recipe: Annotated[
+        str | None, typer.Argument(help="recipe file or shipped recipe name, e.g. mnist_cnn")
+    ] = None,
+    override: Overrides = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="continue this run directory from its last checkpoint"),
+    ] = None,
+    runs_dir: RunsDir = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            help="train data-parallel in N processes (torchrun, DDP; gloo on CPU, NCCL on GPU)",
+        ),
+    ] = 1,
+) -> None:
+    """Train a recipe into a new run directory (or resume one)."""
+    from dlab.api import train as train_recipe
+
+    if recipe is None and resume is None:
+        raise DlabError(
+            "train: give a recipe (e.g. dlab train recipes/mnist_cnn.yaml) or --resume RUN_DIR"
+        )
+    if recipe is not None and resume is not None:
+        raise DlabError("train: give either a recipe or --resume RUN_DIR, not both")
+    if nproc != 1:
+        _train_in_processes(nproc, recipe, override or [], resume, runs_dir, quiet)
+        return
+    run = train_recipe(recipe, override or [], runs_dir=runs_dir, resume=resume, progress=not quiet)
+    if os.environ.get("RANK", "0") == "0":  # a single process, or rank 0 of a torchrun job
+        _print_run_summary(run)
+
+
+def _train_in_processes(
+    nproc: int,
+    recipe: str | None,
+    overrides: list[str],
+    resume: Path | None,
+    runs_dir: Path | None,
+    quiet: bool,
+) -> None:
+    """The same command in N processes under torchrun, which stops all of them if one fails."""
+    from dlab import distributed
+
+    argv = ["train", *([recipe] if recipe else [])]
+    for item in overrides:
+        argv += ["-o", item]
+    argv += ["--resume", str(resume)] if resume else []
+    argv += ["--runs-dir", str(runs_dir)] if runs_dir else []
+    argv += ["--quiet"] if quiet else []
+    code = distributed.launch(nproc, argv)
+    if code != 0:
+        raise DlabError(
+            f"train --nproc {nproc}: a process failed (exit code {code}), so torchrun stopped the "
+            "others; its error is above. Continue from the last checkpoint with "
+            "`dlab train --resume RUN_DIR` (any number of processes)"
+        )
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    split: Annotated[str, typer.Option(help="train, val or test")] = "test",
+) -> None:
+    """The run's metrics on a split: per-class table, perplexity, BLEU or forecast error, by task."""
+    from dlab.api import load
+
+    report = load(run).evaluate(split)
+    console = _console()
+    if "per_class" in report:
+        table = Table(
+            title=f"{run} — {split}: accuracy {report['accuracy']:.4f}, macro F1 {report['macro_f1']:.4f}"
+        )
+        for column in ("class", "precision", "recall", "f1", "support"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        for row in report["per_class"]:
+            table.add_row(
+                row["class"],
+                f"{row['precision']:.4f}",
+                f"{row['recall']:.4f}",
+                f"{row['f1']:.4f}",
+                str(row["support"]),
+            )
+        console.print(table)
+    else:
+        numbers = {
+            k: v
+            for k, v in report.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        console.print(
+            f"{run} — {split}: " + "  ".join(f"{k} {v:.4g}" for k, v in numbers.items()),
+            soft_wrap=True,
+        )
+        if "sample" in report:
+            console.print(f"sample:\n{report['sample']}", highlight=False, markup=False)
+        for example in report.get("examples", [])[:3]:
+            console.print(
+                f"  {example['source']}\n  -> {example['translation']}\n  (reference: {example['reference']})",
+                markup=False,
+            )
+    console.print(f"saved {run / 'eval' / (split + '.json')}")
+
+
+@app.command()
+def generate(
+    run: Annotated[Path, typer.Argument(help="run directory of a language or translation model")],
+    prompt: Annotated[
+        str, typer.Option("--prompt", "-p", help="text to continue (or to translate)")
+    ] = "",
+    tokens: Annotated[
+        int, typer.Option("--tokens", "-n", min=1, help="new tokens to generate")
+    ] = 300,
+    temperature: Annotated[
+        float, typer.Option(min=0.0, help="0: greedy; higher: more varied")
+    ] = 0.8,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=1, help="sample only from the k most likely tokens")
+    ] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option(
+            "--top-p",
+            min=0.0,
+            max=1.0,
+            help="sample from the smallest set with this much probability",
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="make sampling repeatable")] = None,
+    beam: Annotated[
+        int, typer.Option(min=1, help="beam width for translation models (1: greedy)")
+    ] = 4,
+) -> None:
+    """Continue a prompt with a language model, or translate it with a seq2seq model."""
+    from dlab.api import load
+    from dlab.tasks import task_of
+
+    model_run = load(run)
+    if "translate" in task_of(model_run.meta).verbs:
+        if not prompt.strip():
+            raise DlabError(
+                "generate: a translation model needs --prompt, the sentence to translate"
+            )
+        sys.stdout.write(model_run.translate([prompt], beam=beam)[0] + "\n")
+        return
+    text = model_run.generate(
+        prompt or None, tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
+    )
+    sys.stdout.write(prompt + text + "\n")
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    inputs: Annotated[
+        list[Path] | None, typer.Argument(help="PNG/JPEG images or .npy arrays")
+    ] = None,
+    text: Annotated[
+        list[str] | None,
+        typer.Option("--text", "-t", help="a text to classify (text models; repeatable)"),
+    ] = None,
+    top_k: Annotated[
+        int, typer.Option("--top-k", "-k", min=1, help="how many classes to show")
+    ] = 3,
+    resize: Annotated[bool, typer.Option(help="scale images to the model's input size")] = False,
+    invert: Annotated[
+        str, typer.Option(help="auto: match the training images' background; always; never")
+    ] = "auto",
+) -> None:
+    """Predict the class of each input file or --text; prints the top-k with probabilities."""
+    from dlab.api import load
+
+    if invert not in ("auto", "always", "never"):
+        raise DlabError(f"--invert: '{invert}' should be auto, always or never")
+    console = _console()
+    if bool(inputs) == bool(text):
+        raise DlabError("predict: give input files, or --text for a text model (not both)")
+    for prediction in load(run).predict(text or inputs, top_k=top_k, resize=resize, invert=invert):
+        ranked = "  ".join(f"{label} {prob:.1%}" for label, prob in prediction.top)
+        console.print(f"{prediction.source}: {prediction.label}   ({ranked})")
+
+
+@app.command("list")
+def list_things(
+    what: Annotated[
+        str, typer.Argument(help="models, datasets, recipes, optimizers, losses or schedulers")
+    ],
+) -> None:
+    """List what is registered, one line each."""
+    from dlab.catalog import catalog
+
+    columns, rows = catalog(what)
+    table = Table()
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    _console().print(table)
+
+
+@app.command("check")
+def check_formulas(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="formulas to check (default: all)")
+    ] = None,
+    list_only: Annotated[bool, typer.Option("--list", help="name the formulas and stop")] = False,
+) -> None:
+    """Compare every from-scratch formula (NumPy) with PyTorch: forward, gradients, finite differences."""
+    from dlab.checks import CHECKS, FD_TOLERANCE, TOLERANCE, run_checks
+
+    console = _console()
+    if list_only:
+        for name, (formula, _) in CHECKS.items():
+            console.print(f"{name:22s} {formula}", markup=False)
+        return
+    results = run_checks(names or [])
+    table = Table(
+        title=f"dlab.scratch vs PyTorch (float64; pass: forward and gradient ≤ {TOLERANCE:g}, finite differences ≤ {FD_TOLERANCE:g})"
+    )
+    for column in ("formula", "", "shapes tried", "forward", "gradient", "finite diff.", "result"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.name,
+            r.formula,
+            "; ".join(r.shapes),
+            f"{r.forward:.1e}",
+            f"{r.gradient:.1e}",
+            f"{r.finite_difference:.1e}",
+            "[green]pass[/green]" if r.passed else "[red]FAIL[/red]",
+        )
+    console.print(table)
+    failed = [r.name for r in results if not r.passed]
+    if failed:
+        console.print(f"{len(failed)} of {len(results)} failed: {', '.join(failed)}")
+        raise typer.Exit(1)
+    console.print(f"all {len(results)} formulas agree with PyTorch")
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Argument(help="run directory")]) -> None:
+    """(Re)write the run's self-contained HTML report: curves, metrics, explanations, samples."""
+    from dlab.api import load
+    from dlab.report import write_report
+
+    _console().print(f"wrote {write_report(load(run))}")
+
+
+@app.command()
+def lesson(
+    name: Annotated[
+        str | None, typer.Argument(help="lesson number or name; none: list them")
+    ] = None,
+) -> None:
+    """Read a lesson: the formula, the from-scratch code (from the source), PyTorch's equivalent, an exercise."""
+    from dlab.lessons import find, lesson_files, render
+
+    if name is None:
+        for path in lesson_files():
+            title = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+            _console().print(f"{path.stem[:2]}  {title}", markup=False)
+        return
+    sys.stdout.write(render(find(name)))
+
+
+@app.command()
+def demo(runs_dir: RunsDir = None) -> None:
+    """Train the seed CNN on 5,000 real MNIST digits (offline), evaluate, and predict one image."""
+    from dlab.demo import run_demo
+
+    run_demo(runs_dir=runs_dir, console=_console())
