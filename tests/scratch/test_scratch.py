@@ -11,12 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dlab import checks
-from dlab.checks import CHECKS, CheckResult, run_checks
 from dlab.cli import main
-from dlab.scratch import attention, conv, layers, networks, recurrent
+from dlab.scratch import attention, checks, conv, layers, networks, recurrent
+from dlab.scratch.checks import CHECKS, CheckResult, run_checks
 
-SCRATCH = Path(checks.__file__).parent / "scratch"
+SCRATCH = Path(attention.__file__).parent  # the NumPy formulas (their checks: scratch/checks/)
 
 
 def test_scratch_never_imports_torch():

@@ -226,7 +226,7 @@ def check_formulas(
     list_only: Annotated[bool, typer.Option("--list", help="name the formulas and stop")] = False,
 ) -> None:
     """Compare every from-scratch formula (NumPy) with PyTorch: forward, gradients, finite differences."""
-    from dlab.checks import CHECKS, FD_TOLERANCE, TOLERANCE, run_checks
+    from dlab.scratch.checks import CHECKS, FD_TOLERANCE, TOLERANCE, run_checks
 
     console = _console()
     if list_only:
