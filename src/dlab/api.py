@@ -11,18 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from dlab import data as datasets
 from dlab import distributed, models, runtime
 from dlab._io import atomic_write_json, atomic_write_text, read_json
-from dlab.data.bundle import DataBundle, DataMeta, TensorLoader
+from dlab.data.arrays import as_bundle
+from dlab.data.bundle import DataBundle, DataMeta
 from dlab.data.inputs import load_input
 from dlab.data.tokenizers import Tokenizer
 from dlab.errors import (
-    DlabError,
     InputError,
     RecipeError,
     RunError,
@@ -30,7 +29,6 @@ from dlab.errors import (
     TrainingInterrupted,
 )
 from dlab.recipe import Recipe, TrainConfig, format_validation_error, load_recipe
-from dlab.registry import LOSSES
 from dlab.runs import RunDir
 from dlab.tasks import task_of
 from dlab.training.callbacks import Callback
@@ -425,7 +423,7 @@ def fit(
     optimizer_section = {"name": optimizer} if isinstance(optimizer, str) else dict(optimizer)
     if lr is not None:
         optimizer_section["lr"] = lr
-    bundle = _as_bundle(data, val_data, batch_size, seed, loss)
+    bundle = as_bundle(data, val_data, batch_size, seed, loss)
     if metrics is None:
         metrics = list(task_of(bundle.meta).fit_metrics)
     section = {
@@ -452,57 +450,3 @@ def fit(
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     return trainer.fit()
-
-
-def _tensor(array: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
-    tensor = array if isinstance(array, torch.Tensor) else torch.as_tensor(np.asarray(array))
-    return tensor.to(dtype) if dtype is not None else tensor
-
-
-def _inputs_tensor(array: Any) -> torch.Tensor:
-    """Integer arrays are token ids (kept as int64), except uint8 (pixels); the rest is float32."""
-    tensor = _tensor(array)
-    if tensor.dtype in (torch.bool, torch.uint8) or tensor.is_floating_point():
-        return tensor.float()
-    return tensor.long()
-
-
-def _as_bundle(
-    data: Any, val_data: Any, batch_size: int, seed: int, loss: str | dict
-) -> DataBundle:
-    if isinstance(data, DataBundle):
-        return data
-    if isinstance(data, str | dict):
-        section = {"name": data} if isinstance(data, str) else dict(data)
-        section.setdefault("batch_size", batch_size)
-        recipe = load_recipe({"data": section, "model": {"name": "mlp"}})
-        return datasets.build(recipe.data, seed)
-    if not (isinstance(data, tuple | list) and len(data) == 2):
-        raise DlabError(
-            "fit: data should be (inputs, targets), a DataBundle, or a data set name such as 'mnist_sample'"
-        )
-    loss_name = loss if isinstance(loss, str) else loss.get("name", "")
-    classification = LOSSES.get(loss_name).name == "cross_entropy"
-    target_dtype = torch.long if classification else torch.float32
-    x, y = _inputs_tensor(data[0]), _tensor(data[1], target_dtype)
-    if len(x) != len(y):
-        raise DlabError(f"fit: {len(x)} inputs but {len(y)} targets")
-    num_classes = int(y.max()) + 1 if classification else None
-    tokens = not x.is_floating_point()
-    meta = DataMeta(
-        dataset="arrays",
-        task="language_model"
-        if classification and y.ndim == 2
-        else ("classification" if classification else "regression"),
-        input_kind="tokens" if tokens else ("image" if x.ndim == 4 else "vector"),
-        input_shape=tuple(x.shape[1:]),
-        num_classes=num_classes,
-        classes=[str(i) for i in range(num_classes)] if num_classes else None,
-        sizes={"train": len(x)},
-    )
-    val = None
-    if val_data is not None:
-        vx, vy = _inputs_tensor(val_data[0]), _tensor(val_data[1], target_dtype)
-        val = TensorLoader(vx, vy, max(batch_size, 256))
-        meta.sizes["val"] = len(vx)
-    return DataBundle(TensorLoader(x, y, batch_size, shuffle=True, seed=seed), val, None, meta)

@@ -9,7 +9,7 @@ import torch
 from conftest import make_blobs
 from torch import nn
 
-from dlab.api import _as_bundle
+from dlab.data.arrays import as_bundle
 from dlab.data.bundle import TensorLoader
 from dlab.errors import RecipeError
 from dlab.recipe import TrainConfig
@@ -30,7 +30,7 @@ def mlp(seed=0, norm=False):
 
 def bundle():
     x, y = make_blobs(2000, seed=0)
-    return _as_bundle((x, y), (x[:300], y[:300]), batch_size=100, seed=0, loss="cross_entropy")
+    return as_bundle((x, y), (x[:300], y[:300]), batch_size=100, seed=0, loss="cross_entropy")
 
 
 def trainer(out_dir=None, model=None, callbacks=(), **fields):

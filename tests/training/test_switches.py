@@ -10,7 +10,7 @@ from conftest import make_blobs
 from numerics import assert_within_measured_drift, nudge_by_one_rounding
 from torch import nn
 
-from dlab.api import _as_bundle
+from dlab.data.arrays import as_bundle
 from dlab.errors import DlabError, RecipeError
 from dlab.models import build
 from dlab.models.examples import example_batch, example_meta
@@ -33,7 +33,7 @@ def mlp(seed=0):
 
 def blobs(n=250, batch_size=50):
     x, y = make_blobs(n, seed=0)
-    return _as_bundle((x, y), (x[:60], y[:60]), batch_size=batch_size, seed=0, loss="cross_entropy")
+    return as_bundle((x, y), (x[:60], y[:60]), batch_size=batch_size, seed=0, loss="cross_entropy")
 
 
 def fit(model, bundle, **fields):

@@ -15,7 +15,7 @@ from numerics import assert_within_measured_drift, nudge_by_one_rounding
 from torch import nn
 
 import dlab
-from dlab.api import _as_bundle
+from dlab.data.arrays import as_bundle
 from dlab.errors import RecipeError, TrainingDiverged, TrainingInterrupted
 from dlab.recipe import TrainConfig
 from dlab.training.callbacks import Callback
@@ -29,7 +29,7 @@ TIMING = {"time_s", "samples_per_s", "elapsed_s"}
 def blobs_bundle(n=240, seed=0, val=True):
     x, y = make_blobs(n, seed=seed)
     vx, vy = make_blobs(120, seed=seed)  # same centres (same seed), fresh noise is not needed here
-    return _as_bundle(
+    return as_bundle(
         (x, y), (vx, vy) if val else None, batch_size=16, seed=seed, loss="cross_entropy"
     )
 
@@ -177,7 +177,7 @@ def test_sigint_saves_a_checkpoint_and_resumes(tmp_path):
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     x, y = make_blobs(240)
     x[200] = np.nan
-    bundle = _as_bundle((x, y), None, batch_size=16, seed=0, loss="cross_entropy")
+    bundle = as_bundle((x, y), None, batch_size=16, seed=0, loss="cross_entropy")
     trainer = Trainer(
         mlp(0.0), bundle, config(log_every=1, checkpoint_every=1), out_dir=tmp_path, progress=False
     )
@@ -196,7 +196,7 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
     x, y = make_blobs(240)
     noise = np.random.default_rng(1).normal(size=(120, 8)).astype(np.float32)
-    bundle = _as_bundle(
+    bundle = as_bundle(
         (x, y), (noise, np.zeros(120, dtype=np.int64)), batch_size=16, seed=0, loss="cross_entropy"
     )
     es = {"monitor": "val_loss", "patience": 2}
@@ -361,7 +361,7 @@ def image_bundle():
     y = rng.integers(0, 3, 192)
     x = rng.normal(size=(192, 1, 14, 14)).astype(np.float32)
     x[np.arange(192), 0, y * 4, y * 4] += 4.0  # each class lights its own pixel
-    return _as_bundle((x, y), (x[:64], y[:64]), batch_size=32, seed=0, loss="cross_entropy")
+    return as_bundle((x, y), (x[:64], y[:64]), batch_size=32, seed=0, loss="cross_entropy")
 
 
 @pytest.mark.numerics
