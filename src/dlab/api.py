@@ -113,7 +113,8 @@ class Run:
     ) -> dict[str, Any]:
         """The task's report on `split` (see dlab.tasks); written to eval/<split>.json."""
         bundle = bundle or datasets.build(self.recipe.data, self.recipe.seed)
-        report = task_of(bundle.meta).evaluate(self, bundle, split)
+        task = task_of(bundle.meta)
+        report = task.evaluate(self, bundle, split)
         report["split"] = split
         if write:
             out = self.path / "eval"
@@ -129,7 +130,7 @@ class Run:
                     out / f"{split}_confusion.png",
                     title=f"{self.recipe.name}: {split}",
                 )
-            headline = {**task_of(bundle.meta).headline_of(report), "samples": report["samples"]}
+            headline = {**task.headline_of(report), "samples": report["samples"]}
             self.dir.update_meta(
                 **{"evaluation": {**self.dir.meta.get("evaluation", {}), split: headline}},
                 **({"test": headline} if split == "test" else {}),

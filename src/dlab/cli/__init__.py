@@ -46,11 +46,10 @@ RunsDir = Annotated[
 
 
 def _print_run_summary(run: Any) -> None:
-    meta = run.dir.meta
-    parts = [f"run {run.path}"]
     from dlab.tasks import task_of
 
-    task = task_of(run.meta)
+    meta, task = run.dir.meta, task_of(run.meta)
+    parts = [f"run {run.path}"]
     for split, report in (meta.get("evaluation") or {}).items():
         shown = task.headline_of(report)
         parts.append(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
