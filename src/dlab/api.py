@@ -372,7 +372,7 @@ def train(
             train_seconds=round(state.elapsed_s, 3),
             samples_per_s=round(state.samples / max(state.elapsed_s, 1e-9), 1),
             final=history.last,
-            best_epoch=state.best_epoch,
+            best_epoch=trainer.early_stopping.best_epoch if trainer.early_stopping else None,
             **({"privacy": trainer.privacy.summary()} if trainer.privacy is not None else {}),
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )

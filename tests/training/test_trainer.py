@@ -213,7 +213,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
     )
     assert len(history) < 30
     best = min(history["val_loss"])
-    assert history.records[trainer.state.best_epoch - 1]["val_loss"] == best
+    assert history.records[trainer.early_stopping.best_epoch - 1]["val_loss"] == best
     from dlab.training.metrics import evaluate
 
     again = evaluate(trainer.model, bundle.val, trainer.loss_fn, trainer.metrics, trainer.device)
@@ -408,3 +408,24 @@ def test_bf16_autocast_agrees_with_fp32_within_a_stated_tolerance():
     np.testing.assert_allclose(second["train_loss"], first["train_loss"], rtol=0.05)
     assert second["val_accuracy"][-1] == pytest.approx(first["val_accuracy"][-1], abs=0.05)
     assert first["val_accuracy"][-1] > 0.9
+
+
+def test_early_stopping_state_travels_in_checkpoints_old_and_new():
+    stopping = {"early_stopping": {"monitor": "val_loss", "patience": 50}, "epochs": 3}
+    trainer = Trainer(mlp(), blobs_bundle(), config(**stopping), progress=False)
+    trainer.fit()
+    kept = trainer.early_stopping.state_dict()
+    assert kept["best_epoch"] is not None and kept["best"] == min(trainer.history["val_loss"])
+    state = trainer.state_dict()
+    assert state["callbacks"] == {"EarlyStopping": kept}  # callbacks without state save nothing
+
+    fresh = Trainer(mlp(), blobs_bundle(), config(**stopping), progress=False)
+    fresh.load_state_dict(state)
+    assert fresh.early_stopping.state_dict() == kept
+
+    # a checkpoint written before early stopping owned its state kept it among the trainer's
+    old = {k: v for k, v in state.items() if k != "callbacks"}
+    old["trainer"] = {**state["trainer"], **kept}
+    older = Trainer(mlp(), blobs_bundle(), config(**stopping), progress=False)
+    older.load_state_dict(old)
+    assert older.early_stopping.state_dict() == kept

@@ -7,10 +7,12 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from dlab.errors import RecipeError, did_you_mean
+from dlab.training.checkpoint import load_weights, save_weights
 
 if TYPE_CHECKING:
     from dlab.recipe import EarlyStopping as EarlyStoppingConfig
@@ -34,6 +36,13 @@ class Callback:
 
     def on_fit_end(self, trainer: Trainer) -> None:
         """After the last epoch, early stopping or max_steps; not after an error."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this callback so that a resume continues it exactly."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of state_dict."""
 
 
 def format_record(record: dict[str, Any], keys: tuple[str, ...] = ()) -> str:
@@ -177,17 +186,25 @@ class TensorBoard(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stop when `monitor` has not improved for `patience` epochs; optionally restore the best weights."""
+    """Stop when `monitor` has not improved for `patience` epochs; optionally restore the best weights.
+
+    It owns its state: the best value and its epoch, the epochs since (saved in every checkpoint
+    through `state_dict`), and the best weights (best.safetensors in a run folder, else memory).
+    """
 
     def __init__(self, config: EarlyStoppingConfig):
         self.config = config
         self.direction = config.direction()
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+        self._best_weights: dict[str, torch.Tensor] | None = None
 
-    def _improved(self, value: float, best: float | None) -> bool:
-        if best is None:
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
             return True
         delta = self.config.min_delta
-        return value < best - delta if self.direction == "min" else value > best + delta
+        return value < self.best - delta if self.direction == "min" else value > self.best + delta
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         monitor = self.config.monitor
@@ -197,20 +214,39 @@ class EarlyStopping(Callback):
                 f"train.early_stopping.monitor: '{monitor}' is not a logged metric{did_you_mean(monitor, names)}; "
                 f"logged: {', '.join(names)}"
             )
-        state = trainer.state
         value = float(record[monitor])
-        if self._improved(value, state.best):
-            state.best, state.best_epoch, state.bad_epochs = value, record["epoch"], 0
+        if self._improved(value):
+            self.best, self.best_epoch, self.bad_epochs = value, record["epoch"], 0
             if self.config.restore_best:
-                trainer.save_best_weights()
+                self._save_best_weights(trainer)
         else:
-            state.bad_epochs += 1
-            if state.bad_epochs >= self.config.patience:
-                state.stop_reason = (
-                    f"early stopping: {monitor} did not improve for {state.bad_epochs} epochs "
-                    f"(best {state.best:.4f} at epoch {state.best_epoch})"
+            self.bad_epochs += 1
+            if self.bad_epochs >= self.config.patience:
+                trainer.state.stop_reason = (
+                    f"early stopping: {monitor} did not improve for {self.bad_epochs} epochs "
+                    f"(best {self.best:.4f} at epoch {self.best_epoch})"
                 )
 
     def on_fit_end(self, trainer: Trainer) -> None:
-        if self.config.restore_best and trainer.state.best_epoch is not None:
-            trainer.restore_best_weights()
+        if not self.config.restore_best or self.best_epoch is None:
+            return
+        if self._best_weights is not None:
+            trainer.model.load_state_dict(self._best_weights)
+        elif trainer.out_dir is not None:
+            load_weights(trainer.model, trainer.out_dir / "best.safetensors")
+
+    def _save_best_weights(self, trainer: Trainer) -> None:
+        """On disk when there is a run folder; in memory without one, and on every rank of a job."""
+        if trainer.out_dir is not None and trainer.main and not trainer.sharded:
+            save_weights(trainer.model, trainer.out_dir / "best.safetensors")
+        if trainer.out_dir is None or trainer.dist is not None:
+            self._best_weights = {
+                k: v.detach().clone() for k, v in trainer.model.state_dict().items()
+            }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+        self.bad_epochs = int(state.get("bad_epochs", 0))

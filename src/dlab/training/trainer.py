@@ -30,7 +30,7 @@ from dlab.recipe import TrainConfig
 from dlab.registry import LOSSES
 from dlab.tasks import task_of
 from dlab.training.callbacks import Callback, EarlyStopping, ProgressBar, TensorBoard
-from dlab.training.checkpoint import CheckpointStore, load_weights, save_weights
+from dlab.training.checkpoint import CheckpointStore
 from dlab.training.losses import weight_penalty
 from dlab.training.metrics import IGNORE, build_metrics, evaluate, forward, to_device
 from dlab.training.optim import build_optimizer, build_scheduler
@@ -48,9 +48,6 @@ class TrainState:
     samples: int = 0  # training samples seen in total
     elapsed_s: float = 0.0  # training wall time across resumes
     log_lines: int = 0  # lines of metrics.jsonl that belong to this state
-    best: float | None = None  # early stopping: best monitored value
-    best_epoch: int | None = None
-    bad_epochs: int = 0
     stop_reason: str | None = None
 
 
@@ -208,7 +205,6 @@ class Trainer:
             if self.out_dir
             else None
         )
-        self._best_in_memory: dict[str, torch.Tensor] | None = None
         self.last_batch_size = 0
         self._clock = time.perf_counter()
         self._epoch_started, self._timed_samples = self._clock, 0
@@ -220,8 +216,11 @@ class Trainer:
             self.callbacks.append(ProgressBar())
         if self.out_dir is not None and self.main:
             self.callbacks.append(TensorBoard(str(self.out_dir / "tb")))
-        if config.early_stopping is not None:
-            self.callbacks.append(EarlyStopping(config.early_stopping))
+        self.early_stopping = (
+            EarlyStopping(config.early_stopping) if config.early_stopping is not None else None
+        )
+        if self.early_stopping is not None:
+            self.callbacks.append(self.early_stopping)
         self.callbacks.extend(callbacks)
 
     # --- the loop ---------------------------------------------------------------------------
@@ -489,24 +488,6 @@ class Trainer:
                 with contextlib.suppress(Exception):
                     close()
 
-    # --- best weights (early stopping) -----------------------------------------------------------
-
-    def save_best_weights(self) -> None:
-        """Keep the current weights as the best so far (on disk when there is a run folder)."""
-        if self.out_dir is not None and self.main and not self.sharded:
-            save_weights(self.model, self.out_dir / "best.safetensors")
-        if self.out_dir is None or self.dist is not None:  # in a job, each rank keeps its own copy
-            self._best_in_memory = {
-                k: v.detach().clone() for k, v in self.model.state_dict().items()
-            }
-
-    def restore_best_weights(self) -> None:
-        """Load the weights saved by save_best_weights."""
-        if self._best_in_memory is not None:
-            self.model.load_state_dict(self._best_in_memory)
-        elif self.out_dir is not None:
-            load_weights(self.model, self.out_dir / "best.safetensors")
-
     # --- checkpoints -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -531,6 +512,10 @@ class Trainer:
             },
             "threads": self.threads,
             "history": self.history.records,
+            # by class name: a callback's state goes back to the callback of the same kind
+            "callbacks": {
+                type(c).__name__: c.state_dict() for c in self.callbacks if c.state_dict()
+            },
             **({"privacy": self.privacy.state_dict()} if self.privacy is not None else {}),
         }
 
@@ -556,6 +541,11 @@ class Trainer:
         self.threads = int(state.get("threads", self.threads))
         torch.set_num_threads(self.threads)
         self.history = History(state.get("history", []))
+        # checkpoints from before 2026-12 kept early stopping's state among the trainer's
+        saved = state.get("callbacks", {"EarlyStopping": state["trainer"]})
+        for callback in self.callbacks:
+            if type(callback).__name__ in saved:
+                callback.load_state_dict(saved[type(callback).__name__])
         if self.privacy is not None:
             self.privacy.load_state_dict(state["privacy"])
 
