@@ -56,10 +56,10 @@ def workloads(scale: float) -> dict[str, dict]:
         return make
 
     text_meta = replace(
-        example_meta("lstm"), input_shape=(64,), extra={"vocab_size": 10_000, "pad_id": None}
+        example_meta("lstm"), input_shape=(64,), details={"vocab_size": 10_000, "pad_id": None}
     )
     gpt_meta = replace(
-        example_meta("gpt"), input_shape=(64,), extra={"vocab_size": 65, "block_size": 64}
+        example_meta("gpt"), input_shape=(64,), details={"vocab_size": 65, "block_size": 64}
     )
     tokens = torch.randint(1, 10_000, (4096, 64), generator=generator)
     chars = torch.randint(0, 65, (4096, 65), generator=generator)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dlab import data as datasets
-from dlab import distributed, models, runtime
+from dlab import models, runtime
 from dlab._io import atomic_write_json, atomic_write_text, read_json
 from dlab.data.arrays import as_bundle
 from dlab.data.bundle import DataBundle, DataMeta
@@ -31,6 +31,7 @@ from dlab.errors import (
 from dlab.recipe import Recipe, TrainConfig, format_validation_error, load_recipe
 from dlab.runs import RunDir
 from dlab.tasks import task_of
+from dlab.training import distributed
 from dlab.training.callbacks import Callback
 from dlab.training.checkpoint import load_weights, save_weights
 from dlab.training.state import seed_everything
@@ -194,7 +195,7 @@ class Run:
         from dlab.data.tokenizers import EOS, PAD
 
         task_of(self.meta).require("translate")
-        limit = int(self.meta.extra.get("max_length", 64))
+        limit = int(self.meta.details.max_length or 64)
         tokenizer = self.tokenizer
         source, _ = pad_sequences([tokenizer.encode(t)[:limit] or [EOS] for t in texts], PAD, limit)
         outputs = (
@@ -252,7 +253,7 @@ class Run:
         tokenizer = self.tokenizer
         if tokenizer is None:
             raise RunError(f"{self.path}: a text model without tokenizer.json; retrain it")
-        limit = int(self.meta.extra.get("max_length", 512))
+        limit = int(getattr(self.meta.details, "max_length", None) or 512)
         ids = [tokenizer.encode(t, specials=True)[:limit] or [UNK] for t in texts]
         return pad_sequences(ids, tokenizer.pad_id or 0, limit)[0]
 
@@ -331,8 +332,7 @@ def train(
             trainer.resume(checkpoint)
         if not main:  # rank 0 keeps the run folder; the others only train
             trainer.fit()
-            if trainer.sharded:  # and send their slices of the final weights to rank 0
-                distributed.full_model_state(trainer.model)
+            trainer.strategy.full_weights(trainer.model)  # FSDP: send rank 0 the slices
             return Run(run_dir)
         run_dir.update_meta(
             status="running",

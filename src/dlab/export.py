@@ -74,8 +74,11 @@ def _dynamic(meta: Any, args: tuple) -> tuple[tuple, dict[str, dict[int, str]]]:
     batch = torch.export.Dim("batch")
     names = input_names(meta)
     if meta.input_kind == "tokens":
+        details = meta.details
         longest = int(
-            meta.extra.get("max_length") or meta.extra.get("block_size") or args[0].shape[1]
+            getattr(details, "max_length", None)
+            or getattr(details, "block_size", None)
+            or args[0].shape[1]
         )
         length = torch.export.Dim("length", max=max(longest, 2))
         if len(names) == 2:  # source and target of a seq2seq model

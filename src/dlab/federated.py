@@ -174,15 +174,22 @@ def _model(fed: _Federation, arrays: Any) -> nn.Module:
     return model
 
 
-def _local_config(fed: _Federation) -> Any:
-    """The recipe's training section for one round of local epochs."""
-    return fed.recipe.train.model_copy(
+def _local_config(fed: _Federation, steps_per_epoch: int) -> Any:
+    """The recipe's training section for one round of local epochs (a DP-SGD budget spans all
+    the rounds)."""
+    train = fed.recipe.train
+    privacy = train.privacy
+    if privacy is not None:
+        rounds = fed.settings.rounds * fed.settings.local_epochs * steps_per_epoch
+        privacy = privacy.model_copy(update={"steps": rounds})
+    return train.model_copy(
         update={
             "epochs": fed.settings.local_epochs,
             "max_steps": None,
             "early_stopping": None,
             "checkpoint_every": 10**9,
             "log_every": 10**9,
+            "privacy": privacy,
         }
     )
 
@@ -198,7 +205,7 @@ def _client_train(fed: _Federation, msg: Any, context: Any) -> Any:
     server_round = int(msg.content["config"].get("server-round", 1))
     train, _, count = _client_data(fed, client, server_round)
     model = _model(fed, msg.content["arrays"])
-    config = _local_config(fed)
+    config = _local_config(fed, len(train))
     loss = LOSSES.build(config.loss)
     if fed.settings.strategy == "fedprox":
         loss = ProximalLoss(loss, model, float(msg.content["config"].get("proximal-mu", 0.0)))
@@ -211,7 +218,6 @@ def _client_train(fed: _Federation, msg: Any, context: Any) -> Any:
         seed=train.seed,
         progress=False,
         loss=loss,
-        privacy_steps=fed.settings.rounds * fed.settings.local_epochs * len(train),
     )
     if trainer.privacy is not None and "privacy" in context.state:
         trainer.privacy.load_state_dict(json.loads(context.state["privacy"]["history"]))

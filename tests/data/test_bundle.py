@@ -81,4 +81,4 @@ def test_normalisation_uses_training_statistics_only():
         float(bundle.test.inputs.mean()) > 3
     )  # the test split is standardised with train statistics
     assert bundle.val is None and bundle.meta.sizes == {"train": 200, "test": 50}
-    assert bundle.meta.extra["dark_background"] is True
+    assert bundle.meta.details.dark_background is True

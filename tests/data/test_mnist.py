@@ -34,7 +34,7 @@ def test_real_mnist_splits_and_label_counts(real_data_dir):
     # the classic statistics, computed on the training split only
     assert meta.mean[0] == pytest.approx(0.1307, abs=2e-3)
     assert meta.std[0] == pytest.approx(0.3081, abs=2e-3)
-    assert meta.extra["dark_background"] is True
+    assert meta.details.dark_background is True
     assert float(bundle.train.inputs.mean()) == pytest.approx(0.0, abs=1e-4)
 
 

@@ -20,7 +20,7 @@ def data_config(**fields):
 @pytest.mark.shared_data
 def test_tinyshakespeare_like_nanogpt(real_data_dir):
     bundle = build(data_config(name="tinyshakespeare", block_size=64), seed=0)
-    assert bundle.meta.extra["vocab_size"] == 65 and bundle.tokenizer.vocab_size == 65
+    assert bundle.meta.details.vocab_size == 65 and bundle.tokenizer.vocab_size == 65
     assert bundle.meta.sizes == {"train": 1_003_854, "val": 111_540}
     assert bundle.meta.task == "language_model" and bundle.test is None
     x, y = next(bundle.train.epoch(0))
@@ -60,7 +60,7 @@ def test_text_file_with_bpe_and_errors(tmp_path):
         ),
         seed=0,
     )
-    assert bundle.meta.extra["tokenizer"] == "bpe"
+    assert bundle.meta.details.tokenizer == "bpe"
     x, _ = next(bundle.train.epoch(0))
     assert "upon a time" in bundle.tokenizer.decode(
         x[0].tolist()
@@ -86,7 +86,7 @@ def test_multi30k_pairs(real_data_dir):
     assert torch.equal(
         target_in[:, 1:][inside], target_out[:, :-1][inside]
     )  # teacher forcing: shifted by one
-    assert bundle.meta.extra["source"] == "en" and bundle.meta.task == "seq2seq"
+    assert bundle.meta.details.source == "en" and bundle.meta.task == "seq2seq"
 
 
 def test_pairs_tsv_missing_tab(tmp_path):
@@ -105,13 +105,13 @@ def test_pairs_tsv_missing_tab(tmp_path):
 def test_series_windows_and_splits(real_data_dir):
     bundle = build(data_config(name="sunspots", window=12, horizon=3, scale="none"), seed=0)
     meta = bundle.meta
-    assert meta.extra["steps"] == {"train": 216, "val": 31, "test": 62}  # 309 years, 70/10/20
+    assert meta.details.steps == {"train": 216, "val": 31, "test": 62}  # 309 years, 70/10/20
     x, y = bundle.train.sample_batch()
     assert x.shape == (32, 12, 1) and y.shape == (32, 3)
     raw = np.loadtxt(real_data_dir / "timeseries" / "sunspots.csv", delimiter=",", skiprows=1)[:, 1]
     np.testing.assert_allclose(x[0, :, 0].numpy(), raw[:12])  # window 0 = years 1700..1711
     np.testing.assert_allclose(y[0].numpy(), raw[12:15])  # it forecasts 1712..1714
-    assert meta.extra["naive_mae"]["test"] > 0
+    assert meta.details.naive_mae["test"] > 0
 
 
 def test_scaling_never_sees_the_future(tmp_path):
@@ -125,7 +125,7 @@ def test_scaling_never_sees_the_future(tmp_path):
         bundle = build(
             data_config(name="csv_series", path=str(path), column="v", window=10), seed=0
         )
-        return bundle.train.inputs, bundle.meta.extra["shift"]
+        return bundle.train.inputs, bundle.meta.details.shift
 
     a, shift_a = train_inputs(values)
     b, shift_b = train_inputs(future_changed)

@@ -44,8 +44,8 @@ def loss_of(meta, outputs, targets):
 
 def expected_shape(meta, batch):
     if meta.task in ("language_model", "seq2seq"):
-        return (batch, meta.input_shape[0], meta.extra["vocab_size"])
-    return (batch, meta.extra.get("horizon", 1) if meta.task == "regression" else meta.num_classes)
+        return (batch, meta.input_shape[0], meta.details.vocab_size)
+    return (batch, meta.details.horizon if meta.task == "regression" else meta.num_classes)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -255,7 +255,7 @@ def test_cached_greedy_decoding_equals_full_recomputation():
     model.eval()
     (source, _), _ = example_batch(meta, batch=5)
     memory, padding = model.encode(source)
-    prefix = torch.full((5, 1), meta.extra["bos_id"])
+    prefix = torch.full((5, 1), meta.details.bos_id)
     for _ in range(10):  # the textbook loop: rerun the decoder over the whole prefix each step
         next_token = model.decode(prefix, memory, padding)[:, -1].argmax(-1, keepdim=True)
         prefix = torch.cat([prefix, next_token], dim=1)
@@ -282,14 +282,14 @@ def test_recurrent_models_adapt_to_every_input_kind():
             task="regression",
             input_kind="series",
             input_shape=(12, 2),
-            extra={"horizon": 3},
+            details={"horizon": 3},
         ),
         "language model": DataMeta(
             "text",
             task="language_model",
             input_kind="tokens",
             input_shape=(16,),
-            extra={"vocab_size": 30},
+            details={"vocab_size": 30},
         ),
     }
     for kind, meta in metas.items():

@@ -88,7 +88,7 @@ def test_tiny_t5_created_locally_trains_as_seq2seq_with_lora(tmp_path):
         task="seq2seq",
         input_kind="tokens",
         input_shape=(12,),
-        extra={"vocab_size": 60, "pad_id": 0},
+        details={"vocab_size": 60, "pad_id": 0},
     )
     section = from_dict(
         {
@@ -130,7 +130,7 @@ def test_smollm2_generates_offline():
         task="language_model",
         input_kind="tokens",
         input_shape=(64,),
-        extra={"vocab_size": tokenizer.vocab_size},
+        details={"vocab_size": tokenizer.vocab_size},
     )
     model = build(
         from_dict(

@@ -17,8 +17,8 @@ import yaml
 from conftest import dlab_command
 from numerics import assert_within_measured_drift
 
-from dlab import distributed
 from dlab.errors import DlabError
+from dlab.training import distributed
 
 RECIPE = {
     "name": "ddp_cnn",

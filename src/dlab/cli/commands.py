@@ -60,7 +60,7 @@ def _train_in_processes(
     quiet: bool,
 ) -> None:
     """The same command in N processes under torchrun, which stops all of them if one fails."""
-    from dlab import distributed
+    from dlab.training import distributed
 
     argv = ["train", *([recipe] if recipe else [])]
     for item in overrides:

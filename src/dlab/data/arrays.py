@@ -50,16 +50,19 @@ def as_bundle(data: Any, val_data: Any, batch_size: int, seed: int, loss: str | 
         raise DlabError(f"fit: {len(x)} inputs but {len(y)} targets")
     num_classes = int(y.max()) + 1 if classification else None
     tokens = not x.is_floating_point()
+    language_model = classification and y.ndim == 2
     meta = DataMeta(
         dataset="arrays",
         task="language_model"
-        if classification and y.ndim == 2
+        if language_model
         else ("classification" if classification else "regression"),
         input_kind="tokens" if tokens else ("image" if x.ndim == 4 else "vector"),
         input_shape=tuple(x.shape[1:]),
         num_classes=num_classes,
         classes=[str(i) for i in range(num_classes)] if num_classes else None,
         sizes={"train": len(x)},
+        # token ids: the vocabulary is every id seen, in the inputs and (next tokens) targets
+        details={"vocab_size": _vocabulary(x, y, language_model)} if tokens else None,
     )
     val = None
     if val_data is not None:
@@ -67,3 +70,10 @@ def as_bundle(data: Any, val_data: Any, batch_size: int, seed: int, loss: str | 
         val = TensorLoader(vx, vy, max(batch_size, 256))
         meta.sizes["val"] = len(vx)
     return DataBundle(TensorLoader(x, y, batch_size, shuffle=True, seed=seed), val, None, meta)
+
+
+def _vocabulary(x: torch.Tensor, y: torch.Tensor, targets_are_tokens: bool) -> int:
+    largest = int(x.max()) if len(x) else 0
+    if targets_are_tokens and len(y):
+        largest = max(largest, int(y.max()))
+    return largest + 1

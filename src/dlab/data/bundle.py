@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import numpy as np
@@ -14,10 +14,15 @@ Batch = tuple[Any, Any]
 
 @dataclass
 class DataMeta:
-    """What a model needs to know about its data, saved with every run (meta.json)."""
+    """What a model needs to know about its data, saved with every run (meta.json).
+
+    `details` holds what only the task needs (vocabulary size and pad id for token tasks,
+    horizon and scale for forecasts, ...), typed by the task (`dlab.tasks.<task>.Details`); a
+    plain dict given here is checked against that type.
+    """
 
     dataset: str
-    task: str = "classification"  # classification | regression | language_model | seq2seq
+    task: str = "classification"  # a registered task: `dlab list tasks`
     input_kind: str = "image"  # image | vector | tokens | series
     input_shape: tuple[int, ...] = ()
     num_classes: int | None = None
@@ -25,19 +30,27 @@ class DataMeta:
     sizes: dict[str, int] = field(default_factory=dict)
     mean: list[float] | None = None  # per-channel statistics of the training split
     std: list[float] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    details: Any = None
+
+    def __post_init__(self) -> None:
+        from dlab.tasks import task_of
+
+        self.details = task_of(self.task).details(self.details)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for meta.json."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["input_shape"] = list(self.input_shape)
+        data["details"] = self.details.model_dump(mode="json", exclude_defaults=True)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DataMeta:
-        """Inverse of to_json."""
+        """Inverse of to_json; also reads meta.json written before the details were typed."""
         data = dict(data)
         data["input_shape"] = tuple(data.get("input_shape", ()))
+        if "extra" in data:  # before 2026-12: an untyped dict of the same fields
+            data["details"] = data.pop("extra")
         return cls(**data)
 
 
@@ -157,7 +170,7 @@ class ArraySplits:
     val: tuple[np.ndarray, np.ndarray] | None = None  # an official validation split, if any
     classes: list[str] | None = None
     input_kind: str = "image"
-    extra: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # the classification task's Details
 
 
 def split_off(x: np.ndarray, y: np.ndarray, size: float, seed: int, stratify: bool = True):
@@ -220,12 +233,12 @@ def finish(splits: ArraySplits, config: Any, dataset: str, seed: int) -> DataBun
         if pair is not None
     }
     x_train = tensors["train"][0]
-    extra = dict(splits.extra)
+    details = dict(splits.details)
     if splits.input_kind == "image" and x_train.shape[1] == 1:
         border = torch.cat(
             [x_train[:, 0, 0], x_train[:, 0, -1], x_train[:, 0, :, 0], x_train[:, 0, :, -1]], dim=1
         )
-        extra["dark_background"] = bool(
+        details["dark_background"] = bool(
             border.mean() < 0.5
         )  # lets predict invert a dark-on-light drawing
     mean = std = None
@@ -249,7 +262,7 @@ def finish(splits: ArraySplits, config: Any, dataset: str, seed: int) -> DataBun
         sizes={name: len(pair[1]) for name, pair in tensors.items()},
         mean=mean,
         std=std,
-        extra=extra,
+        details=details,
     )
     from dlab.data.augment import build_augment
 

@@ -121,7 +121,7 @@ def _match_background(array: np.ndarray, meta: DataMeta, invert: str) -> np.ndar
         return array
     if invert == "always":
         return 1.0 - array
-    trained_dark = meta.extra.get("dark_background")
+    trained_dark = getattr(meta.details, "dark_background", None)
     if trained_dark is None or array.shape[0] != 1:
         return array
     image = array[0]

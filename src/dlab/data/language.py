@@ -81,7 +81,7 @@ def build_language_bundle(
         input_shape=(config.block_size,),
         num_classes=tokenizer.vocab_size,
         sizes={name: len(tokens) for name, tokens in streams.items()},
-        extra={
+        details={
             "vocab_size": tokenizer.vocab_size,
             "block_size": config.block_size,
             "tokenizer": tokenizer.kind,

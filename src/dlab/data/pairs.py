@@ -92,7 +92,7 @@ def build_pairs_bundle(
         input_shape=(limit,),
         num_classes=tokenizer.vocab_size,
         sizes={name: len(pair[0]) for name, pair in splits.items()},
-        extra={
+        details={
             "vocab_size": tokenizer.vocab_size,
             "pad_id": PAD,
             "bos_id": BOS,

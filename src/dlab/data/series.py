@@ -3,7 +3,7 @@
 The series is split by time (train, then val, then test); the scaler is fitted on the training
 part alone, and a window belongs to a split only if every point it predicts lies in that split,
 so nothing from the future leaks into training. Batches are (inputs (B, window, features),
-targets (B, horizon)) in scaled units; meta.extra holds the scaler to undo it.
+targets (B, horizon)) in scaled units; meta.details holds the scaler to undo it.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def windows_bundle(
         input_kind="series",
         input_shape=(config.window, values.shape[1]),
         sizes={name: len(pair[1]) for name, pair in tensors.items()},
-        extra={
+        details={
             "horizon": config.horizon,
             "columns": columns,
             "target_index": target,
@@ -275,5 +275,5 @@ def build_csv_series(config: CsvSeriesConfig, seed: int = 0) -> DataBundle:
 
 def naive_baseline(meta: DataMeta, split: str = "test") -> float:
     """Mean absolute error of forecasting 'the last value seen', in the series' units."""
-    value = meta.extra["naive_mae"].get(split)
+    value = meta.details.naive_mae.get(split)
     return float("nan") if value is None else value

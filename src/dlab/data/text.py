@@ -111,7 +111,7 @@ def build_text_bundle(
         num_classes=len(classes),
         classes=classes,
         sizes={name: len(pair[0]) for name, pair in splits.items()},
-        extra={
+        details={
             "vocab_size": tokenizer.vocab_size,
             "pad_id": tokenizer.pad_id,
             "max_length": config.max_length,

@@ -23,7 +23,7 @@ LM_META = DataMeta(
     input_kind="tokens",
     input_shape=(32,),
     num_classes=65,
-    extra={"vocab_size": 65, "block_size": 32},
+    details={"vocab_size": 65, "block_size": 32},
 )
 
 
@@ -129,6 +129,4 @@ class GPT(nn.Module):
     tasks=("language_model",),
 )
 def build_gpt(config: GPTConfig, meta: DataMeta) -> GPT:
-    return GPT(
-        meta.extra["vocab_size"], config.block_size or meta.extra.get("block_size", 256), config
-    )
+    return GPT(meta.details.vocab_size, config.block_size or meta.details.block_size or 256, config)

@@ -127,7 +127,7 @@ def build_pretrained(config: PretrainedConfig, meta: DataMeta) -> Pretrained:
     model = getattr(transformers, task.hf_auto_class).from_pretrained(local.folder, **kwargs)
     model_type = model.config.model_type
     if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = meta.extra.get("pad_id", 0)
+        model.config.pad_token_id = getattr(meta.details, "pad_id", None) or 0
     if config.lora is not None:
         from peft import LoraConfig, get_peft_model
 
@@ -147,6 +147,12 @@ def build_pretrained(config: PretrainedConfig, meta: DataMeta) -> Pretrained:
     return Pretrained(
         model,
         task,
-        int(meta.extra.get("pad_id", model.config.pad_token_id or 0)),
+        int(_pad_id(meta, model.config.pad_token_id or 0)),
         config.lora is not None,
     )
+
+
+def _pad_id(meta: DataMeta, default: int) -> int:
+    """The data's padding id, or the model's when the data never pads."""
+    pad = getattr(meta.details, "pad_id", None)
+    return default if pad is None else pad

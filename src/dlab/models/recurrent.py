@@ -54,11 +54,11 @@ class Recurrent(nn.Module):
         task = task_of(meta)
         self.kind, self.verbs = meta.input_kind, task.verbs
         self.every = config.outputs == "every" or task.predicts_every_step
-        self.pad_id = meta.extra.get("pad_id")
+        self.pad_id = getattr(meta.details, "pad_id", None)
         self.exporting = False  # set by dlab.export: the trace-friendly path for padded tokens
         if self.kind == "tokens":
             self.embed = nn.Embedding(
-                meta.extra["vocab_size"], config.embedding, padding_idx=self.pad_id
+                meta.details.vocab_size, config.embedding, padding_idx=self.pad_id
             )
             features = config.embedding
         elif self.kind == "image":

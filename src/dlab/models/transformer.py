@@ -26,7 +26,7 @@ TEXT_META = DataMeta(
     input_shape=(32,),
     num_classes=2,
     classes=["neg", "pos"],
-    extra={"vocab_size": 100, "pad_id": 0, "max_length": 32},
+    details={"vocab_size": 100, "pad_id": 0, "max_length": 32},
 )
 PAIRS_META = DataMeta(
     dataset="pairs",
@@ -34,7 +34,7 @@ PAIRS_META = DataMeta(
     input_kind="tokens",
     input_shape=(24,),
     num_classes=60,
-    extra={"vocab_size": 60, "pad_id": 0, "bos_id": 2, "eos_id": 3, "max_length": 24},
+    details={"vocab_size": 60, "pad_id": 0, "bos_id": 2, "eos_id": 3, "max_length": 24},
 )
 
 
@@ -113,12 +113,12 @@ class TransformerClassifier(nn.Module):
 def build_transformer_classifier(
     config: TransformerClassifierConfig, meta: DataMeta
 ) -> TransformerClassifier:
-    extra = meta.extra
+    details = meta.details
     return TransformerClassifier(
-        extra["vocab_size"],
+        details.vocab_size,
         meta.num_classes,
-        extra.get("max_length", 512),
-        extra.get("pad_id", 0),
+        details.max_length or 512,
+        details.pad_id if details.pad_id is not None else 0,
         config,
     )
 
@@ -314,7 +314,7 @@ class Seq2SeqTransformer(nn.Module):
     tasks=("seq2seq",),
 )
 def build_seq2seq(config: Seq2SeqConfig, meta: DataMeta) -> Seq2SeqTransformer:
-    e = meta.extra
+    d = meta.details
     return Seq2SeqTransformer(
-        e["vocab_size"], e.get("max_length", 128), e["pad_id"], e["bos_id"], e["eos_id"], config
+        d.vocab_size, d.max_length or 128, d.pad_id, d.bos_id, d.eos_id, config
     )

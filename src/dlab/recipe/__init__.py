@@ -215,6 +215,12 @@ class Privacy(Section):
     max_grad_norm: float = Field(
         1.0, gt=0, description="each sample's gradient is clipped to this L2 norm"
     )
+    steps: int | None = Field(
+        None,
+        ge=1,
+        description="optimizer steps the budget spans (default: the run's own; a federated "
+        "client's budget spans all its rounds)",
+    )
 
 
 class TrainConfig(Section):

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dlab.errors import InputError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from dlab.errors import DataError, InputError
 from dlab.registry import TASKS
 
 if TYPE_CHECKING:
@@ -27,10 +29,28 @@ if TYPE_CHECKING:
 COMMANDS = {"predict": "dlab predict", "generate": "dlab generate", "translate": "dlab generate"}
 
 
+class Details(BaseModel):
+    """What a task needs to know about its data beyond shapes and classes (typed, per task);
+    saved in meta.json with the rest of the data's metadata."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tokens(Details):
+    """Token ids in, for every task that reads text."""
+
+    vocab_size: int
+    pad_id: int | None = None  # padding id (None: sequences are never padded)
+    max_length: int | None = None  # the longest sequence the data was cut to
+    tokenizer: str | None = None  # the tokenizer's kind (char, bpe, ...)
+
+
 class Task:
     """The interface every task implements; subclasses set the class attributes."""
 
     name: ClassVar[str]
+    # the typed details of this task's data (DataMeta.details)
+    Details: ClassVar[type[Details]] = Details
     # the metrics that summarise a run of this task, in the order they are shown
     headline: ClassVar[tuple[str, ...]]
     # what `dlab.fit` tracks per epoch when the caller names no metrics
@@ -51,6 +71,22 @@ class Task:
     padded_inputs: ClassVar[bool] = True
     # the names of the model's inputs when it takes more than one tensor (ONNX export)
     input_names: ClassVar[tuple[str, ...]] = ()
+
+    def details(self, value: Details | dict[str, Any] | None) -> Details:
+        """`value` as this task's typed details; a one-line DataError names a wrong field."""
+        if isinstance(value, self.Details):
+            return value
+        if isinstance(value, Details):
+            value = value.model_dump()
+        try:
+            return self.Details.model_validate(value or {})
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            field = ".".join(str(p) for p in problem["loc"]) or "details"
+            raise DataError(
+                f"data details of a {self.name} task: {field}: {problem['msg']} "
+                f"(known: {', '.join(self.Details.model_fields) or 'none'})"
+            ) from None
 
     def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
         """The task's report on `split` of `bundle` (what `dlab evaluate` prints and saves)."""

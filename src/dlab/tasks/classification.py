@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dlab.tasks import Task, register
+from dlab.tasks import Details, Task, register
 from dlab.training.metrics import classification_report, predict_all
 
 if TYPE_CHECKING:
@@ -19,11 +19,22 @@ if TYPE_CHECKING:
     from dlab.report.sections import Section
 
 
+class ClassificationDetails(Details):
+    """Images: how the training digits were drawn; texts: their token ids."""
+
+    dark_background: bool | None = None  # single-channel images: light strokes on dark
+    vocab_size: int | None = None
+    pad_id: int | None = None
+    max_length: int | None = None
+    tokenizer: str | None = None
+
+
 @register
 class Classification(Task):
     """One label per input: accuracy, per-class F1 and a confusion matrix."""
 
     name = "classification"
+    Details = ClassificationDetails
     headline = ("accuracy", "macro_f1", "loss")
     fit_metrics = ("accuracy",)
     scores_accuracy = True
@@ -41,10 +52,11 @@ class Classification(Task):
 
     def example_batch(self, meta: DataMeta, batch: int, generator: torch.Generator) -> Batch:
         if meta.input_kind == "tokens":
-            extra, length = meta.extra, meta.input_shape[0]
-            low = 4 if "pad_id" in extra else 0  # keep clear of the special ids
-            inputs = torch.randint(low, extra["vocab_size"], (batch, length), generator=generator)
-            inputs[batch // 2 :, length // 2 :] = extra.get("pad_id", 0)  # half the batch padded
+            details, length = meta.details, meta.input_shape[0]
+            pad = details.pad_id
+            low = 4 if pad is not None else 0  # keep clear of the special ids
+            inputs = torch.randint(low, details.vocab_size, (batch, length), generator=generator)
+            inputs[batch // 2 :, length // 2 :] = pad or 0  # half the batch padded
         else:
             inputs = torch.randn(batch, *meta.input_shape, generator=generator)
         return inputs, torch.randint(0, meta.num_classes, (batch,), generator=generator)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dlab.registry import LOSSES
-from dlab.tasks import Task, register
+from dlab.tasks import Task, Tokens, register
 from dlab.training.metrics import build_metrics, evaluate
 
 if TYPE_CHECKING:
@@ -35,11 +35,19 @@ def token_report(run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
     return report
 
 
+class LanguageModelDetails(Tokens):
+    """A stream of tokens cut into blocks."""
+
+    block_size: int | None = None  # the context the data was cut to
+    characters: int | None = None  # the length of the raw text
+
+
 @register
 class LanguageModel(Task):
     """Next-token prediction: perplexity, token accuracy and generated text."""
 
     name = "language_model"
+    Details = LanguageModelDetails
     headline = ("perplexity", "loss", "accuracy")
     fit_metrics = ("accuracy",)
     scores_accuracy = True
@@ -55,12 +63,12 @@ class LanguageModel(Task):
         return report
 
     def output_size(self, meta: DataMeta) -> int:
-        return meta.extra["vocab_size"]
+        return meta.details.vocab_size
 
     def example_batch(self, meta: DataMeta, batch: int, generator: torch.Generator) -> Batch:
         length = meta.input_shape[0]
         shape = (batch, length + 1)
-        tokens = torch.randint(0, meta.extra["vocab_size"], shape, generator=generator)
+        tokens = torch.randint(0, meta.details.vocab_size, shape, generator=generator)
         return tokens[:, :-1], tokens[:, 1:]  # the target is the input shifted by one
 
     def report_sections(self) -> list[Section]:

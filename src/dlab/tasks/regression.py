@@ -10,8 +10,9 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import Field
 
-from dlab.tasks import Task, register
+from dlab.tasks import Details, Task, register
 from dlab.training.metrics import to_device
 
 if TYPE_CHECKING:
@@ -22,17 +23,41 @@ if TYPE_CHECKING:
     from dlab.report.sections import Section
 
 
+class RegressionDetails(Details):
+    """A forecast's horizon and the scaling that turns model units back into the series'."""
+
+    horizon: int = 1  # steps predicted at once
+    columns: list[str] = Field(
+        default_factory=list
+    )  # the series' columns, the target first among equals
+    target_index: int = 0  # which column is forecast
+    scale: str | None = None  # how the columns were scaled (recipe data.scale)
+    shift: list[float] = Field(default_factory=list)  # per column: value = scaled * spread + shift
+    spread: list[float] = Field(default_factory=list)
+    naive_mae: dict[str, float] = Field(
+        default_factory=dict
+    )  # per split: MAE of repeating the last value
+    steps: dict[str, int] = Field(default_factory=dict)  # time steps per split
+
+    def unscale(self) -> tuple[float, float]:
+        """(spread, shift) of the target column (1, 0 when the data was not scaled)."""
+        if not self.spread:
+            return 1.0, 0.0
+        return self.spread[self.target_index], self.shift[self.target_index]
+
+
 @register
 class Regression(Task):
     """Numbers out (forecasts): MAE and RMSE in the target's units, skill over the naive forecast."""
 
     name = "regression"
+    Details = RegressionDetails
     headline = ("mae", "rmse", "naive_mae", "skill")
     fit_metrics = ("mae",)
 
     def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
-        extra = bundle.meta.extra
-        spread = extra["spread"][extra["target_index"]]
+        details = bundle.meta.details
+        spread = details.unscale()[0]
         errors = []
         with torch.no_grad():
             for inputs, targets in bundle.loader(split).epoch(0):
@@ -41,18 +66,18 @@ class Regression(Task):
                 )
         error = torch.cat(errors)
         mae = float(error.abs().mean())
-        naive = extra["naive_mae"].get(split, math.nan)
+        naive = details.naive_mae.get(split, math.nan)
         return {
             "samples": len(error),
             "mae": mae,
             "rmse": float(error.pow(2).mean().sqrt()),
             "naive_mae": naive,
             "skill": 1 - mae / naive if naive else math.nan,
-            "horizon": extra["horizon"],
+            "horizon": details.horizon,
         }
 
     def output_size(self, meta: DataMeta) -> int:
-        return meta.extra.get("horizon", 1)
+        return meta.details.horizon
 
     def example_batch(self, meta: DataMeta, batch: int, generator: torch.Generator) -> Batch:
         inputs = torch.randn(batch, *meta.input_shape, generator=generator)
@@ -73,12 +98,8 @@ def forecast(ctx: ReportContext) -> str | None:
 
     if ctx.data_meta.input_kind != "series":
         return None
-    extra = ctx.data_meta.extra
-    target, spread, shift = (
-        extra["target_index"],
-        extra["spread"][extra["target_index"]],
-        extra["shift"][extra["target_index"]],
-    )
+    details = ctx.data_meta.details
+    target, (spread, shift) = details.target_index, details.unscale()
     actual, predicted, naive = [], [], []
     with torch.no_grad():
         for x, y in ctx.bundle.loader(ctx.split).epoch(0):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from dlab.errors import DataError
-from dlab.tasks import Task, register
+from dlab.tasks import Task, Tokens, register
 from dlab.tasks.language_model import token_report
 
 if TYPE_CHECKING:
@@ -48,11 +48,21 @@ def translation_report(
     }
 
 
+class Seq2SeqDetails(Tokens):
+    """Source and target sentences in one vocabulary, framed by begin/end ids."""
+
+    bos_id: int | None = None
+    eos_id: int | None = None
+    source: str | None = None  # the languages, e.g. en -> fr
+    target: str | None = None
+
+
 @register
 class Seq2Seq(Task):
     """Sentence pairs (translation): BLEU of beam-search output, perplexity and token accuracy."""
 
     name = "seq2seq"
+    Details = Seq2SeqDetails
     headline = ("bleu", "perplexity", "loss", "accuracy")
     fit_metrics = ("accuracy",)
     scores_accuracy = True
@@ -65,14 +75,14 @@ class Seq2Seq(Task):
         return {**token_report(run, bundle, split), **translation_report(run, bundle, split)}
 
     def output_size(self, meta: DataMeta) -> int:
-        return meta.extra["vocab_size"]
+        return meta.details.vocab_size
 
     def example_batch(self, meta: DataMeta, batch: int, generator: torch.Generator) -> Batch:
-        extra, length = meta.extra, meta.input_shape[0]
-        source = torch.randint(4, extra["vocab_size"], (batch, length), generator=generator)
-        target = torch.randint(4, extra["vocab_size"], (batch, length), generator=generator)
-        source[batch // 2 :, length // 2 :] = extra["pad_id"]  # half the sources are padded
-        target_in = torch.cat([torch.full((batch, 1), extra["bos_id"]), target[:, :-1]], dim=1)
+        details, length = meta.details, meta.input_shape[0]
+        source = torch.randint(4, details.vocab_size, (batch, length), generator=generator)
+        target = torch.randint(4, details.vocab_size, (batch, length), generator=generator)
+        source[batch // 2 :, length // 2 :] = details.pad_id  # half the sources are padded
+        target_in = torch.cat([torch.full((batch, 1), details.bos_id), target[:, :-1]], dim=1)
         return (source, target_in), target
 
     def report_sections(self) -> list[Section]:

@@ -239,7 +239,7 @@ class EarlyStopping(Callback):
         """On disk when there is a run folder; in memory without one, and on every rank of a job."""
         if trainer.out_dir is not None and trainer.main and not trainer.sharded:
             save_weights(trainer.model, trainer.out_dir / "best.safetensors")
-        if trainer.out_dir is None or trainer.dist is not None:
+        if trainer.out_dir is None or trainer.strategy.world > 1:
             self._best_weights = {
                 k: v.detach().clone() for k, v in trainer.model.state_dict().items()
             }
