@@ -312,6 +312,23 @@ def test_recurrent_models_adapt_to_every_input_kind():
     )  # the seed's per-step GRU, output size 10
 
 
+def test_every_model_of_a_multi_step_forecast_predicts_every_step():
+    """A forecast of 3 steps needs 3 outputs, from the MLP as much as from the GRU (the MLP
+    once emitted 1 and failed at the first metric update)."""
+    from dlab.data.bundle import DataMeta
+
+    meta = DataMeta(
+        "sunspots",
+        task="regression",
+        input_kind="series",
+        input_shape=(12, 2),
+        details={"horizon": 3},
+    )
+    for name in ("mlp", "gru", "lstm"):
+        model = build(from_dict({"data": {"name": "mnist"}, "model": {"name": name}}).model, meta)
+        assert tuple(model(torch.randn(5, 12, 2)).shape) == (5, 3), name
+
+
 def test_sampling_rules():
     logits = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     assert int(sample_next(logits, temperature=0)) == 3

@@ -17,6 +17,7 @@ from dlab.data.bundle import DataMeta
 from dlab.models.layers import activation
 from dlab.recipe import ModelConfig
 from dlab.registry import MODELS
+from dlab.tasks import task_of
 
 
 class CNNConfig(ModelConfig):
@@ -118,7 +119,7 @@ def build_cnn(config: CNNConfig, meta: DataMeta) -> CNN:
         raise RecipeError(
             f"model.name: cnn needs (channels, height, width) images; {meta.dataset} gives shape {meta.input_shape}"
         )
-    return CNN(meta.input_shape, meta.num_classes or 1, config)
+    return CNN(meta.input_shape, task_of(meta).output_size(meta), config)
 
 
 CIFAR_META = DataMeta(
@@ -179,4 +180,4 @@ def build_lenet(config: LeNetConfig, meta: DataMeta) -> LeNet:
         raise RecipeError(
             f"model.name: lenet needs images of at least 16×16; {meta.dataset} gives {meta.input_shape}"
         )
-    return LeNet(meta.input_shape, meta.num_classes or 1, config)
+    return LeNet(meta.input_shape, task_of(meta).output_size(meta), config)

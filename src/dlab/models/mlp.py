@@ -13,6 +13,7 @@ from dlab.data.bundle import DataMeta
 from dlab.models.layers import activation
 from dlab.recipe import ModelConfig
 from dlab.registry import MODELS
+from dlab.tasks import task_of
 
 
 class MLPConfig(ModelConfig):
@@ -59,4 +60,4 @@ class MLP(nn.Module):
 )
 def build_mlp(config: MLPConfig, meta: DataMeta) -> MLP:
     """An MLP over the flattened input."""
-    return MLP(math.prod(meta.input_shape), meta.num_classes or 1, config)
+    return MLP(math.prod(meta.input_shape), task_of(meta).output_size(meta), config)

@@ -18,6 +18,7 @@ from dlab.data.bundle import DataMeta
 from dlab.models.cnn import CIFAR_META
 from dlab.recipe import ModelConfig
 from dlab.registry import MODELS
+from dlab.tasks import task_of
 
 
 class ResNetConfig(ModelConfig):
@@ -99,4 +100,4 @@ def build_resnet(config: ResNetConfig, meta: DataMeta) -> ResNet:
         raise RecipeError(
             f"model.name: resnet needs (channels, height, width) images; {meta.dataset} gives {meta.input_shape}"
         )
-    return ResNet(meta.input_shape[0], meta.num_classes or 1, config)
+    return ResNet(meta.input_shape[0], task_of(meta).output_size(meta), config)
