@@ -390,6 +390,7 @@ def finish_run(
     """Weights, metrics, the centralised comparison, the test evaluation and the report."""
     from dlab import models
     from dlab.api import Run, train
+    from dlab.runs import completed
     from dlab.training.checkpoint import save_weights
 
     settings, recipe = fed.settings, fed.recipe
@@ -404,15 +405,9 @@ def finish_run(
     )
     trained = sum(len(p) for p in fed.parts) * (1 - LOCAL_VALIDATION)
     passes = settings.fraction * settings.rounds * settings.local_epochs
-    summary: dict[str, Any] = {
-        "status": "completed",
-        "stop_reason": "completed",
-        "epochs": settings.rounds,
-        "train_seconds": round(seconds, 3),
-        "samples_per_s": round(trained * passes / seconds, 1),
-        "final": numeric[-1],
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    summary = completed(
+        epochs=settings.rounds, seconds=seconds, samples=trained * passes, final=numeric[-1]
+    )
     if settings.central:  # the same recipe on all the data, for as many passes over it
         epochs = settings.rounds * settings.local_epochs
         central = train(

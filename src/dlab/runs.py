@@ -19,7 +19,9 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dlab._io import atomic_write_json, atomic_write_text, read_json
 from dlab.data.bundle import DataMeta
@@ -28,6 +30,69 @@ from dlab.recipe import Recipe, from_dict, parse_yaml
 from dlab.training.checkpoint import CheckpointStore
 
 RUNS_DIR_ENV = "DLAB_RUNS_DIR"
+
+Status = Literal["created", "running", "completed", "interrupted", "diverged", "failed"]
+
+
+class RunRecord(BaseModel):
+    """meta.json, typed: what a run is, where it stands, and what each verb added to it.
+
+    Every verb writes it through `RunDir.update_meta`, which checks the merged record against
+    this model and replaces the file atomically. Fields written by other versions are kept.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Status = "created"
+    kind: Literal["train", "federated"] = "train"
+    created: str | None = None  # local time, ISO 8601
+    finished: str | None = None
+    seed: int | None = None
+    data: dict[str, Any] | None = None  # DataMeta.to_json()
+    parameters: int | None = None
+    trainable_parameters: int | None = None
+    forward_flops_per_batch: float | None = None
+    hardware: dict[str, Any] | None = None  # runtime.hardware_summary()
+    processes: int | None = None  # ranks of a torchrun job
+    # how training ended
+    stop_reason: str | None = None
+    steps: int | None = None
+    epochs: int | None = None
+    train_seconds: float | None = None
+    samples_per_s: float | None = None
+    final: dict[str, Any] | None = None  # the last epoch's record
+    best_epoch: int | None = None
+    # what later verbs added: headline metrics per split, provenance of derived runs
+    evaluation: dict[str, dict[str, Any]] = {}
+    test: dict[str, Any] | None = None  # evaluation["test"], where `runs list` reads it
+    privacy: dict[str, Any] | None = None  # DP-SGD: epsilon spent, delta, noise
+    federated: dict[str, Any] | None = None  # the federation's settings and client sizes
+    central: dict[str, Any] | None = None  # the centralised run a federated one is compared to
+    compressed_from: str | None = None
+    compression: dict[str, Any] | None = None
+    tuning: dict[str, Any] | None = None
+    export: dict[str, Any] | None = None
+
+
+def now() -> str:
+    """The local time as meta.json writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def completed(
+    *, epochs: int, seconds: float, samples: float, final: dict[str, Any], **more: Any
+) -> dict[str, Any]:
+    """The fields of a finished training run (one process, a job, or a federation)."""
+    return {
+        "status": "completed",
+        "stop_reason": "completed",
+        "epochs": epochs,
+        "train_seconds": round(seconds, 3),
+        "samples_per_s": round(samples / max(seconds, 1e-9), 1),
+        "final": final,
+        **more,
+        "finished": now(),
+    }
 
 
 def runs_root(root: str | Path | None = None) -> Path:
@@ -69,7 +134,7 @@ class RunDir:
                 continue
         run = cls(path)
         atomic_write_text(path / cls.RECIPE, recipe.to_yaml())
-        run.update_meta(status="created", created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        run.update_meta(status="created", created=now())
         return run
 
     @classmethod
@@ -104,10 +169,21 @@ class RunDir:
         except (OSError, json.JSONDecodeError) as exc:
             raise RunError(f"{self.path / self.META}: unreadable ({exc})") from None
 
+    @property
+    def record(self) -> RunRecord:
+        """meta.json as a RunRecord."""
+        return RunRecord.model_validate(self.meta)
+
     def update_meta(self, **fields: Any) -> dict[str, Any]:
-        """Merge `fields` into meta.json (atomically)."""
+        """Merge `fields` into meta.json, checked against RunRecord, and replace it atomically."""
         meta = self.meta if (self.path / self.META).exists() else {}
         meta.update(fields)
+        try:
+            RunRecord.model_validate(meta)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"])
+            raise RunError(f"{self.path / self.META}: {where}: {problem['msg']}") from None
         atomic_write_json(self.path / self.META, meta)
         return meta
 

@@ -25,7 +25,7 @@ from dlab.data import build as build_data
 from dlab.errors import DlabError, RecipeError
 from dlab.recipe import load_recipe
 from dlab.registry import LOSSES
-from dlab.runs import RunDir
+from dlab.runs import RunDir, now
 
 __all__ = ["distill_run", "prune_run", "quantize_run"]
 
@@ -247,7 +247,7 @@ def _new_run(source: Run, recipe: Any, runs_dir: str | Path | None) -> RunDir:
         seed=meta.get("seed"),
         hardware=runtime.hardware_summary(),
         compressed_from=str(source.path),
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        finished=now(),
     )
     return run_dir
 

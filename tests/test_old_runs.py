@@ -1,0 +1,86 @@
+"""Run folders written by an earlier dlab still load, evaluate, predict and report.
+
+`tests/fixtures/runs-2026-11/` holds two runs trained by the code of commit 2e9983d (before the
+typed task details and the typed run record): a text classifier and a two-step forecast. Their
+meta.json keeps the old untyped `data.extra`; only the weights, recipe, tokenizer and logs are
+kept (no checkpoints). Their data is regenerated here exactly as it was then.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import dlab
+from dlab._io import read_json
+
+FIXTURES = Path(__file__).parent / "fixtures" / "runs-2026-11"
+
+
+def _data(folder: Path) -> dict[str, Path]:
+    good, bad = (
+        ["a wonderful moving film", "great acting and story", "i loved it"],
+        ["a dull boring mess", "terrible weak plot", "i hated it"],
+    )
+    rows = "\n".join(
+        f"{(good if i % 2 else bad)[i % 3]},{'pos' if i % 2 else 'neg'}" for i in range(120)
+    )
+    (folder / "reviews.csv").write_text("text,label\n" + rows + "\n")
+    (folder / "series.csv").write_text(
+        "v\n" + "".join(f"{np.sin(i / 4):.4f}\n" for i in range(200))
+    )
+    return {"reviews": folder / "reviews.csv", "wave": folder / "series.csv"}
+
+
+@pytest.fixture
+def old_run(tmp_path, request):
+    name = request.param
+    run = tmp_path / "runs" / name / "20261202-131211"
+    shutil.copytree(FIXTURES / name, run)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["data"]["path"] = str(_data(tmp_path)[name])
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return run
+
+
+@pytest.mark.parametrize("old_run", ["reviews", "wave"], indirect=True)
+def test_an_old_run_folder_loads_evaluates_and_reports(old_run):
+    saved = read_json(old_run / "meta.json")
+    assert "extra" in saved["data"]  # the old format, as written then
+    run = dlab.load(old_run)
+    assert run.meta.task == saved["data"]["task"]
+    report = run.evaluate("test")
+    for metric, value in saved["evaluation"]["test"].items():  # the same numbers as then
+        assert report[metric] == pytest.approx(value, rel=1e-5), metric
+    assert run.write_report().is_file()
+    assert run.dir.record.status == "completed" and run.dir.record.steps == saved["steps"]
+
+
+@pytest.mark.parametrize("old_run", ["reviews"], indirect=True)
+def test_an_old_text_classifier_still_predicts(old_run):
+    run = dlab.load(old_run)
+    assert run.meta.details.vocab_size == 22 and run.meta.details.pad_id == 0
+    first, second = run.predict(["a wonderful moving film", "a dull boring mess"], top_k=2)
+    # what the code of 2e9983d predicted from these files
+    assert first.top[0] == ("pos", pytest.approx(0.65054876, rel=1e-5))
+    assert second.top[0] == ("neg", pytest.approx(0.77540362, rel=1e-5))
+
+
+def test_the_run_record_refuses_a_wrong_field_and_keeps_the_file(tmp_path):
+    from dlab.errors import RunError
+    from dlab.recipe import from_dict
+    from dlab.runs import RunDir
+
+    run = RunDir.create(from_dict({"data": {"name": "mnist"}, "model": {"name": "mlp"}}), tmp_path)
+    before = (run.path / "meta.json").read_text()
+    with pytest.raises(RunError, match="status"):
+        run.update_meta(status="finished")  # not a status
+    with pytest.raises(RunError, match="steps"):
+        run.update_meta(steps="many")
+    assert (run.path / "meta.json").read_text() == before
+    run.update_meta(status="running", seed=3, from_a_newer_version={"kept": True})
+    assert run.record.status == "running" and run.meta["from_a_newer_version"] == {"kept": True}
