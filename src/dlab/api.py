@@ -5,7 +5,6 @@ The CLI calls these and nothing else, so everything it does can be done from a n
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from dlab.errors import (
     TrainingInterrupted,
 )
 from dlab.recipe import Recipe, TrainConfig, format_validation_error, load_recipe
-from dlab.runs import RunDir
+from dlab.runs import RunDir, completed
 from dlab.tasks import task_of
 from dlab.training import distributed
 from dlab.training.callbacks import Callback
@@ -40,15 +39,23 @@ from dlab.training.trainer import History, Trainer
 
 @dataclass(frozen=True)
 class Prediction:
-    """Top-k classes of one input."""
+    """The answer for one input: a classifier's top-k classes, or what the run's task answers."""
 
     source: str
     top: list[tuple[str, float]]  # (class name, probability), most likely first
+    answer: dict[str, Any] | None = None  # the task's answer (what `dlab serve` returns)
 
     @property
     def label(self) -> str:
-        """The most likely class."""
-        return self.top[0][0]
+        """The most likely class (or the task's label)."""
+        if self.top:
+            return self.top[0][0]
+        return str((self.answer or {}).get("label", ""))
+
+    @classmethod
+    def of(cls, source: str, answer: dict[str, Any]) -> Prediction:
+        top = list((answer.get("probabilities") or {}).items())
+        return cls(source, top, answer)
 
 
 class Run:
@@ -234,13 +241,10 @@ class Run:
                 f"predict: inputs shaped {tuple(batch.shape[1:])}, the model takes {tuple(meta.input_shape)}"
             )
         with torch.no_grad():
-            probs = self.model(batch).float().softmax(-1)
-        k = max(1, min(top_k, probs.shape[1]))
-        values, indices = probs.topk(k, dim=1)
-        classes = meta.classes or [str(i) for i in range(probs.shape[1])]
+            outputs = self.model(batch)
+        answers = task_of(meta).answer(outputs, meta, top_k)
         return [
-            Prediction(src, [(classes[int(i)], float(v)) for v, i in zip(vals, idx, strict=True)])
-            for src, vals, idx in zip(sources, values, indices, strict=True)
+            Prediction.of(source, answer) for source, answer in zip(sources, answers, strict=True)
         ]
 
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:
@@ -283,24 +287,9 @@ def train(
     (distillation); `meta` is recorded in meta.json (where a compressed run came from).
     """
     if resume is not None:
-        run_dir = RunDir.open(resume)
-        bad = [
-            o for o in overrides if not o.strip().startswith(("train.epochs=", "train.max_steps="))
-        ]
-        if bad:
-            raise RecipeError(
-                f"--resume continues the run's own recipe; only train.epochs and train.max_steps may change, not {bad[0]!r}"
-            )
-        recipe_obj = run_dir.recipe.override(*overrides) if overrides else run_dir.recipe
-        _check_extension(run_dir.recipe, recipe_obj)
-        checkpoint = run_dir.checkpoints.latest()
-        if checkpoint is None:
-            raise RunError(
-                f"{run_dir.path}: no checkpoint to resume from (it stopped before its first one)"
-            )
+        run_dir, recipe_obj, checkpoint = _resumable(resume, overrides)
     else:
-        recipe_obj = load_recipe(recipe, overrides)
-        run_dir, checkpoint = None, None
+        recipe_obj, run_dir, checkpoint = load_recipe(recipe, overrides), None, None
 
     with distributed.joined(recipe_obj.train.device) as job:  # a torchrun rank, or None
         main = job is None or job.main
@@ -308,12 +297,7 @@ def train(
         bundle = datasets.build(recipe_obj.data, recipe_obj.seed)
         model = model if model is not None else models.build(recipe_obj.model, bundle.meta)
         if run_dir is None:
-            if main:
-                run_dir = RunDir.create(recipe_obj, runs_dir)
-                if bundle.tokenizer is not None:
-                    bundle.tokenizer.save(run_dir.path / RunDir.TOKENIZER)
-            path = distributed.broadcast_object(str(run_dir.path) if main else None, job)
-            run_dir = run_dir or RunDir.open(path)
+            run_dir = _new_run_dir(recipe_obj, bundle, runs_dir, job)
         elif overrides and main:
             atomic_write_text(run_dir.path / RunDir.RECIPE, recipe_obj.to_yaml())
 
@@ -334,55 +318,12 @@ def train(
             trainer.fit()
             trainer.strategy.full_weights(trainer.model)  # FSDP: send rank 0 the slices
             return Run(run_dir)
-        run_dir.update_meta(
-            status="running",
-            data=bundle.meta.to_json(),
-            parameters=models.count_parameters(model),
-            trainable_parameters=models.count_parameters(model, trainable_only=True),
-            forward_flops_per_batch=trainer.forward_flops,
-            hardware=runtime.hardware_summary(trainer.device),
-            seed=recipe_obj.seed,
-            **({"processes": job.world} if job is not None else {}),
-            **(meta or {}),
-        )
-        try:
-            history = trainer.fit()
-        except TrainingInterrupted as exc:
-            run_dir.update_meta(status="interrupted")
-            raise TrainingInterrupted(
-                f"{exc}; resume with `dlab train --resume {run_dir.path}`"
-            ) from None
-        except TrainingDiverged:
-            run_dir.update_meta(status="diverged")
-            raise
-        except BaseException:
-            run_dir.update_meta(status="failed")
-            raise
-        final = trainer.model
-        if trainer.sharded:  # gather the slices into a whole model on rank 0
-            final = models.build(recipe_obj.model, bundle.meta)
-            distributed.load_model_state(final, distributed.full_model_state(trainer.model))
-        save_weights(final, run_dir.weights)
-        state = trainer.state
-        run_dir.update_meta(
-            status="completed",
-            stop_reason=state.stop_reason,
-            steps=state.step,
-            epochs=state.epoch,
-            train_seconds=round(state.elapsed_s, 3),
-            samples_per_s=round(state.samples / max(state.elapsed_s, 1e-9), 1),
-            final=history.last,
-            best_epoch=trainer.early_stopping.best_epoch if trainer.early_stopping else None,
-            **({"privacy": trainer.privacy.summary()} if trainer.privacy is not None else {}),
-            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        )
+        _record_start(run_dir, trainer, bundle, model, recipe_obj.seed, job, meta)
+        history = _fit(trainer, run_dir)
+        _save_final(trainer, run_dir, recipe_obj, bundle, history)
         run = Run(run_dir)
-        if evaluate_test and (bundle.test is not None or bundle.val is not None):
-            bundle.train.to(torch.device("cpu"))  # evaluation runs on the CPU copy of the model
-            for loader in (bundle.val, bundle.test):
-                if loader is not None:
-                    loader.to(torch.device("cpu"))
-            run.evaluate("test" if bundle.test is not None else "val", bundle=bundle)
+        if evaluate_test:
+            _evaluate_held_out(run, bundle)
         if report:
             run.write_report()
         return run
@@ -451,3 +392,107 @@ def fit(
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     return trainer.fit()
+
+
+def _resumable(resume: str | Path, overrides: Sequence[str]) -> tuple[RunDir, Recipe, Path]:
+    """The run to continue, its recipe (more epochs or steps at most), and its last checkpoint."""
+    run_dir = RunDir.open(resume)
+    bad = [o for o in overrides if not o.strip().startswith(("train.epochs=", "train.max_steps="))]
+    if bad:
+        raise RecipeError(
+            "--resume continues the run's own recipe; only train.epochs and train.max_steps "
+            f"may change, not {bad[0]!r}"
+        )
+    recipe = run_dir.recipe.override(*overrides) if overrides else run_dir.recipe
+    _check_extension(run_dir.recipe, recipe)
+    checkpoint = run_dir.checkpoints.latest()
+    if checkpoint is None:
+        raise RunError(
+            f"{run_dir.path}: no checkpoint to resume from (it stopped before its first one)"
+        )
+    return run_dir, recipe, checkpoint
+
+
+def _new_run_dir(recipe: Recipe, bundle: DataBundle, runs_dir: Any, job: Any) -> RunDir:
+    """Rank 0 creates the run folder (with the tokenizer); every rank of a job gets its path."""
+    run_dir = None
+    if job is None or job.main:
+        run_dir = RunDir.create(recipe, runs_dir)
+        if bundle.tokenizer is not None:
+            bundle.tokenizer.save(run_dir.path / RunDir.TOKENIZER)
+    path = distributed.broadcast_object(str(run_dir.path) if run_dir else None, job)
+    return run_dir or RunDir.open(path)
+
+
+def _evaluate_held_out(run: Run, bundle: DataBundle) -> None:
+    """Evaluate the test split (the validation split without one), on the CPU."""
+    if bundle.test is None and bundle.val is None:
+        return
+    for loader in (bundle.train, bundle.val, bundle.test):
+        if loader is not None:
+            loader.to(torch.device("cpu"))
+    run.evaluate("test" if bundle.test is not None else "val", bundle=bundle)
+
+
+def _record_start(
+    run_dir: RunDir,
+    trainer: Trainer,
+    bundle: DataBundle,
+    model: nn.Module,
+    seed: int,
+    job: Any,
+    meta: dict[str, Any] | None,
+) -> None:
+    """What the run trains, on what, before its first step."""
+    run_dir.update_meta(
+        status="running",
+        data=bundle.meta.to_json(),
+        parameters=models.count_parameters(model),
+        trainable_parameters=models.count_parameters(model, trainable_only=True),
+        forward_flops_per_batch=trainer.forward_flops,
+        hardware=runtime.hardware_summary(trainer.device),
+        seed=seed,
+        **({"processes": job.world} if job is not None else {}),
+        **(meta or {}),
+    )
+
+
+def _fit(trainer: Trainer, run_dir: RunDir) -> History:
+    """trainer.fit(), with the run's status saying how it ended if it did not complete."""
+    try:
+        return trainer.fit()
+    except TrainingInterrupted as exc:
+        run_dir.update_meta(status="interrupted")
+        raise TrainingInterrupted(
+            f"{exc}; resume with `dlab train --resume {run_dir.path}`"
+        ) from None
+    except TrainingDiverged:
+        run_dir.update_meta(status="diverged")
+        raise
+    except BaseException:
+        run_dir.update_meta(status="failed")
+        raise
+
+
+def _save_final(
+    trainer: Trainer, run_dir: RunDir, recipe: Recipe, bundle: DataBundle, history: History
+) -> None:
+    """The final weights (whole, from a sharded model too) and the completed record."""
+    final = trainer.model
+    if trainer.sharded:  # gather the slices into a whole model on rank 0
+        final = models.build(recipe.model, bundle.meta)
+        distributed.load_model_state(final, distributed.full_model_state(trainer.model))
+    save_weights(final, run_dir.weights)
+    state = trainer.state
+    run_dir.update_meta(
+        **completed(
+            epochs=state.epoch,
+            seconds=state.elapsed_s,
+            samples=state.samples,
+            final=history.last,
+            stop_reason=state.stop_reason,
+            steps=state.step,
+            best_epoch=trainer.early_stopping.best_epoch if trainer.early_stopping else None,
+            **({"privacy": trainer.privacy.summary()} if trainer.privacy else {}),
+        )
+    )

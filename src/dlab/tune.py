@@ -171,51 +171,10 @@ def tune(
         )
     total = trials or config.trials
     url, folder = storage_url(recipe_obj, runs_dir, storage)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = {
-        "median": optuna.pruners.MedianPruner(n_warmup_steps=1),
-        "hyperband": optuna.pruners.HyperbandPruner(),
-        "none": optuna.pruners.NopPruner(),
-    }[config.pruner]
-    study = _open_study(optuna, recipe_obj.name, url, pruner, config.resolved_direction())
-    # A restarted study, or a second worker, must not replay the first one's random draws: the
-    # sampler's seed mixes in the trials already stored and this process.
-    seed = int(
-        np.random.SeedSequence([config.seed, len(study.trials), os.getpid()]).generate_state(1)[0]
-    )
-    study.sampler = (
-        optuna.samplers.TPESampler(seed=seed)
-        if config.sampler == "tpe"
-        else optuna.samplers.RandomSampler(seed=seed)
-    )
+    study = _study(optuna, recipe_obj.name, url, config)
     base = recipe_obj.without_tune()
-    trials_dir = folder / "trials"
 
-    def objective(trial: Any) -> float:
-        values = {path: _suggest(trial, path, spec) for path, spec in config.space.items()}
-        trial.set_user_attr("values", values)
-        trial_recipe = base.override(
-            *[_assignment(p, v) for p, v in values.items()],
-            f"name={recipe_obj.name}-trial{trial.number}",
-        )
-        reporter = OptunaReporter(trial, config.metric)
-        run = train(
-            trial_recipe,
-            runs_dir=trials_dir,
-            progress=progress,
-            callbacks=[reporter],
-            evaluate_test=False,
-            report=False,
-        )
-        trial.set_user_attr("run", str(run.path))
-        scores = [e[config.metric] for e in run.history.records if config.metric in e]
-        if reporter.pruned:
-            raise optuna.TrialPruned()
-        best = min(scores) if config.resolved_direction() == "minimize" else max(scores)
-        if not math.isfinite(best):
-            raise optuna.TrialPruned()
-        return best
-
+    objective = _objective(optuna, recipe_obj.name, base, config, folder / "trials", progress)
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     finished = len(study.get_trials(deepcopy=False, states=done))
     if finished < total:
@@ -237,7 +196,75 @@ def tune(
     best_recipe = base.override(*[_assignment(p, v) for p, v in values.items()])
     best_path = folder / "best.yaml"
     atomic_write_text(best_path, best_recipe.to_yaml())
-    history = [
+    history = _trials(study)
+    result = TuneResult(recipe_obj.name, url, float(best_trial.value), values, best_path, history)
+    if train_best:
+        run = train(best_recipe, runs_dir=runs_dir, progress=progress, report=False)
+        run.dir.update_meta(tuning=_summary(study, config, result))
+        run.write_report()
+        result.best_run = run
+    return result
+
+
+def _study(optuna: Any, name: str, url: str, config: TuneConfig) -> Any:
+    """The study in `url` (created or continued), with its pruner and a fresh sampler seed."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = {
+        "median": optuna.pruners.MedianPruner(n_warmup_steps=1),
+        "hyperband": optuna.pruners.HyperbandPruner(),
+        "none": optuna.pruners.NopPruner(),
+    }[config.pruner]
+    study = _open_study(optuna, name, url, pruner, config.resolved_direction())
+    # A restarted study, or a second worker, must not replay the first one's random draws: the
+    # sampler's seed mixes in the trials already stored and this process.
+    seed = int(
+        np.random.SeedSequence([config.seed, len(study.trials), os.getpid()]).generate_state(1)[0]
+    )
+    study.sampler = (
+        optuna.samplers.TPESampler(seed=seed)
+        if config.sampler == "tpe"
+        else optuna.samplers.RandomSampler(seed=seed)
+    )
+    return study
+
+
+def _objective(
+    optuna: Any, name: str, base: Recipe, config: TuneConfig, trials_dir: Path, progress: bool
+) -> Any:
+    """One trial: train the base recipe with the sampled values; score its best epoch."""
+    from dlab.api import train
+
+    def objective(trial: Any) -> float:
+        values = {path: _suggest(trial, path, spec) for path, spec in config.space.items()}
+        trial.set_user_attr("values", values)
+        trial_recipe = base.override(
+            *[_assignment(p, v) for p, v in values.items()],
+            f"name={name}-trial{trial.number}",
+        )
+        reporter = OptunaReporter(trial, config.metric)
+        run = train(
+            trial_recipe,
+            runs_dir=trials_dir,
+            progress=progress,
+            callbacks=[reporter],
+            evaluate_test=False,
+            report=False,
+        )
+        trial.set_user_attr("run", str(run.path))
+        scores = [e[config.metric] for e in run.history.records if config.metric in e]
+        if reporter.pruned:
+            raise optuna.TrialPruned()
+        best = min(scores) if config.resolved_direction() == "minimize" else max(scores)
+        if not math.isfinite(best):
+            raise optuna.TrialPruned()
+        return best
+
+    return objective
+
+
+def _trials(study: Any) -> list[dict[str, Any]]:
+    """Every trial of the study: its number, state, value, sampled values and run."""
+    return [
         {
             "number": t.number,
             "state": t.state.name,
@@ -247,13 +274,6 @@ def tune(
         }
         for t in study.get_trials(deepcopy=False)
     ]
-    result = TuneResult(recipe_obj.name, url, float(best_trial.value), values, best_path, history)
-    if train_best:
-        run = train(best_recipe, runs_dir=runs_dir, progress=progress, report=False)
-        run.dir.update_meta(tuning=_summary(study, config, result))
-        run.write_report()
-        result.best_run = run
-    return result
 
 
 def _summary(study: Any, config: TuneConfig, result: TuneResult) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlab.cli import Overrides, RunsDir, _console, _print_run_summary, app
+from dlab.cli.app import Overrides, RunsDir, _console, _print_run_summary, app
 from dlab.errors import DlabError
 
 
@@ -196,8 +197,11 @@ def predict(
     if bool(inputs) == bool(text):
         raise DlabError("predict: give input files, or --text for a text model (not both)")
     for prediction in load(run).predict(text or inputs, top_k=top_k, resize=resize, invert=invert):
-        ranked = "  ".join(f"{label} {prob:.1%}" for label, prob in prediction.top)
-        console.print(f"{prediction.source}: {prediction.label}   ({ranked})")
+        if prediction.top:
+            ranked = "  ".join(f"{label} {prob:.1%}" for label, prob in prediction.top)
+            console.print(f"{prediction.source}: {prediction.label}   ({ranked})")
+        else:  # a task that answers something other than classes
+            console.print(f"{prediction.source}: {json.dumps(prediction.answer)}")
 
 
 @app.command("list")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlab.cli import (
+from dlab.cli.app import (
     Overrides,
     RunsDir,
     _console,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dlab.cli import Overrides, RunsDir, _console, _number, _print_run_summary, app
+from dlab.cli.app import Overrides, RunsDir, _console, _number, _print_run_summary, app
 from dlab.errors import DlabError
 
 

@@ -45,6 +45,8 @@ MAX_TEXT = 10_000  # characters
 MAX_NEW_TOKENS = 1_000
 OPEN_PATHS = {"/", "/health"}  # the page itself and liveness need no token
 ROUTES = {"predict": "/predict", "generate": "/generate", "translate": "/generate"}
+KNOWN_PATHS = {"/", "/health", "/metadata", "/metrics", "/predict", "/generate", "/docs"}
+KNOWN_PATHS |= {"/openapi.json"}  # the rest count as "other" (no label per scanned path)
 
 
 class ClientError(Exception):
@@ -104,6 +106,29 @@ def _routes_of(task: Task) -> str:
     return f"this {what} model answers {' and '.join(routes) if routes else 'no inference route'}"
 
 
+class _Meters:
+    """The server's Prometheus metrics, in a registry of its own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter(
+            "dlab_requests", "HTTP requests", ["route", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "dlab_request_seconds",
+            "request latency",
+            ["route"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.batch_sizes = Histogram(
+            "dlab_batch_size",
+            "inputs per forward pass",
+            registry=registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
+
+
 def create_app(
     backend: Any,
     token: str | None = None,
@@ -113,24 +138,10 @@ def create_app(
     max_body_mb: float = 8.0,
 ) -> Any:
     """The ASGI application serving `backend`."""
-    registry = CollectorRegistry()
-    requests = Counter("dlab_requests", "HTTP requests", ["route", "status"], registry=registry)
-    latency = Histogram(
-        "dlab_request_seconds",
-        "request latency",
-        ["route"],
-        registry=registry,
-        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-    )
-    batch_sizes = Histogram(
-        "dlab_batch_size",
-        "inputs per forward pass",
-        registry=registry,
-        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-    )
+    meters = _Meters()
     task = task_of(backend.meta)
     batcher = (
-        MicroBatcher(backend.classify, max_batch, max_wait_ms, on_batch=batch_sizes.observe)
+        MicroBatcher(backend.outputs, max_batch, max_wait_ms, on_batch=meters.batch_sizes.observe)
         if "predict" in task.verbs
         else None
     )
@@ -144,51 +155,7 @@ def create_app(
     app = FastAPI(
         title="dlab serve", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan
     )
-    meta = backend.meta
-    expected_token = token.encode() if token else None
-
-    @app.middleware("http")
-    async def guard_and_measure(request: Request, call_next: Any) -> Any:
-        route = (
-            request.url.path
-            if request.url.path
-            in (
-                "/",
-                "/health",
-                "/metadata",
-                "/metrics",
-                "/predict",
-                "/generate",
-                "/docs",
-                "/openapi.json",
-            )
-            else "other"
-        )
-        started = time.perf_counter()
-        if expected_token is not None and request.url.path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
-            if not hmac.compare_digest(given, expected_token):  # constant time: no timing oracle
-                response: Any = JSONResponse(
-                    {"error": "missing or wrong token: send Authorization: Bearer <token>"},
-                    status_code=401,
-                )
-                requests.labels(route, "401").inc()
-                return response
-        try:
-            response = await call_next(request)
-        except ClientError as exc:
-            response = JSONResponse({"error": exc.message}, status_code=exc.status)
-        requests.labels(route, str(response.status_code)).inc()
-        latency.labels(route).observe(time.perf_counter() - started)
-        return response
-
-    @app.exception_handler(ClientError)
-    async def client_error(request: Request, exc: ClientError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
-
-    @app.exception_handler(DlabError)
-    async def dlab_error(request: Request, exc: DlabError) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status_code=422)
+    _guard(app, meters, token)
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -206,25 +173,67 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(meters.registry), media_type=CONTENT_TYPE_LATEST)
+
+    _inference_routes(app, backend, task, batcher)
+    if cors:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+        )
+    return BodyLimit(app, int(max_body_mb * 1_000_000)) if max_body_mb else app
+
+
+def _guard(app: FastAPI, meters: _Meters, token: str | None) -> None:
+    """The token check (constant time), per-route counts and latency, and errors as JSON."""
+    expected_token = token.encode() if token else None
+
+    @app.middleware("http")
+    async def guard_and_measure(request: Request, call_next: Any) -> Any:
+        route = request.url.path if request.url.path in KNOWN_PATHS else "other"
+        started = time.perf_counter()
+        if expected_token is not None and request.url.path not in OPEN_PATHS:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+            if not hmac.compare_digest(given, expected_token):  # constant time: no timing oracle
+                response: Any = JSONResponse(
+                    {"error": "missing or wrong token: send Authorization: Bearer <token>"},
+                    status_code=401,
+                )
+                meters.requests.labels(route, "401").inc()
+                return response
+        try:
+            response = await call_next(request)
+        except ClientError as exc:
+            response = JSONResponse({"error": exc.message}, status_code=exc.status)
+        meters.requests.labels(route, str(response.status_code)).inc()
+        meters.latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(ClientError)
+    async def client_error(request: Request, exc: ClientError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(DlabError)
+    async def dlab_error(request: Request, exc: DlabError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=422)
+
+
+def _inference_routes(app: FastAPI, backend: Any, task: Task, batcher: Any) -> None:
+    """/predict (micro-batched; the task answers) and /generate (language and translation)."""
+    meta = backend.meta
 
     @app.post("/predict")
     async def predict(request: Request) -> dict:
         if batcher is None:
             raise ClientError(404, f"/predict is for classifiers; {_routes_of(task)}")
         batch, sources = await _inputs(request, backend)
-        probabilities = await batcher.submit(batch)
-        classes = meta.classes or [str(i) for i in range(probabilities.shape[1])]
-        results = []
-        for row in probabilities:
-            order = np.argsort(-row)[:5]
-            results.append(
-                {
-                    "label": classes[int(order[0])],
-                    "probabilities": {classes[int(i)]: round(float(row[i]), 6) for i in order},
-                }
-            )
-        return {"predictions": results, "inputs": sources}
+        outputs = await batcher.submit(batch)
+        answers = task.answer(torch.from_numpy(outputs), meta)
+        return {"predictions": _rounded(answers), "inputs": sources}
 
     @app.post("/generate")
     async def generate(request: Request) -> dict:
@@ -250,16 +259,17 @@ def create_app(
         text = backend.generate(prompt, tokens, temperature, top_k, top_p, seed)
         return {"prompt": prompt, "text": text}
 
-    if cors:
-        from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=cors,
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type"],
-        )
-    return BodyLimit(app, int(max_body_mb * 1_000_000)) if max_body_mb else app
+def _rounded(value: Any) -> Any:
+    """Floats to 6 digits, in nested answers: what a client needs, and the same for an input
+    whether it came alone or in a batch (whose kernels sum in another order)."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
 
 
 async def _json(request: Request) -> dict:

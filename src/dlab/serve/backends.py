@@ -25,9 +25,9 @@ class TorchBackend:
         self.tokenizer = run.tokenizer
 
     @torch.no_grad()
-    def classify(self, batch: torch.Tensor) -> np.ndarray:
-        """Class probabilities (N, C)."""
-        return self.model(batch).float().softmax(-1).numpy()
+    def outputs(self, batch: torch.Tensor) -> np.ndarray:
+        """The model's outputs for a batch (logits of a classifier)."""
+        return self.model(batch).float().numpy()
 
     def generate(
         self,
@@ -69,10 +69,8 @@ class OnnxBackend:
                 "serve --backend onnx serves classifiers; serve generation models with the torch backend"
             )
 
-    def classify(self, batch: torch.Tensor) -> np.ndarray:
-        logits = self.session.run(None, {self.inputs[0]: batch.numpy()})[0]
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
+    def outputs(self, batch: torch.Tensor) -> np.ndarray:
+        return self.session.run(None, {self.inputs[0]: batch.numpy()})[0]
 
     def generate(self, *args: Any) -> str:
         raise InputError("this server's model is a classifier")

@@ -100,6 +100,11 @@ class Task:
         """Random (inputs, targets) shaped like this task's data (registry-wide tests, FLOPs)."""
         raise NotImplementedError
 
+    def answer(self, outputs: torch.Tensor, meta: DataMeta, top_k: int = 5) -> list[dict[str, Any]]:
+        """What `predict` (the CLI, the API, `dlab serve`) answers for a batch of model outputs:
+        one JSON-able dict per input."""
+        raise NotImplementedError(f"{self.name} answers no predict")
+
     def report_sections(self) -> list[Section]:
         """The task's own sections of a run's report (called only when a report is built)."""
         return []

@@ -61,6 +61,21 @@ class Classification(Task):
             inputs = torch.randn(batch, *meta.input_shape, generator=generator)
         return inputs, torch.randint(0, meta.num_classes, (batch,), generator=generator)
 
+    def answer(self, outputs: torch.Tensor, meta: DataMeta, top_k: int = 5) -> list[dict[str, Any]]:
+        """The most likely class and the top-k class probabilities of each input."""
+        probabilities = outputs.float().softmax(-1)
+        classes = meta.classes or [str(i) for i in range(probabilities.shape[1])]
+        values, indices = probabilities.topk(max(1, min(top_k, probabilities.shape[1])), dim=1)
+        return [
+            {
+                "label": classes[int(idx[0])],
+                "probabilities": {
+                    classes[int(i)]: float(v) for v, i in zip(vals, idx, strict=True)
+                },
+            }
+            for vals, idx in zip(values, indices, strict=True)
+        ]
+
     def report_sections(self) -> list[Section]:
         from dlab.tasks import classification_report
 

@@ -98,20 +98,9 @@ class Trainer:
             n, size = bundle.train.num_samples, bundle.train.batch_size
             distributed.check_batches(n, size, strategy.world, config.grad_accumulation)
 
-        self.model = self.precision.model(model.to(self.device))
-        if config.activation_checkpointing:
-            checkpoint_activations(self.model, type(model).__name__)
-        if config.compile:
-            self.model.compile()  # in place: the weights keep their names in checkpoints
         self.train_loader = bundle.train.to(self.device)
         self.val_loader = bundle.val.to(self.device) if bundle.val is not None else None
-        sample = to_device(bundle.train.sample_batch()[0], self.device)
-        self.forward_flops = runtime.count_forward_flops(model, sample)
-        self._train_model = strategy.wrap(self.model)  # FSDP shards before any forward
-        self.threads = torch.get_num_threads()
-        if self.device.type == "cpu":
-            self.threads = runtime.choose_threads(config.threads, self.forward_flops)
-        torch.set_num_threads(self.threads)
+        self._place(model)
 
         self.loss_fn = loss if loss is not None else LOSSES.build(config.loss)
         self._loss_needs_inputs = getattr(self.loss_fn, "needs_inputs", False)
@@ -138,15 +127,35 @@ class Trainer:
             self.checkpoints = CheckpointStore(store, config.keep_checkpoints)
         self.last_batch_size, self._timed_samples = 0, 0
         self._clock = self._epoch_started = time.perf_counter()
+        self.callbacks = self._callbacks(progress, callbacks)
+
+    def _callbacks(self, progress: bool, extra: Sequence[Callback]) -> list[Callback]:
+        """The progress bar and TensorBoard (rank 0), early stopping, then the caller's."""
         self.early_stopping = None
-        if config.early_stopping is not None:
-            self.early_stopping = EarlyStopping(config.early_stopping)
-        shown: list[Callback | None] = [
+        if self.config.early_stopping is not None:
+            self.early_stopping = EarlyStopping(self.config.early_stopping)
+        own: list[Callback | None] = [
             ProgressBar() if progress and self.main else None,
             TensorBoard(str(self.out_dir / "tb")) if self.out_dir and self.main else None,
             self.early_stopping,
         ]
-        self.callbacks = [c for c in shown if c is not None] + list(callbacks)
+        return [c for c in own if c is not None] + list(extra)
+
+    def _place(self, model: nn.Module) -> None:
+        """The model on its device, in its layout, compiled, wrapped; the threads it runs on."""
+        config = self.config
+        self.model = self.precision.model(model.to(self.device))
+        if config.activation_checkpointing:
+            checkpoint_activations(self.model, type(model).__name__)
+        if config.compile:
+            self.model.compile()  # in place: the weights keep their names in checkpoints
+        sample = to_device(self.bundle.train.sample_batch()[0], self.device)
+        self.forward_flops = runtime.count_forward_flops(model, sample)
+        self._train_model = self.strategy.wrap(self.model)  # FSDP shards before any forward
+        self.threads = torch.get_num_threads()
+        if self.device.type == "cpu":
+            self.threads = runtime.choose_threads(config.threads, self.forward_flops)
+        torch.set_num_threads(self.threads)
 
     def _private(self) -> Any:
         """DP-SGD: Poisson batches, and a model and optimizer that clip and noise gradients."""

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlab.scratch import attention, conv, layers, norm, recurrent
-from dlab.scratch.checks import CHECKS, CheckResult, check, compare
+from dlab.scratch.checks.machinery import CHECKS, CheckResult, check, compare
 from dlab.scratch.gradcheck import relative_error
 
 

@@ -1,0 +1,154 @@
+"""Recipe text: YAML parsing, `-o a.b=value` overrides, and validation errors as one line that
+names the field and the valid choices. Pure functions of plain data: the schema uses them."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from dlab.errors import RecipeError
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """YAML text -> a mapping, or a RecipeError naming the line."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{source}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise RecipeError(f"{source}: YAML nests too deeply") from None
+    if data is None:
+        raise RecipeError(
+            f"{source}: the recipe is empty; it needs at least data and model sections"
+        )
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"{source}: a recipe is a mapping of sections (data, model, train), not a {type(data).__name__}"
+        )
+    return data
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _clean_loc(loc: Sequence[Any], data: Any) -> list[str]:
+    """The part of a pydantic error location that names keys of the recipe (no union tags)."""
+    path: list[str] = []
+    node = data
+    for i, part in enumerate(loc):
+        if (isinstance(node, Mapping) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
+            path.append(str(part))
+            node = node[part]
+        elif i == len(loc) - 1 and isinstance(part, str) and part.isidentifier():
+            path.append(part)  # a missing field
+            break
+        else:
+            break
+    return path
+
+
+def format_validation_error(exc: ValidationError, data: Any, source: str) -> str:
+    """One line: '<source>: <dotted.path>: <problem> (got <value>)', plus a count of the rest."""
+    errors = exc.errors(include_url=False)
+    seen: dict[str, str] = {}
+    for err in errors:
+        path = _clean_loc(err["loc"], data)
+        ctx = err.get("ctx") or {}
+        kind = err["type"]
+        if kind == "unknown_key":
+            path.append(ctx["key"])
+            message = f"unknown key{ctx.get('hint', '')}"
+        elif kind in ("unknown_name", "missing_name"):
+            path.append("name")
+            message = err["msg"]
+        elif kind == "missing":
+            message = "missing; this field has no default"
+        else:
+            message = (
+                err["msg"].replace("Input should be", "should be").replace("Value error, ", "")
+            )
+            message = message[0].lower() + message[1:] if message else message
+            if kind not in (
+                "unknown_name",
+                "missing_name",
+                "recipe_name",
+                "section_type",
+                "space_kind",
+                "space_values",
+                "empty_space",
+                "space_field",
+            ):
+                message += f" (got {_describe(err.get('input'))})"
+        key = ".".join(path) or "(top level)"
+        seen.setdefault(key, message)
+    first_key, first_message = next(iter(seen.items()))
+    more = (
+        f" (and {len(seen) - 1} more problem{'s' if len(seen) > 2 else ''})"
+        if len(seen) > 1
+        else ""
+    )
+    where = (
+        "" if first_message.startswith("tune.space.") else f"{first_key}: "
+    )  # the message names its field
+    return f"{source}: {where}{first_message}{more}"
+
+
+_OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)=(.*)$", re.DOTALL)
+_COMPONENT_PATHS = {
+    ("data",),
+    ("model",),
+    ("train", "optimizer"),
+    ("train", "loss"),
+    ("train", "scheduler"),
+}
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `dotted.key=value` override in place; the value is parsed as YAML."""
+    match = _OVERRIDE.match(assignment.strip())
+    if not match:
+        raise RecipeError(
+            f"override {assignment!r} should look like section.key=value, e.g. train.optimizer.lr=0.01"
+        )
+    keys = match.group(1).split(".")
+    try:
+        value = yaml.safe_load(match.group(2)) if match.group(2).strip() else None
+    except yaml.YAMLError:
+        value = match.group(2)  # e.g. an unquoted string with a colon: keep it as text
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(f"override {match.group(1)}: {match.group(2)!r} is not a finite number")
+    node: Any = data
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key) if isinstance(node, dict) else None
+        if isinstance(child, str) and tuple(keys[: depth + 1]) in _COMPONENT_PATHS:
+            child = {"name": child}  # shorthand `optimizer: sgd` grows into a section
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise RecipeError(
+                f"override {match.group(1)}: {'.'.join(keys[: depth + 1])} is a value, not a section"
+            )
+        node[key] = child
+        node = child
+    last = keys[-1]
+    path = tuple(keys)
+    switching_component = (
+        path[:-1] in _COMPONENT_PATHS and last == "name" and node.get("name") != value
+    )
+    if switching_component:
+        node.clear()  # the old component's settings do not apply to the new one
+    if path in _COMPONENT_PATHS and isinstance(value, str) and isinstance(node.get(last), dict):
+        value = {"name": value} if node[last].get("name") != value else node[last]
+    node[last] = value
