@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlab.models import build, count_parameters
-from dlab.models.blocks import KVCache, MultiHeadAttention, SinusoidalPosition, sample_next
+from dlab.models.attention import KVCache, MultiHeadAttention
+from dlab.models.blocks import SinusoidalPosition, sample_next
 from dlab.models.examples import example_batch, example_meta
 from dlab.recipe import from_dict
 from dlab.registry import MODELS

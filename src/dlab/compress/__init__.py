@@ -170,6 +170,18 @@ def distill_run(
     )
 
 
+def _fine_tuning(recipe: Any, epochs: int, lr_scale: float) -> list[str]:
+    """Overrides that fine-tune a compressed model: a few cosine epochs at a lower rate."""
+    return [
+        f"train.epochs={epochs}",
+        "train.max_steps=null",
+        "train.scheduler=cosine",
+        "train.warmup_steps=0",
+        f"train.optimizer.lr={recipe.train.optimizer.lr * lr_scale}",
+        "train.early_stopping=null",
+    ]
+
+
 def prune_run(
     source: str | Path,
     amount: float,
@@ -185,14 +197,7 @@ def prune_run(
     _require_classifier(teacher, "--prune")
     bundle = build_data(teacher.recipe.data, teacher.recipe.seed)
     original = teacher.model
-    fine_tune = [
-        f"train.epochs={finetune_epochs}",
-        "train.max_steps=null",
-        "train.scheduler=cosine",
-        "train.warmup_steps=0",
-        f"train.optimizer.lr={teacher.recipe.train.optimizer.lr * (0.3 if structured_channels else 0.1)}",
-        "train.early_stopping=null",
-    ]
+    fine_tune = _fine_tuning(teacher.recipe, finetune_epochs, 0.3 if structured_channels else 0.1)
     model = load(source).model.train()  # a fresh copy to cut
     suffix = f"pruned{round(amount * 100)}"
     callbacks = []

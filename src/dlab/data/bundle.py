@@ -235,21 +235,11 @@ def finish(splits: ArraySplits, config: Any, dataset: str, seed: int) -> DataBun
     x_train = tensors["train"][0]
     details = dict(splits.details)
     if splits.input_kind == "image" and x_train.shape[1] == 1:
-        border = torch.cat(
-            [x_train[:, 0, 0], x_train[:, 0, -1], x_train[:, 0, :, 0], x_train[:, 0, :, -1]], dim=1
-        )
-        details["dark_background"] = bool(
-            border.mean() < 0.5
-        )  # lets predict invert a dark-on-light drawing
+        # lets predict invert a dark-on-light drawing
+        details["dark_background"] = _dark_background(x_train)
     mean = std = None
     if config.normalize:
-        dims = [0, *range(2, x_train.ndim)] if splits.input_kind == "image" else [0]
-        mean_t = x_train.mean(dim=dims, dtype=torch.float64)
-        std_t = x_train.std(dim=dims).to(torch.float64).clamp_min(1e-8)
-        shape = (1, -1) + (1,) * (x_train.ndim - 2)
-        for name, (x, y) in tensors.items():
-            tensors[name] = ((x - mean_t.view(shape).float()) / std_t.view(shape).float(), y)
-        mean, std = mean_t.tolist(), std_t.tolist()
+        mean, std = _normalise(tensors, image=splits.input_kind == "image")
     classes = splits.classes or [
         str(c) for c in range(int(max(int(t[1].max()) for t in tensors.values())) + 1)
     ]
@@ -272,23 +262,52 @@ def finish(splits: ArraySplits, config: Any, dataset: str, seed: int) -> DataBun
 
         raise RecipeError(f"data.augment: {dataset} is not an image data set")
 
-    def loader(name: str, train_split: bool) -> Loader | None:
-        if name not in tensors:
-            return None
-        x, y = tensors[name]
-        size = config.batch_size if train_split else config.eval_batch_size
-        transform = augment if train_split else None
-        if config.loader == "workers":
-            from dlab.data.workers import TensorPairs, WorkerLoader
+    loaders = [
+        _loader(tensors[name], config, seed, name == "train", augment) if name in tensors else None
+        for name in ("train", "val", "test")
+    ]
+    return DataBundle(*loaders, meta)
 
-            return WorkerLoader(
-                TensorPairs(x, y),
-                size,
-                shuffle=train_split,
-                seed=seed,
-                num_workers=config.num_workers,
-                transform=transform,
-            )
-        return TensorLoader(x, y, size, shuffle=train_split, seed=seed, transform=transform)
 
-    return DataBundle(loader("train", True), loader("val", False), loader("test", False), meta)
+def _dark_background(images: torch.Tensor) -> bool:
+    """Do single-channel images draw light strokes on a dark border (MNIST), or dark on light?"""
+    border = torch.cat(
+        [images[:, 0, 0], images[:, 0, -1], images[:, 0, :, 0], images[:, 0, :, -1]], dim=1
+    )
+    return bool(border.mean() < 0.5)
+
+
+def _normalise(
+    tensors: dict[str, tuple[torch.Tensor, torch.Tensor]], image: bool
+) -> tuple[list[float], list[float]]:
+    """Standardise every split in place with the training split's mean and std (per channel
+    for images, per feature otherwise); return them."""
+    x_train = tensors["train"][0]
+    dims = [0, *range(2, x_train.ndim)] if image else [0]
+    mean = x_train.mean(dim=dims, dtype=torch.float64)
+    std = x_train.std(dim=dims).to(torch.float64).clamp_min(1e-8)
+    shape = (1, -1) + (1,) * (x_train.ndim - 2)
+    for name, (x, y) in tensors.items():
+        tensors[name] = ((x - mean.view(shape).float()) / std.view(shape).float(), y)
+    return mean.tolist(), std.tolist()
+
+
+def _loader(
+    pair: tuple[torch.Tensor, torch.Tensor], config: Any, seed: int, train: bool, augment: Any
+) -> Loader:
+    """In-memory batches, or worker processes (data.loader: workers); augmented in training."""
+    x, y = pair
+    size = config.batch_size if train else config.eval_batch_size
+    transform = augment if train else None
+    if config.loader == "workers":
+        from dlab.data.workers import TensorPairs, WorkerLoader
+
+        return WorkerLoader(
+            TensorPairs(x, y),
+            size,
+            shuffle=train,
+            seed=seed,
+            num_workers=config.num_workers,
+            transform=transform,
+        )
+    return TensorLoader(x, y, size, shuffle=train, seed=seed, transform=transform)

@@ -51,16 +51,11 @@ def build_pairs_bundle(
     languages: tuple[str, str],
 ) -> DataBundle:
     """Tokenize (training pairs only), pad and batch sentence pairs."""
-    if config.limit is not None:
-        keep = np.sort(
-            np.random.default_rng(config.split_seed + 2).permutation(len(splits["train"][0]))[
-                : config.limit
-            ]
-        )
-        splits["train"] = (
-            [splits["train"][0][i] for i in keep],
-            [splits["train"][1][i] for i in keep],
-        )
+    if config.limit is not None:  # a random subset, in the original order
+        order = np.random.default_rng(config.split_seed + 2).permutation(len(splits["train"][0]))
+        keep = np.sort(order[: config.limit])
+        sources, targets = splits["train"]
+        splits["train"] = ([sources[i] for i in keep], [targets[i] for i in keep])
     tokenizer = train_tokenizer(splits["train"][0] + splits["train"][1], config.tokenizer)
     limit = config.max_length
 
@@ -104,14 +99,8 @@ def build_pairs_bundle(
         },
     )
     references = {name: pair for name, pair in splits.items() if name != "train"}
-    return DataBundle(
-        loader("train"),
-        loader("val"),
-        loader("test"),
-        meta,
-        tokenizer=tokenizer,
-        extra={"texts": references},
-    )
+    loaders = [loader(name) for name in ("train", "val", "test")]
+    return DataBundle(*loaders, meta, tokenizer=tokenizer, extra={"texts": references})
 
 
 MULTI30K_FILES = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -79,6 +79,39 @@ def _numbers(cells: list[str], name: str, path: Path, missing: str) -> np.ndarra
     return values
 
 
+def _scaler(train_part: np.ndarray, scale: str) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, spread) per column, from the training part only: value = scaled * spread + shift."""
+    if scale == "standard":
+        return train_part.mean(axis=0), train_part.std(axis=0).clip(1e-12)
+    if scale == "minmax":
+        return train_part.min(axis=0), np.ptp(train_part, axis=0).clip(1e-12)
+    return np.zeros(train_part.shape[1]), np.ones(train_part.shape[1])
+
+
+def _windows(
+    scaled: np.ndarray, starts: np.ndarray, target: int, config: SeriesConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (N, window, features) before each start, targets (N, horizon) from it on."""
+    inputs = scaled[starts[:, None] + np.arange(-config.window, 0)]
+    targets = scaled[starts[:, None] + np.arange(config.horizon), target]
+    return inputs, targets
+
+
+def _loaders(tensors: dict[str, Any], config: SeriesConfig, seed: int) -> list[Any]:
+    """Train (shuffled), val and test loaders; None for a split without windows."""
+    return [
+        TensorLoader(
+            *tensors[name],
+            config.batch_size if name == "train" else config.eval_batch_size,
+            shuffle=name == "train",
+            seed=seed,
+        )
+        if name in tensors
+        else None
+        for name in ("train", "val", "test")
+    ]
+
+
 def windows_bundle(
     values: np.ndarray,
     target: int,
@@ -98,52 +131,25 @@ def windows_bundle(
             f"{dataset}: {steps} time steps leave {n_train} for training, too few for window {config.window} + "
             f"horizon {config.horizon}; shorten data.window or data.test_size/val_size"
         )
-    train_part = values[:n_train]
-    if config.scale == "standard":
-        shift, spread = train_part.mean(axis=0), train_part.std(axis=0).clip(1e-12)
-    elif config.scale == "minmax":
-        shift, spread = train_part.min(axis=0), np.ptp(train_part, axis=0).clip(1e-12)
-    else:
-        shift, spread = np.zeros(values.shape[1]), np.ones(values.shape[1])
+    shift, spread = _scaler(values[:n_train], config.scale)
     scaled = ((values - shift) / spread).astype(np.float32)
-    starts = np.arange(
-        config.window, steps - config.horizon + 1
-    )  # index of the first predicted step
+    starts = np.arange(config.window, steps - config.horizon + 1)  # first predicted step
     ends = starts + config.horizon  # one past the last predicted step
     masks = {
         "train": ends <= n_train,
         "val": (starts >= n_train) & (ends <= n_train + n_val),
         "test": starts >= n_train + n_val,
     }
-    steps_back = np.arange(-config.window, 0)
-    steps_ahead = np.arange(config.horizon)
-    tensors = {}
-    naive = {}
+    tensors, naive = {}, {}
     for name, mask in masks.items():
-        t = starts[mask]
-        if len(t) == 0:
-            continue
-        inputs = scaled[t[:, None] + steps_back]  # (N, window, features)
-        targets = scaled[t[:, None] + steps_ahead, target]  # (N, horizon)
-        tensors[name] = (torch.from_numpy(inputs), torch.from_numpy(targets))
-        last = inputs[:, -1, target][:, None]  # naive forecast: the last value seen
-        naive[name] = float(
-            np.abs(targets - last).mean() * spread[target]
-        )  # in the series' own units
+        if mask.any():
+            inputs, targets = _windows(scaled, starts[mask], target, config)
+            tensors[name] = (torch.from_numpy(inputs), torch.from_numpy(targets))
+            last = inputs[:, -1, target][:, None]  # naive forecast: the last value seen
+            naive[name] = float(np.abs(targets - last).mean() * spread[target])  # in units
     if "val" not in tensors and config.val_size > 0:
         raise DataError(
             f"{dataset}: the validation part is shorter than window {config.window} + horizon {config.horizon}"
-        )
-
-    def loader(name: str) -> TensorLoader | None:
-        if name not in tensors:
-            return None
-        train = name == "train"
-        return TensorLoader(
-            *tensors[name],
-            config.batch_size if train else config.eval_batch_size,
-            shuffle=train,
-            seed=seed,
         )
 
     meta = DataMeta(
@@ -163,7 +169,7 @@ def windows_bundle(
             "steps": {"train": n_train, "val": n_val, "test": n_test},
         },
     )
-    return DataBundle(loader("train"), loader("val"), loader("test"), meta)
+    return DataBundle(*_loaders(tensors, config, seed), meta)
 
 
 def series_from_table(

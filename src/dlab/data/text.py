@@ -55,14 +55,8 @@ def read_labelled_lines(path: Path, encoding: str, classes: int) -> Example:
     return texts, np.asarray(labels, dtype=np.int64)
 
 
-def build_text_bundle(
-    splits: dict[str, Example],
-    classes: list[str],
-    config: TextClassificationConfig,
-    dataset: str,
-    seed: int,
-) -> DataBundle:
-    """Tokenize (training split only), pad and batch text classification splits."""
+def _hold_out_and_limit(splits: dict[str, Example], config: TextClassificationConfig) -> None:
+    """Carve validation out of training (stratified) unless there is one; keep data.limit."""
     if "val" not in splits:
         index = np.arange(len(splits["train"][0]))
         (rest, rest_y), held = split_off(
@@ -80,6 +74,17 @@ def build_text_bundle(
             config.split_seed + 2,
         )
         splits["train"] = ([splits["train"][0][i] for i in index], labels)
+
+
+def build_text_bundle(
+    splits: dict[str, Example],
+    classes: list[str],
+    config: TextClassificationConfig,
+    dataset: str,
+    seed: int,
+) -> DataBundle:
+    """Tokenize (training split only), pad and batch text classification splits."""
+    _hold_out_and_limit(splits, config)
     tokenizer = train_tokenizer(splits["train"][0], config.tokenizer)
     if tokenizer.pad_id is None:
         raise DataError(

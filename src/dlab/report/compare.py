@@ -59,16 +59,14 @@ def final_metrics(runs: list[Any]) -> tuple[list[str], list[list[Any]]]:
     return names, [[r.get(n, "—") for n in names] for r in rows]
 
 
-def compare_runs(runs: list[Any], output: Path) -> tuple[Path, list[str], list[list[Any]]]:
-    """Write a comparison page; return it with the metrics table (columns, rows) for printing."""
-    if len(runs) < 2:
-        raise DlabError("runs compare: give at least two run directories")
-    labels = [f"{r.recipe.name}/{r.path.name}" for r in runs]
+def _curve_figures(runs: list[Any], labels: list[str]) -> list[str]:
+    """One figure per epoch metric, a line per run."""
+    epochs = [r.dir.epochs() for r in runs]
     metrics = sorted(
         {
             k
-            for r in runs
-            for e in r.dir.epochs()
+            for records in epochs
+            for e in records
             for k in e
             if k.startswith(("train_", "val_")) and isinstance(e[k], int | float)
         }
@@ -77,16 +75,25 @@ def compare_runs(runs: list[Any], output: Path) -> tuple[Path, list[str], list[l
     for metric in metrics:
         series = {
             label: (
-                [e["epoch"] for e in r.dir.epochs() if metric in e],
-                [e[metric] for e in r.dir.epochs() if metric in e],
+                [e["epoch"] for e in records if metric in e],
+                [e[metric] for e in records if metric in e],
             )
-            for label, r in zip(labels, runs, strict=True)
+            for label, records in zip(labels, epochs, strict=True)
         }
         series = {k: v for k, v in series.items() if v[0]}
         if series:
             figures.append(
                 figure(plots.curves_figure(series, metric.replace("_", " "), "epoch"), metric)
             )
+    return figures
+
+
+def compare_runs(runs: list[Any], output: Path) -> tuple[Path, list[str], list[list[Any]]]:
+    """Write a comparison page; return it with the metrics table (columns, rows) for printing."""
+    if len(runs) < 2:
+        raise DlabError("runs compare: give at least two run directories")
+    labels = [f"{r.recipe.name}/{r.path.name}" for r in runs]
+    figures = _curve_figures(runs, labels)
     columns, rows = final_metrics(runs)
     metric_table = table(
         [[label, *row] for label, row in zip(labels, rows, strict=True)], ["run", *columns]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dlab.models.blocks import MultiHeadAttention
+from dlab.models.attention import MultiHeadAttention
 
 
 def image_attributions(

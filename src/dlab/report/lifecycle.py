@@ -78,6 +78,24 @@ def compression(ctx: ReportContext) -> str | None:
     )
 
 
+def _last_round_clients(last: dict, settings: dict) -> str:
+    """Each client of the last round: its samples, local accuracy, the global model on its data."""
+    local = {r["client"]: r for r in last.get("clients_evaluate", [])}
+    rows = [
+        [
+            r["client"],
+            settings.get("client_samples", [None] * (r["client"] + 1))[r["client"]],
+            r.get("train_accuracy"),
+            local.get(r["client"], {}).get("accuracy"),
+        ]
+        for r in last.get("clients_train", [])
+    ]
+    if not rows:
+        return ""
+    columns = ["client", "samples", "local train accuracy", "global model on its own data"]
+    return f"<p>Clients in round {last['epoch']}:</p>" + table(rows, columns)
+
+
 @section("federated", "Federated learning", 46)
 def federated(ctx: ReportContext) -> str | None:
     settings = ctx.meta.get("federated")
@@ -116,25 +134,7 @@ def federated(ctx: ReportContext) -> str | None:
     columns = ["round", "global accuracy", "global loss", "client train loss", "client ε"]
     keep = [i for i, c in enumerate(columns) if any(row[i] is not None for row in rows)]
     parts.append(table([[row[i] for i in keep] for row in rows], [columns[i] for i in keep]))
-    last = rounds[-1]
-    local = {r["client"]: r for r in last.get("clients_evaluate", [])}
-    client_rows = [
-        [
-            r["client"],
-            settings.get("client_samples", [None] * (r["client"] + 1))[r["client"]],
-            r.get("train_accuracy"),
-            local.get(r["client"], {}).get("accuracy"),
-        ]
-        for r in last.get("clients_train", [])
-    ]
-    if client_rows:
-        parts.append(f"<p>Clients in round {last['epoch']}:</p>")
-        parts.append(
-            table(
-                client_rows,
-                ["client", "samples", "local train accuracy", "global model on its own data"],
-            )
-        )
+    parts.append(_last_round_clients(rounds[-1], settings))
     if central:
         parts.append(
             note(

@@ -104,6 +104,23 @@ def summary(ctx: ReportContext) -> str:
 
 
 @section("curves", "Training curves", 10)
+def _step_figures(steps: list[dict]) -> list[str]:
+    """Training loss, learning rate and (where logged) gradient norm per step."""
+
+    def per_step(key: str, records: list[dict], title: str, log_y: bool = False) -> str:
+        series = {key: ([r["step"] for r in records], [r[key] for r in records])}
+        return figure(plots.curves_figure(series, title, "step", log_y=log_y), title)
+
+    figures = [
+        per_step("loss", steps, "training loss per step"),
+        per_step("lr", steps, "learning rate"),
+    ]
+    norms = [r for r in steps if "grad_norm" in r]
+    if norms:
+        figures.append(per_step("grad_norm", norms, "gradient norm", log_y=True))
+    return figures
+
+
 def curves(ctx: ReportContext) -> str:
     epochs, steps = ctx.epochs, ctx.steps
     if not epochs and not steps:
@@ -133,39 +150,7 @@ def curves(ctx: ReportContext) -> str:
             )
         )
     if steps:
-        figures.append(
-            figure(
-                plots.curves_figure(
-                    {"loss": ([r["step"] for r in steps], [r["loss"] for r in steps])},
-                    "training loss per step",
-                    "step",
-                ),
-                "loss per step",
-            )
-        )
-        figures.append(
-            figure(
-                plots.curves_figure(
-                    {"lr": ([r["step"] for r in steps], [r["lr"] for r in steps])},
-                    "learning rate",
-                    "step",
-                ),
-                "learning rate",
-            )
-        )
-        norms = [r for r in steps if "grad_norm" in r]
-        if norms:
-            figures.append(
-                figure(
-                    plots.curves_figure(
-                        {"norm": ([r["step"] for r in norms], [r["grad_norm"] for r in norms])},
-                        "gradient norm",
-                        "step",
-                        log_y=True,
-                    ),
-                    "gradient norm",
-                )
-            )
+        figures += _step_figures(steps)
     elif epochs:
         parts.append(
             note("the run was shorter than one log interval (train.log_every): no per-step curves")
@@ -175,7 +160,7 @@ def curves(ctx: ReportContext) -> str:
 
 @section("attention", "Attention maps", 35)
 def attention_maps(ctx: ReportContext) -> str | None:
-    from dlab.models.blocks import MultiHeadAttention
+    from dlab.models.attention import MultiHeadAttention
 
     if not any(isinstance(m, MultiHeadAttention) for m in ctx.model.modules()):
         return None

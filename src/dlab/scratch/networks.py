@@ -195,11 +195,5 @@ def train_char_rnn(
                 setattr(p, name, new)
         smooth = 0.95 * smooth + 0.05 * loss
         curve.append(smooth)
-    return Result(
-        losses=curve,
-        extra={
-            "unigram_entropy": unigram_entropy(text),
-            "vocab": vocab,
-            "initial_loss": math.log(vocab),
-        },
-    )
+    baseline = {"unigram_entropy": unigram_entropy(text), "initial_loss": math.log(vocab)}
+    return Result(losses=curve, extra={**baseline, "vocab": vocab})

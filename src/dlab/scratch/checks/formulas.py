@@ -416,22 +416,9 @@ def _mha(rng: np.random.Generator) -> CheckResult:
     mask[0, :, 3] = False
 
     def ours(query, key, wq, wk, wv, wo):
+        weights = {"w_q": wq, "b_q": bq, "w_k": wk, "b_k": bk, "w_v": wv, "b_v": bv}
         return attention.mha_forward(
-            query,
-            key,
-            key,
-            {
-                "w_q": wq,
-                "b_q": bq,
-                "w_k": wk,
-                "b_k": bk,
-                "w_v": wv,
-                "b_v": bv,
-                "w_o": wo,
-                "b_o": bo,
-            },
-            heads,
-            mask,
+            query, key, key, {**weights, "w_o": wo, "b_o": bo}, heads, mask
         )
 
     def grads(dy, cache):

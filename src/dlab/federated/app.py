@@ -27,15 +27,9 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from dlab.federated import (
-    FederatedSettings,
-    _client_evaluate,
-    _client_train,
-    _federation,
-    finish_run,
-    run_strategy,
-    start_run,
-)
+from dlab.federated.clients import client_evaluate, client_train
+from dlab.federated.server import finish_run, run_strategy, start_run
+from dlab.federated.settings import FederatedSettings, federation
 
 
 def settings_of(config: dict[str, Any]) -> FederatedSettings:
@@ -63,7 +57,7 @@ def _recipe_yaml(recipe: str) -> str:
 def _fed(context: Context) -> Any:
     config = dict(context.run_config)
     settings = settings_of(config)
-    return _federation(_recipe_yaml(str(config["recipe"])), json.dumps(asdict(settings)))
+    return federation(_recipe_yaml(str(config["recipe"])), json.dumps(asdict(settings)))
 
 
 client_app = ClientApp()
@@ -71,12 +65,12 @@ client_app = ClientApp()
 
 @client_app.train()
 def train(msg: Message, context: Context) -> Message:
-    return _client_train(_fed(context), msg, context)
+    return client_train(_fed(context), msg, context)
 
 
 @client_app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    return _client_evaluate(_fed(context), msg, context)
+    return client_evaluate(_fed(context), msg, context)
 
 
 server_app = ServerApp()
