@@ -103,7 +103,6 @@ def summary(ctx: ReportContext) -> str:
     return table(rows, ["", ""]) + (headline or note("no evaluation yet: run `dlab evaluate RUN`"))
 
 
-@section("curves", "Training curves", 10)
 def _step_figures(steps: list[dict]) -> list[str]:
     """Training loss, learning rate and (where logged) gradient norm per step."""
 
@@ -121,6 +120,7 @@ def _step_figures(steps: list[dict]) -> list[str]:
     return figures
 
 
+@section("curves", "Training curves", 10)
 def curves(ctx: ReportContext) -> str:
     epochs, steps = ctx.epochs, ctx.steps
     if not epochs and not steps:
