@@ -9,6 +9,7 @@ the first time it is asked for a name, which keeps `import dlab` light and free 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -67,7 +68,12 @@ class Registry(Generic[T]):
         if not self._loaded:
             self._loaded = True
             for module in self._modules:
-                importlib.import_module(module)
+                if module.endswith(".*"):  # every module of a package: a new file registers itself
+                    package = importlib.import_module(module[:-2])
+                    for found in pkgutil.iter_modules(package.__path__, f"{package.__name__}."):
+                        importlib.import_module(found.name)
+                else:
+                    importlib.import_module(module)
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
@@ -108,6 +114,7 @@ MODELS: Registry[Any] = Registry(
     modules=(
         "dlab.models.mlp",
         "dlab.models.cnn",
+        "dlab.models.cnn1d",
         "dlab.models.resnet",
         "dlab.models.recurrent",
         "dlab.models.transformer",
@@ -126,6 +133,7 @@ DATASETS: Registry[Any] = Registry(
         "dlab.data.language",
         "dlab.data.pairs",
         "dlab.data.series",
+        "dlab.data.speech",
     ),
 )
 OPTIMIZERS: Registry[Any] = Registry("optimizer", modules=("dlab.training.optim",))
@@ -134,12 +142,7 @@ LOSSES: Registry[Any] = Registry("loss", modules=("dlab.training.losses",), plur
 TASKS: Registry[Any] = Registry(
     "task",
     base_config=dict,  # a task has no recipe section of its own: the data set names it
-    modules=(
-        "dlab.tasks.classification",
-        "dlab.tasks.regression",
-        "dlab.tasks.language_model",
-        "dlab.tasks.seq2seq",
-    ),
+    modules=("dlab.tasks.*",),  # every file in dlab/tasks/
 )
 
 REGISTRIES: dict[str, Registry[Any]] = {

@@ -28,8 +28,19 @@ from dlab.scratch.checks.machinery import (
     check,
     compare,
 )
+from dlab.scratch.checks.optimizers import OPTIMIZERS, optimizer_trajectory_error
 
-__all__ = ["CHECKS", "FD_TOLERANCE", "TOLERANCE", "CheckResult", "check", "compare", "run_checks"]
+__all__ = [
+    "CHECKS",
+    "FD_TOLERANCE",
+    "OPTIMIZERS",
+    "TOLERANCE",
+    "CheckResult",
+    "check",
+    "compare",
+    "optimizer_trajectory_error",
+    "run_checks",
+]
 
 
 def run_checks(names: Sequence[str] = (), seed: int = 0) -> list[CheckResult]:
