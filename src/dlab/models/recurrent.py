@@ -53,7 +53,9 @@ class Recurrent(nn.Module):
         super().__init__()
         task = task_of(meta)
         self.kind, self.verbs = meta.input_kind, task.verbs
-        self.every = config.outputs == "every" or task.predicts_every_step
+        self.every = (
+            config.outputs == "every" or task.predicts_every_step or task.outputs_every_step
+        )
         self.pad_id = getattr(meta.details, "pad_id", None)
         self.exporting = False  # set by dlab.export: the trace-friendly path for padded tokens
         if self.kind == "tokens":

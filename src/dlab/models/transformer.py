@@ -58,7 +58,8 @@ class TransformerClassifierConfig(ModelConfig):
 
 
 class TransformerClassifier(nn.Module):
-    """tokens (B, T) -> class logits (B, C)."""
+    """tokens (B, T) -> class logits (B, C); or frames (B, T, F) of a series (speech features),
+    projected linearly instead of embedded, all-zero frames being padding."""
 
     def __init__(
         self,
@@ -67,14 +68,20 @@ class TransformerClassifier(nn.Module):
         max_len: int,
         pad_id: int,
         config: TransformerClassifierConfig,
+        features: int | None = None,
     ):
         super().__init__()
         self.pad_id, self.pooling, self.scale = pad_id, config.pooling, math.sqrt(config.d_model)
-        self.embed = nn.Embedding(vocab, config.d_model, padding_idx=pad_id)
-        nn.init.normal_(
-            self.embed.weight, std=config.d_model**-0.5
-        )  # unit variance once scaled by √d
-        nn.init.zeros_(self.embed.weight[pad_id])
+        self.frames = features is not None
+        if self.frames:
+            self.embed: nn.Module = nn.Linear(features, config.d_model)
+            self.scale = 1.0
+        else:
+            self.embed = nn.Embedding(vocab, config.d_model, padding_idx=pad_id)
+            nn.init.normal_(
+                self.embed.weight, std=config.d_model**-0.5
+            )  # unit variance once scaled by √d
+            nn.init.zeros_(self.embed.weight[pad_id])
         self.position = positional_encoding(config.positional, config.d_model, max_len)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
@@ -88,7 +95,7 @@ class TransformerClassifier(nn.Module):
 
     def encode(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Contextual token vectors (B, T, D) and the padding mask (B, T)."""
-        padding = tokens == self.pad_id
+        padding = (tokens == 0).all(-1) if self.frames else tokens == self.pad_id
         x = self.drop(self.position(self.embed(tokens) * self.scale))
         for block in self.blocks:
             x = block(x, padding=padding)
@@ -105,15 +112,18 @@ class TransformerClassifier(nn.Module):
 @MODELS.register(
     "transformer_classifier",
     config=TransformerClassifierConfig,
-    summary="Transformer encoder over tokens, mean-pooled, for text classification",
+    summary="Transformer encoder over tokens or frames, mean-pooled (text, speech)",
     example_meta=TEXT_META,
     tasks=("classification",),
-    inputs=("tokens",),
+    inputs=("tokens", "series"),
 )
 def build_transformer_classifier(
     config: TransformerClassifierConfig, meta: DataMeta
 ) -> TransformerClassifier:
     details = meta.details
+    if meta.input_kind == "series":  # (frames, features): projected, not embedded
+        frames, features = meta.input_shape
+        return TransformerClassifier(0, meta.num_classes, frames, 0, config, features=features)
     return TransformerClassifier(
         details.vocab_size,
         meta.num_classes,

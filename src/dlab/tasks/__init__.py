@@ -65,6 +65,8 @@ class Task:
     labels_inputs: ClassVar[bool] = False
     # a prediction at every position (next token), so a model may read only the past
     predicts_every_step: ClassVar[bool] = False
+    # an output for every input step (frame-wise symbols for CTC); the model may read both ways
+    outputs_every_step: ClassVar[bool] = False
     # the transformers Auto class that loads a pretrained model for this task
     hf_auto_class: ClassVar[str | None] = None
     # inputs are padded with id 0 (which a report drops when it shows them)

@@ -9,6 +9,7 @@ from torch import nn
 
 from dlab.recipe import LossConfig
 from dlab.registry import LOSSES
+from dlab.training.metrics import IGNORE
 from dlab.training.optim import decayed
 
 
@@ -58,6 +59,40 @@ def build_mse(config: RegressionConfig) -> nn.Module:
 @LOSSES.register("mae", config=RegressionConfig, summary="mean absolute error (regression)")
 def build_mae(config: RegressionConfig) -> nn.Module:
     return nn.L1Loss()
+
+
+class CTCConfig(LossConfig):
+    """Connectionist temporal classification (Graves et al. 2006): −log Σ over every alignment of
+    the frames to the target symbols, blanks and repeats collapsed."""
+
+    blank: int = Field(0, ge=0, description="the output index of the blank symbol")
+
+
+class CTC(nn.Module):
+    """CTC over frame-wise logits (B, T, C) and targets (B, L) padded with IGNORE; every frame of
+    every input counts. The loss of a sample is divided by its target length, then averaged."""
+
+    def __init__(self, blank: int = 0):
+        super().__init__()
+        self.blank = blank
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        batch, frames = logits.shape[:2]
+        log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (T, B, C)
+        kept = targets != IGNORE
+        return F.ctc_loss(
+            log_probs,
+            targets[kept],  # the targets concatenated
+            torch.full((batch,), frames, dtype=torch.long),
+            kept.sum(1),
+            blank=self.blank,
+            zero_infinity=True,  # a target longer than the frames can align: no gradient
+        )
+
+
+@LOSSES.register("ctc", config=CTCConfig, summary="CTC for frame-wise transcription (speech)")
+def build_ctc(config: CTCConfig) -> nn.Module:
+    return CTC(config.blank)
 
 
 def weight_penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | None:
