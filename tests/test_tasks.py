@@ -95,7 +95,7 @@ def test_no_code_outside_the_tasks_compares_task_names():
         ),
         (
             "transformer_classifier",
-            "transformer_classifier serves classification of tokens; mnist is classification",
+            "transformer_classifier serves classification of tokens or series; mnist is classification",
         ),
     ],
 )

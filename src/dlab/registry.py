@@ -134,6 +134,7 @@ DATASETS: Registry[Any] = Registry(
         "dlab.data.pairs",
         "dlab.data.series",
         "dlab.data.speech",
+        "dlab.data.sounds",
     ),
 )
 OPTIMIZERS: Registry[Any] = Registry("optimizer", modules=("dlab.training.optim",))

@@ -41,7 +41,7 @@ class DataMeta:
         """Plain data for meta.json."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["input_shape"] = list(self.input_shape)
-        data["details"] = self.details.model_dump(mode="json", exclude_defaults=True)
+        data["details"] = self.details.model_dump(mode="json", exclude_none=True)
         return data
 
     @classmethod

@@ -90,6 +90,10 @@ def load_input(
 ) -> torch.Tensor:
     """One input file (PNG/JPEG image or .npy array) as a normalised tensor shaped like the training inputs."""
     path = Path(path)
+    if getattr(meta.details, "audio", None) is not None:
+        if path.suffix.lower() != ".wav":
+            raise InputError(f"{path}: this model hears sounds: give a .wav file")
+        return from_wav(path, meta)
     if meta.input_kind not in ("image", "vector"):
         raise InputError(
             f"{path}: file inputs are for image and vector models; this model takes {meta.input_kind}"
@@ -105,6 +109,25 @@ def load_input(
     if meta.input_kind == "image" and len(meta.input_shape) == 3:
         return from_image_bytes(path.read_bytes(), meta, str(path), resize, invert)
     raise InputError(f"{path}: expected a .npy array of shape {tuple(meta.input_shape)}")
+
+
+def from_wav(source: str | Path | bytes, meta: DataMeta, name: str | None = None) -> torch.Tensor:
+    """One WAV clip as the model's standardised (frames, features) input, computed exactly as
+    the training clips were; a clip longer than the model's frames is refused."""
+    from dlab.data.audio import features, read_wav
+    from dlab.data.speech import pad_front
+
+    config = meta.details.audio
+    name = name or str(source)
+    frames = features(read_wav(source, config.rate, name), config).numpy()
+    limit = meta.input_shape[0]
+    if len(frames) > limit:
+        seconds = limit * config.hop / config.rate
+        raise InputError(
+            f"{name}: {len(frames)} frames ({len(frames) * config.hop / config.rate:.2f} s); "
+            f"the model takes at most {limit} ({seconds:.2f} s): cut the clip"
+        )
+    return pad_front([(frames - np.asarray(meta.mean)) / np.asarray(meta.std)], limit)[0]
 
 
 def _normalise(values: np.ndarray, meta: DataMeta) -> torch.Tensor:

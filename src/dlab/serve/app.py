@@ -13,6 +13,7 @@ load another model or touch a path.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -34,7 +35,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from dlab.data.inputs import accepted_shapes, from_array, from_image_bytes
+from dlab.data.inputs import accepted_shapes, from_array, from_image_bytes, from_wav
 from dlab.errors import DlabError, InputError
 from dlab.serve.backends import describe
 from dlab.serve.batching import MicroBatcher
@@ -316,25 +317,36 @@ def _integer(body: dict, field: str, default: int | None, low: int, high: int) -
     return value
 
 
+async def _upload(request: Request, meta: Any) -> tuple[torch.Tensor, list[str]]:
+    """An uploaded image (image models) or WAV clip (sound models), as a batch of one."""
+    hears = getattr(meta.details, "audio", None) is not None
+    if meta.input_kind != "image" and not hears:
+        raise ClientError(
+            415,
+            f"this model takes {meta.input_kind}; upload files only to image or sound models",
+        )
+    what = "WAV clip" if hears else "image"
+    form = await request.form()
+    upload = form.get("file")
+    if upload is None or not hasattr(upload, "read"):
+        raise ClientError(422, f"upload the {what} in a form field named 'file'")
+    data, name = await upload.read(), upload.filename or "upload"
+    try:
+        if hears:  # decoding and features run off the event loop
+            tensor = await asyncio.to_thread(from_wav, data, meta, name)
+        else:
+            tensor = from_image_bytes(data, meta, name, resize=True)
+    except InputError as exc:
+        raise ClientError(422, str(exc)) from None
+    return tensor[None], [name]
+
+
 async def _inputs(request: Request, backend: Any) -> tuple[torch.Tensor, list[str]]:
     """(batch tensor, a label per input) from JSON arrays, JSON texts, or an uploaded image."""
     meta = backend.meta
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     if kind == "multipart/form-data":
-        if meta.input_kind != "image":
-            raise ClientError(
-                415, f"this model takes {meta.input_kind}; upload images only to image models"
-            )
-        form = await request.form()
-        upload = form.get("file")
-        if upload is None or not hasattr(upload, "read"):
-            raise ClientError(422, "upload the image in a form field named 'file'")
-        data = await upload.read()
-        try:
-            tensor = from_image_bytes(data, meta, upload.filename or "upload", resize=True)
-        except InputError as exc:
-            raise ClientError(422, str(exc)) from None
-        return tensor[None], [upload.filename or "upload"]
+        return await _upload(request, meta)
     body = await _json(request)
     if meta.input_kind == "tokens":
         texts = body.get("texts", [body.get("text")] if "text" in body else None)

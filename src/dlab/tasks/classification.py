@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from dlab.data.audio import AudioFeatures
 from dlab.tasks import Details, Task, register
 from dlab.training.metrics import classification_report, predict_all
 
@@ -27,6 +28,7 @@ class ClassificationDetails(Details):
     pad_id: int | None = None
     max_length: int | None = None
     tokenizer: str | None = None
+    audio: AudioFeatures | None = None  # sounds: how a WAV clip becomes feature frames
 
 
 @register
