@@ -93,6 +93,7 @@ def test_it_transcribes_through_predict_the_report_and_serve(transcriber):
     assert sum(s == t for s, t in zip(said, truth, strict=True)) >= 4
     page = (transcriber.path / "report.html").read_text(encoding="utf-8")
     assert "Word error rate" in page and "section-error" not in page and "transcript" in page
+    assert "Alignments: where each symbol is heard" in page
     with TestClient(build_app(transcriber.path, max_wait_ms=1)) as client:
         raw = inputs[:2] * torch.tensor(transcriber.meta.std) + torch.tensor(transcriber.meta.mean)
         answer = client.post("/predict", json={"inputs": raw.tolist()})

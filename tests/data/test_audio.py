@@ -11,18 +11,13 @@ import numpy as np
 import pytest
 import scipy.fft
 import torch
+from conftest import tone
 
 from dlab.data import audio, build
 from dlab.errors import DataError, InputError
 from dlab.recipe import load_recipe
 
 RATE = 8000
-
-
-def tone(hz: float, seconds: float = 0.5, rate: int = RATE, seed: int = 0) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    noise = np.random.default_rng(seed).normal(0, 0.02, len(t))
-    return (0.5 * np.sin(2 * np.pi * hz * t) + noise).astype(np.float32)
 
 
 def wav_bytes(samples: np.ndarray, rate: int = RATE, channels: int = 1, width: int = 2) -> bytes:
@@ -99,19 +94,6 @@ def test_a_24_bit_wav_is_refused_by_name():
         audio.read_wav(buffer.getvalue(), RATE, "clip.wav")
 
 
-@pytest.fixture(scope="module")
-def sounds(tmp_path_factory):
-    """Two classes of sound, a low and a high whistle of varying pitch and length."""
-    root = tmp_path_factory.mktemp("sounds")
-    rng = np.random.default_rng(0)
-    for name, base in (("low", 300), ("high", 1500)):
-        (root / name).mkdir()
-        for i in range(30):
-            hz, seconds = base * rng.uniform(0.8, 1.2), rng.uniform(0.3, 0.8)
-            audio.write_wav(root / name / f"{i}.wav", tone(hz, seconds, seed=i), RATE)
-    return root
-
-
 def _recipe(**data):
     return load_recipe(
         {
@@ -122,8 +104,8 @@ def _recipe(**data):
     )
 
 
-def test_an_audio_folder_becomes_standardised_frames_with_its_settings_saved(sounds):
-    bundle = build(_recipe(name="audio_folder", path=str(sounds), frames=90).data, 0)
+def test_an_audio_folder_becomes_standardised_frames_with_its_settings_saved(sound_folder):
+    bundle = build(_recipe(name="audio_folder", path=str(sound_folder), frames=90).data, 0)
     assert bundle.meta.classes == ["high", "low"] and bundle.meta.input_shape == (90, 13)
     assert bundle.meta.sizes == {"train": 43, "val": 5, "test": 12}
     assert bundle.meta.details.audio == audio.AudioFeatures()
@@ -133,19 +115,20 @@ def test_an_audio_folder_becomes_standardised_frames_with_its_settings_saved(sou
     from dlab.data.inputs import from_wav
 
     seen = torch.cat([bundle.train.inputs, bundle.val.inputs, bundle.test.inputs])
-    for path in (sounds / "low" / "3.wav", sounds / "high" / "17.wav"):
+    for path in (sound_folder / "low" / "3.wav", sound_folder / "high" / "17.wav"):
         given = from_wav(path, again)
         assert (seen - given).abs().amax(dim=(1, 2)).min() < 1e-5, path
 
 
-def test_a_sound_classifier_trains_predicts_a_wav_and_serves_an_upload(sounds, tmp_path, capsys):
+def test_a_sound_classifier_trains_predicts_a_wav_and_serves_an_upload(sound_run, tmp_path, capsys):
     from fastapi.testclient import TestClient
 
-    import dlab
     from dlab.serve import build_app
 
-    recipe = _recipe(name="audio_folder", path=str(sounds), frames=90).to_dict()
-    run = dlab.train({**recipe, "name": "whistles"}, runs_dir=tmp_path, progress=False)
+    run = sound_run
+    page = (run.path / "report.html").read_text(encoding="utf-8")
+    assert "Clips across the test split: MFCC over time" in page and "section-error" not in page
+    assert "Which moments decided" in page and "Integrated gradients" in page
     assert run.dir.meta["evaluation"]["test"]["accuracy"] >= 0.9
     low, high = tmp_path / "low.wav", tmp_path / "high.wav"
     audio.write_wav(low, tone(310, 0.5, seed=99), RATE)

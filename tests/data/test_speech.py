@@ -99,3 +99,59 @@ def test_a_damaged_data_file_is_a_one_line_error(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(DataError, match="not FSDD's digits.npz"):
         speech.load_clips(bad)
+
+
+def test_time_shift_moves_each_clip_whole_and_fills_with_silence():
+    from dlab.data.augment import time_shift
+
+    torch.manual_seed(0)
+    frames = torch.randn(16, 30, 13)
+    shifted = time_shift(frames, 4)
+    assert torch.equal(time_shift(frames, 0), frames)
+    for original, moved in zip(frames, shifted, strict=True):
+        matches = [
+            s
+            for s in range(-4, 5)
+            if torch.equal(moved, torch.roll(original, s, 0) * _inside(s, 30)[:, None])
+        ]
+        assert matches, "a clip was not shifted whole"
+
+
+def _inside(shift: int, length: int) -> torch.Tensor:
+    source = torch.arange(length) - shift
+    return ((source >= 0) & (source < length)).float()
+
+
+def test_noise_is_added_at_the_signal_to_noise_ratio_asked():
+    from dlab.data.augment import add_noise
+
+    torch.manual_seed(0)
+    frames = torch.randn(4, 400, 13) * torch.tensor([1.0, 2.0, 0.5, 3.0])[:, None, None]
+    noisy = add_noise(frames, 20.0)
+    noise = noisy - frames
+    snr = 10 * torch.log10(frames.pow(2).mean((1, 2)) / noise.pow(2).mean((1, 2)))
+    assert torch.allclose(snr, torch.full((4,), 20.0), atol=0.2)
+
+
+def test_spec_augment_zeroes_at_most_the_bands_asked_and_nothing_else():
+    from dlab.data.augment import spec_masks
+
+    torch.manual_seed(0)
+    frames = torch.randn(32, 50, 13) + 5  # no zeros of its own
+    timed = spec_masks(frames, count=2, width=6, dim=1)
+    zeroed = (timed == 0).all(-1)  # whole frames
+    assert ((timed == 0) == zeroed[..., None]).all()  # a time mask zeroes whole frames
+    assert zeroed.sum(1).max() <= 12 and zeroed.any()
+    assert torch.equal(timed[~zeroed], frames[~zeroed])
+    banded = spec_masks(frames, count=1, width=3, dim=2)
+    channels = (banded == 0).all(1)
+    assert channels.sum(1).max() <= 3 and channels.any()
+
+
+def test_only_training_batches_are_augmented():
+    bundle = build(_data(name="fsdd", augment={"shift": 5, "snr_db": 20, "time_masks": 1}), 0)
+    plain = build(_data(name="fsdd"), 0)
+    torch.manual_seed(0)
+    first = next(iter(bundle.train.epoch(0)))[0]
+    assert not torch.equal(first, next(iter(plain.train.epoch(0)))[0])
+    assert torch.equal(next(iter(bundle.val.epoch(0)))[0], next(iter(plain.val.epoch(0)))[0])

@@ -83,3 +83,46 @@ def test_the_server_stays_up_through_bad_requests(server):
             statuses.append(413)
     assert statuses == [400, 413, 415, 422]
     assert httpx.get(f"{server}/health", timeout=5).json() == {"status": "ok"}
+
+
+def test_upload_and_record_a_sound_on_the_page(sound_run, chromium, tmp_path):
+    """The sound panel: an uploaded WAV is classified; a recording from Chromium's fake
+    microphone (a beep) is resampled in the browser, sent as WAV, and answered."""
+    from conftest import tone
+
+    from dlab.data.audio import write_wav
+
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    clip = tmp_path / "high.wav"
+    write_wav(clip, tone(1480, 0.6, seed=5), 8000)
+    errors: list[str] = []
+    with serving(sound_run.path) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        page = browser.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        page.wait_for_selector("#sound-panel:not(.hidden)")
+        page.set_input_files("#sound-upload", str(clip))
+        page.wait_for_function("document.querySelector('#sound-result').textContent.length > 0")
+        uploaded = page.inner_text("#sound-result")
+        bars = page.locator("#sound-bars .bar").count()
+        page.evaluate("document.querySelector('#sound-result').textContent = ''")
+        page.click("#record")
+        page.wait_for_function(
+            "document.querySelector('#sound-result').textContent.length > 0"
+            " || document.querySelector('#error').textContent.length > 0",
+            timeout=20_000,
+        )
+        recorded, problem = page.inner_text("#sound-result"), page.inner_text("#error")
+        browser.close()
+    assert not errors, errors
+    assert uploaded == "high" and bars == 2
+    assert problem == "" and recorded in {"low", "high"}

@@ -46,7 +46,9 @@ def resolve_mode(model: nn.Module, mode: str) -> str:
     if mode != "int8":
         return mode
     return (
-        "int8-static" if any(isinstance(m, nn.Conv2d) for m in model.modules()) else "int8-dynamic"
+        "int8-static"
+        if any(isinstance(m, nn.Conv1d | nn.Conv2d) for m in model.modules())
+        else "int8-dynamic"
     )
 
 

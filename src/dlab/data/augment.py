@@ -1,4 +1,5 @@
-"""Image augmentation as batched tensor operations: one call per batch, on whatever device holds it.
+"""Image and sound augmentation as batched tensor operations: one call per batch, on whatever
+device holds it.
 
 Random numbers come from torch's global generator of the batch's device, which checkpoints save,
 so an augmented run still resumes exactly.
@@ -11,7 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from dlab.recipe import AugmentConfig
+from dlab.recipe import AugmentConfig, SoundAugmentConfig
 
 
 def random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
@@ -59,5 +60,57 @@ def build_augment(config: AugmentConfig | None) -> Callable[[torch.Tensor], torc
         if config.cutout:
             images = cutout(images, config.cutout)
         return images
+
+    return augment
+
+
+# --- sound: batches of (B, T, F) feature frames -------------------------------------------------
+
+
+def time_shift(frames: torch.Tensor, most: int) -> torch.Tensor:
+    """Move each clip by up to `most` frames earlier or later, zeros (silence) filling in."""
+    batch, length, _ = frames.shape
+    shift = torch.randint(-most, most + 1, (batch, 1), device=frames.device)
+    source = torch.arange(length, device=frames.device)[None, :] - shift  # (B, T)
+    inside = (source >= 0) & (source < length)
+    index = torch.arange(batch, device=frames.device)[:, None]
+    return frames[index, source.clamp(0, length - 1)] * inside[..., None]
+
+
+def add_noise(frames: torch.Tensor, snr_db: float) -> torch.Tensor:
+    """Gaussian noise at a signal-to-noise ratio of `snr_db` per clip (power over its frames)."""
+    power = frames.pow(2).mean(dim=(1, 2), keepdim=True)
+    scale = (power / 10 ** (snr_db / 10)).sqrt()
+    return frames + torch.randn_like(frames) * scale
+
+
+def spec_masks(frames: torch.Tensor, count: int, width: int, dim: int) -> torch.Tensor:
+    """SpecAugment (Park et al. 2019): zero `count` bands of up to `width` time steps (dim 1) or
+    feature channels (dim 2) in each clip."""
+    batch, size = frames.shape[0], frames.shape[dim]
+    positions = torch.arange(size, device=frames.device)[None, :]
+    keep = torch.ones(batch, size, dtype=torch.bool, device=frames.device)
+    for _ in range(count):
+        band = torch.randint(0, width + 1, (batch, 1), device=frames.device)
+        start = (torch.rand(batch, 1, device=frames.device) * (size - band + 1)).long()
+        keep &= ~((positions >= start) & (positions < start + band))
+    return frames * (keep[:, :, None] if dim == 1 else keep[:, None, :])
+
+
+def build_sound_augment(config: SoundAugmentConfig | None) -> Callable | None:
+    """The batch transform of a sound data set's `augment` section, or None."""
+    if config is None or not config.active:
+        return None
+
+    def augment(frames: torch.Tensor) -> torch.Tensor:
+        if config.shift:
+            frames = time_shift(frames, config.shift)
+        if config.snr_db is not None:
+            frames = add_noise(frames, config.snr_db)
+        if config.time_masks:
+            frames = spec_masks(frames, config.time_masks, config.time_width, dim=1)
+        if config.freq_masks:
+            frames = spec_masks(frames, config.freq_masks, config.freq_width, dim=2)
+        return frames
 
     return augment

@@ -13,10 +13,11 @@ import torch
 from pydantic import Field
 
 from dlab.data.audio import AudioFeatures, features, read_wav
+from dlab.data.augment import build_sound_augment
 from dlab.data.bundle import DataBundle, DataMeta, TensorLoader, split_off, subsample
 from dlab.data.speech import DIGITS, pad_front, standardiser
 from dlab.errors import DataError
-from dlab.recipe import DataConfig
+from dlab.recipe import DataConfig, SoundAugmentConfig
 from dlab.registry import DATASETS
 
 FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")  # digit_speaker_index.wav
@@ -37,6 +38,9 @@ class AudioDataConfig(DataConfig):
         "longer ones keep their last frames (100 frames = 1 s at a 10 ms hop)",
     )
     test_size: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing")
+    augment: SoundAugmentConfig | None = Field(
+        None, description="training-time augmentation: shift, noise, SpecAugment masks"
+    )
 
 
 class FsddWavConfig(AudioDataConfig):
@@ -73,9 +77,11 @@ def _bundle(
             loaders.append(None)
             continue
         x = pad_front([scaled[i] for i in chosen], config.frames)
-        size = config.batch_size if split == "train" else config.eval_batch_size
+        train = split == "train"
+        size = config.batch_size if train else config.eval_batch_size
         y = torch.from_numpy(labels[chosen])
-        loaders.append(TensorLoader(x, y, size, shuffle=split == "train", seed=seed))
+        augment = build_sound_augment(config.augment) if train else None
+        loaders.append(TensorLoader(x, y, size, shuffle=train, seed=seed, transform=augment))
     meta = DataMeta(
         dataset=name,
         input_kind="series",

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from dlab.data.augment import build_sound_augment
 from dlab.data.bundle import DataBundle, DataMeta, TensorLoader, split_off
 from dlab.errors import DataError
-from dlab.recipe import DataConfig
+from dlab.recipe import DataConfig, SoundAugmentConfig
 from dlab.registry import DATASETS
 from dlab.training.metrics import IGNORE
 
@@ -65,6 +66,9 @@ class FsddConfig(DataConfig):
     )
     frames: int = Field(
         92, ge=8, le=1000, description="clips are padded in front (or cut) to this many frames"
+    )
+    augment: SoundAugmentConfig | None = Field(
+        None, description="training-time augmentation: shift, noise, SpecAugment masks"
     )
 
 
@@ -119,10 +123,11 @@ def build_fsdd(config: FsddConfig, seed: int = 0) -> DataBundle:
             return None
         chosen = splits[name]
         x = pad_front([scaled[i] for i in chosen], config.frames)
-        size = config.batch_size if name == "train" else config.eval_batch_size
-        return TensorLoader(
-            x, torch.from_numpy(digits[chosen]), size, shuffle=name == "train", seed=seed
-        )
+        train = name == "train"
+        size = config.batch_size if train else config.eval_batch_size
+        augment = build_sound_augment(config.augment) if train else None
+        y = torch.from_numpy(digits[chosen])
+        return TensorLoader(x, y, size, shuffle=train, seed=seed, transform=augment)
 
     meta = DataMeta(
         dataset="fsdd",
@@ -207,8 +212,10 @@ def build_fsdd_connected(config: ConnectedConfig, seed: int = 0) -> DataBundle:
         rng = np.random.default_rng([config.split_seed, offset])  # fixed utterances per split
         chosen = splits[name]
         x, y = connect([scaled[i] for i in chosen], digits[chosen], counts[name], config, rng)
-        size = config.batch_size if name == "train" else config.eval_batch_size
-        loaders.append(TensorLoader(x, y, size, shuffle=name == "train", seed=seed))
+        train = name == "train"
+        size = config.batch_size if train else config.eval_batch_size
+        augment = build_sound_augment(config.augment) if train else None
+        loaders.append(TensorLoader(x, y, size, shuffle=train, seed=seed, transform=augment))
     meta = DataMeta(
         dataset="fsdd_connected",
         task="transcription",

@@ -105,6 +105,24 @@ class AugmentConfig(Section):
     )
 
 
+class SoundAugmentConfig(Section):
+    """Training-time augmentation of sound features (validation and test clips are never
+    augmented): a time shift, noise at a signal-to-noise ratio, SpecAugment masks."""
+
+    shift: int = Field(0, ge=0, description="move each clip by up to this many frames")
+    snr_db: float | None = Field(
+        None, description="add Gaussian noise to the features at this SNR in dB (e.g. 20)"
+    )
+    time_masks: int = Field(0, ge=0, le=10, description="SpecAugment: time bands zeroed per clip")
+    time_width: int = Field(10, ge=1, description="widest time band, in frames")
+    freq_masks: int = Field(0, ge=0, le=10, description="SpecAugment: feature bands zeroed")
+    freq_width: int = Field(3, ge=1, description="widest feature band, in coefficients")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.shift or self.snr_db is not None or self.time_masks or self.freq_masks)
+
+
 class DataConfig(ComponentConfig):
     """Fields every data set accepts; a data set's config class adds its own."""
 

@@ -264,3 +264,65 @@ def importance_figure(importances: dict[str, float]):
     ax.set_title("which parameters mattered", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def frames_grid(
+    clips: Sequence[Any],
+    captions: Sequence[str],
+    colors: Sequence[str],
+    attributions: Sequence[Any] | None = None,
+    columns: int = 4,
+):
+    """Feature frames of clips (time across, features up, like a spectrogram), each with a
+    coloured caption; with `attributions`, each clip above its map (red: for, blue: against)."""
+    rows_per = 2 if attributions is not None else 1
+    rows = max(1, -(-len(clips) // columns)) * rows_per
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(columns * 2.4, rows * 1.5), dpi=100, squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (clip, caption, color) in enumerate(zip(clips, captions, colors, strict=False)):
+        row, column = (i // columns) * rows_per, i % columns
+        clip = np.asarray(clip)
+        heard = np.abs(clip).sum(1) > 0
+        start = int(heard.argmax()) if heard.any() else 0  # the padding in front is not shown
+        axes[row, column].imshow(clip[start:].T, aspect="auto", origin="lower", cmap="magma")
+        axes[row, column].set_title(caption, fontsize=7, color=color)
+        if attributions is not None:
+            saliency = np.asarray(attributions[i])[start:].T
+            limit = max(np.abs(saliency).max(), 1e-12)
+            axes[row + 1, column].imshow(
+                saliency, aspect="auto", origin="lower", cmap="bwr", vmin=-limit, vmax=limit
+            )
+    fig.tight_layout()
+    return fig
+
+
+def alignment_figure(clips: Sequence[Any], paths: Sequence[Sequence[int]], symbols: Sequence[str]):
+    """CTC alignments: each utterance's feature frames, with each symbol the best path emits
+    (a run of one non-blank output) written where its first frame falls in the clip."""
+    fig, axes = plt.subplots(len(clips), 1, figsize=(9, 1.4 * len(clips)), dpi=100, squeeze=False)
+    for ax, clip, path in zip(axes[:, 0], clips, paths, strict=True):
+        clip = np.asarray(clip)
+        heard = np.abs(clip).sum(1) > 0
+        end = len(clip) - int(heard[::-1].argmax()) if heard.any() else len(clip)  # no padding
+        ax.imshow(clip[:end].T, aspect="auto", origin="lower", cmap="magma")
+        step = len(clip) / max(len(path), 1)  # input frames per output frame
+        for j, best in enumerate(path):
+            new = best != 0 and (j == 0 or path[j - 1] != best)  # a run's first frame
+            if new and (j + 0.5) * step < end:
+                ax.text(
+                    (j + 0.5) * step,
+                    clip.shape[1] - 1,
+                    symbols[best - 1],
+                    color="#fff",
+                    fontsize=9,
+                    ha="center",
+                    va="top",
+                    fontweight="bold",
+                )
+        ax.set_yticks([])
+        ax.set_xlabel("frame", fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -130,6 +130,9 @@ def describe(backend: TorchBackend | OnnxBackend) -> dict[str, Any]:
         "classes": meta.classes,
         "dataset": meta.dataset,
     }
+    audio = getattr(meta.details, "audio", None)
+    if audio is not None:  # a sound model: the page records or uploads WAV at this rate
+        summary["audio"] = audio.model_dump()
     if backend.recipe is not None:
         recipe = backend.recipe
         summary["recipe"] = {

@@ -97,33 +97,87 @@ def predictions(ctx: ReportContext) -> str | None:
             grid(worst.tolist(), True) if len(worst) else note("no mistakes in these samples"),
         ]
         return "".join(parts)
+    if meta.input_kind == "series" and len(meta.input_shape) == 2:
+        return _clips(ctx, inputs, predicted, targets, confidence, worst, classes)
     if meta.input_kind == "tokens":
-        rows = [
-            [
-                _describe(ctx, inputs[i]),
-                classes[int(targets[i])],
-                classes[int(predicted[i])],
-                float(confidence[i]),
-            ]
-            for i in spread(10, len(inputs))
-        ]
-        mistakes = [
-            [
-                _describe(ctx, inputs[i]),
-                classes[int(targets[i])],
-                classes[int(predicted[i])],
-                float(confidence[i]),
-            ]
-            for i in worst[:10].tolist()
-        ]
-        columns = ["text", "true", "predicted", "confidence"]
-        return (
-            "<h3>Sample predictions</h3>"
-            + table(rows, columns)
-            + "<h3>Most confidently wrong</h3>"
-            + (table(mistakes, columns) if mistakes else note("no mistakes"))
-        )
+        return _texts(ctx, inputs, predicted, targets, confidence, worst, classes)
     return None
+
+
+def _texts(ctx, inputs, predicted, targets, confidence, worst, classes) -> str:
+    """Sample texts and the most confident mistakes, as tables."""
+    rows = [
+        [
+            _describe(ctx, inputs[i]),
+            classes[int(targets[i])],
+            classes[int(predicted[i])],
+            float(confidence[i]),
+        ]
+        for i in spread(10, len(inputs))
+    ]
+    mistakes = [
+        [
+            _describe(ctx, inputs[i]),
+            classes[int(targets[i])],
+            classes[int(predicted[i])],
+            float(confidence[i]),
+        ]
+        for i in worst[:10].tolist()
+    ]
+    columns = ["text", "true", "predicted", "confidence"]
+    return (
+        "<h3>Sample predictions</h3>"
+        + table(rows, columns)
+        + "<h3>Most confidently wrong</h3>"
+        + (table(mistakes, columns) if mistakes else note("no mistakes"))
+    )
+
+
+def _clips(ctx, inputs, predicted, targets, confidence, worst, classes) -> str:
+    """Feature frames (spectrogram-like) of sample clips and of the most confident mistakes."""
+
+    def grid(indices: list[int], with_truth: bool) -> str:
+        captions = [
+            f"{classes[int(predicted[i])]} {float(confidence[i]):.0%}"
+            + (f" (is {classes[int(targets[i])]})" if with_truth else "")
+            for i in indices
+        ]
+        colors = ["#17703a" if predicted[i] == targets[i] else "#a4262c" for i in indices]
+        return figure(plots.frames_grid([inputs[i] for i in indices], captions, colors), "clips")
+
+    audio = getattr(ctx.data_meta.details, "audio", None)
+    what = "log-mel" if audio is not None and audio.kind == "log_mel" else "MFCC"
+    return (
+        f"<h3>Clips across the {escape(ctx.split)} split: {what} over time (green: right, "
+        "red: wrong)</h3>"
+        + grid(spread(8, len(inputs)), False)
+        + "<h3>Most confidently wrong</h3>"
+        + (grid(worst[:8].tolist(), True) if len(worst) else note("no mistakes in these samples"))
+    )
+
+
+def series_explanations(ctx: ReportContext) -> str | None:
+    """Integrated gradients over time × features: which moments and bands decided."""
+    meta = ctx.data_meta
+    if meta.input_kind != "series" or len(meta.input_shape) != 2 or not _differentiable(ctx):
+        return None
+    from dlab.report.explain import image_attributions
+
+    probs, _targets, inputs = ctx.predictions
+    chosen = spread(4, len(inputs))
+    clips = torch.stack([inputs[i] for i in chosen])
+    predicted = probs[chosen].argmax(1)
+    classes = meta.classes or [str(i) for i in range(probs.shape[1])]
+    attributions = image_attributions(ctx.model, clips, predicted)
+    captions = [classes[int(c)] for c in predicted]
+    return (
+        "<p>Integrated gradients (captum) for the predicted class, under each clip: red frames "
+        "and features push towards it, blue away.</p>"
+        + figure(
+            plots.frames_grid(list(clips), captions, ["#1d2330"] * 4, list(attributions)),
+            "integrated gradients over time",
+        )
+    )
 
 
 def image_explanations(ctx: ReportContext) -> str | None:
@@ -214,4 +268,5 @@ def sections() -> list[Section]:
         Section("predictions", "Sample predictions and confident mistakes", 25, predictions),
         Section("image_explanations", "What the model looks at", 30, image_explanations),
         Section("token_explanations", "Which words decided", 30, token_explanations),
+        Section("series_explanations", "Which moments decided", 30, series_explanations),
     ]

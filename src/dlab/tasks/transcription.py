@@ -145,5 +145,19 @@ def transcripts(ctx: ReportContext) -> str | None:
     return (
         f"<p>Word error rate {report['wer']:.2%}, sentence error rate {report['ser']:.2%} on "
         f"the {escape(ctx.split)} split ({report.get('samples', '?')} utterances), greedy "
-        "CTC decoding.</p>" + table(rows, ["reference", "transcript", ""])
+        "CTC decoding.</p>" + table(rows, ["reference", "transcript", ""]) + _alignments(ctx)
+    )
+
+
+def _alignments(ctx: ReportContext) -> str:
+    """Three test utterances with the symbol each output frame emits written above them."""
+    from dlab.report import plots
+    from dlab.report.html import figure
+
+    inputs, _ = next(iter(ctx.bundle.loader(ctx.split).epoch(0)))
+    with torch.no_grad():
+        paths = ctx.model(inputs[:3]).argmax(-1).tolist()
+    classes = ctx.data_meta.classes or []
+    return "<h3>Alignments: where each symbol is heard</h3>" + figure(
+        plots.alignment_figure(list(inputs[:3]), paths, classes), "CTC alignments"
     )
