@@ -185,6 +185,29 @@ def text_run(tmp_path_factory, text_folder):
 
 
 @pytest.fixture(scope="session")
+def lstm_text_run(tmp_path_factory, text_folder):
+    return train_small(
+        tmp_path_factory,
+        "reviews_lstm",
+        {
+            "data": {
+                "name": "text_csv",
+                "path": str(text_folder / "reviews.csv"),
+                "batch_size": 16,
+            },
+            "model": {
+                "name": "lstm",
+                "embedding": 16,
+                "hidden": 24,
+                "layers": 1,
+                "bidirectional": True,
+            },
+            "train": {"epochs": 3},
+        },
+    )
+
+
+@pytest.fixture(scope="session")
 def gpt_run(tmp_path_factory, text_folder):
     return train_small(
         tmp_path_factory,
@@ -198,5 +221,43 @@ def gpt_run(tmp_path_factory, text_folder):
             },
             "model": {"name": "gpt", "layers": 2, "heads": 2, "d_model": 32},
             "train": {"epochs": 2, "metrics": ["accuracy", "perplexity"]},
+        },
+    )
+
+
+# --- sounds: two classes of whistle, and a small model trained on them ---
+
+
+def tone(hz: float, seconds: float = 0.5, rate: int = 8000, seed: int = 0) -> np.ndarray:
+    """A sine at `hz` with a little noise, as float samples in [-1, 1]."""
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(seed).normal(0, 0.02, len(t))
+    return (0.5 * np.sin(2 * np.pi * hz * t) + noise).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def sound_folder(tmp_path_factory):
+    """An audio_folder: a low (300 Hz) and a high (1500 Hz) whistle of varying pitch and length."""
+    from dlab.data.audio import write_wav
+
+    root = tmp_path_factory.mktemp("sounds")
+    rng = np.random.default_rng(0)
+    for name, base in (("low", 300), ("high", 1500)):
+        (root / name).mkdir()
+        for i in range(30):
+            hz, seconds = base * rng.uniform(0.8, 1.2), rng.uniform(0.3, 0.8)
+            write_wav(root / name / f"{i}.wav", tone(hz, seconds, seed=i), 8000)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sound_run(tmp_path_factory, sound_folder):
+    return train_small(
+        tmp_path_factory,
+        "whistles",
+        {
+            "data": {"name": "audio_folder", "path": str(sound_folder), "frames": 90},
+            "model": {"name": "cnn1d", "channels": [16, 16]},
+            "train": {"epochs": 6, "optimizer": {"name": "adam", "lr": 0.01}},
         },
     )

@@ -276,3 +276,74 @@ def test_a_background_server_that_cannot_start_says_why(tmp_path):
         serving(tmp_path / "no-such-run"),
     ):
         pass
+
+
+@pytest.mark.parametrize("fixture", ["text_run", "lstm_text_run"])
+def test_concurrent_texts_of_different_lengths_share_a_batch(fixture, request):
+    """Each request is padded to its own longest text; requests batched together were once
+    concatenated as they were ("Sizes of tensors must match": a 500 for the whole batch)."""
+    run = request.getfixturevalue(fixture)
+    words = [
+        "a",
+        "wonderful",
+        "moving",
+        "film",
+        "with",
+        "great",
+        "acting",
+        "and",
+        "a",
+        "story",
+        "i",
+        "loved",
+    ]
+    texts = [" ".join(words[: 1 + i % len(words)]) for i in range(24)]
+
+    async def burst(max_batch: int) -> tuple[list[int], list[dict], str]:
+        app = build_app(run.path, max_batch=max_batch, max_wait_ms=50)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post("/predict", json={"texts": [t, t[: len(t) // 2] or t]})
+                    for t in texts
+                )
+            )
+            metrics = (await client.get("/metrics")).text
+        return [a.status_code for a in answers], [a.json() for a in answers], metrics
+
+    statuses, batched, metrics = asyncio.run(burst(32))
+    assert statuses == [200] * len(texts)
+    assert float(metrics.split("dlab_batch_size_count ")[1].split()[0]) < len(texts)
+    _, alone, _ = asyncio.run(burst(1))
+    for together, single in zip(batched, alone, strict=True):  # padding changed no answer
+        for a, b in zip(together["predictions"], single["predictions"], strict=True):
+            assert a["label"] == b["label"]
+            for name, p in a["probabilities"].items():
+                assert p == pytest.approx(b["probabilities"][name], abs=1e-5)
+
+
+def test_the_batcher_pads_token_requests_and_refuses_other_mismatches():
+    from dlab.serve.batching import join
+
+    joined = join([torch.tensor([[5, 6, 7]]), torch.tensor([[8], [9]])], pad_id=0)
+    assert joined.tolist() == [[5, 6, 7], [8, 0, 0], [9, 0, 0]]
+    with pytest.raises(ValueError, match="different input shapes"):
+        join([torch.zeros(1, 2, 3), torch.zeros(1, 2, 4)], pad_id=0)
+
+
+def test_a_bug_in_the_model_is_a_counted_500_not_a_dropped_connection(
+    image_run, digits, monkeypatch
+):
+    from dlab.serve.backends import TorchBackend
+
+    def broken(self, batch):
+        raise RuntimeError("Sizes of tensors must match")
+
+    monkeypatch.setattr(TorchBackend, "outputs", broken)
+    pixels, _ = digits
+    with TestClient(build_app(image_run.path), raise_server_exceptions=False) as client:
+        answer = client.post("/predict", json={"inputs": pixels[0].tolist()})
+        metrics = client.get("/metrics").text
+    assert answer.status_code == 500 and "internal error" in answer.json()["error"]
+    assert 'dlab_requests_total{route="/predict",status="500"} 1.0' in metrics

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 import math
 import time
 from collections.abc import AsyncIterator
@@ -40,6 +41,8 @@ from dlab.errors import DlabError, InputError
 from dlab.serve.backends import describe
 from dlab.serve.batching import MicroBatcher
 from dlab.tasks import Task, task_of
+
+logger = logging.getLogger("dlab.serve")
 
 MAX_INPUTS = 256  # per request
 MAX_TEXT = 10_000  # characters
@@ -141,11 +144,7 @@ def create_app(
     """The ASGI application serving `backend`."""
     meters = _Meters()
     task = task_of(backend.meta)
-    batcher = (
-        MicroBatcher(backend.outputs, max_batch, max_wait_ms, on_batch=meters.batch_sizes.observe)
-        if "predict" in task.verbs
-        else None
-    )
+    batcher = _batcher(backend, task, max_batch, max_wait_ms, meters)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -189,6 +188,24 @@ def create_app(
     return BodyLimit(app, int(max_body_mb * 1_000_000)) if max_body_mb else app
 
 
+def _batcher(
+    backend: Any, task: Task, max_batch: int, max_wait_ms: float, meters: _Meters
+) -> MicroBatcher | None:
+    """Shared forward passes for /predict (None when the model answers no predict)."""
+    if "predict" not in task.verbs:
+        return None
+    observe, pad_id = meters.batch_sizes.observe, _pad_id(backend)
+    return MicroBatcher(backend.outputs, max_batch, max_wait_ms, on_batch=observe, pad_id=pad_id)
+
+
+def _pad_id(backend: Any) -> int | None:
+    """The id text requests are padded with (token models), else None."""
+    tokenizer = getattr(backend, "tokenizer", None)
+    if backend.meta.input_kind != "tokens" or tokenizer is None:
+        return None
+    return tokenizer.pad_id or 0
+
+
 def _guard(app: FastAPI, meters: _Meters, token: str | None) -> None:
     """The token check (constant time), per-route counts and latency, and errors as JSON."""
     expected_token = token.encode() if token else None
@@ -210,6 +227,11 @@ def _guard(app: FastAPI, meters: _Meters, token: str | None) -> None:
             response = await call_next(request)
         except ClientError as exc:
             response = JSONResponse({"error": exc.message}, status_code=exc.status)
+        except Exception:  # a bug, not the client's fault: a 500 that is counted and logged
+            logger.exception("%s %s failed", request.method, request.url.path)
+            response = JSONResponse(
+                {"error": "internal error: the server's log has the details"}, status_code=500
+            )
         meters.requests.labels(route, str(response.status_code)).inc()
         meters.latency.labels(route).observe(time.perf_counter() - started)
         return response

@@ -23,8 +23,12 @@ class MicroBatcher:
         max_batch: int = 32,
         max_wait_ms: float = 5.0,
         on_batch: Callable[[int], None] | None = None,
+        pad_id: int | None = None,
     ):
+        """`pad_id`: token requests of different lengths are right-padded with it to the batch's
+        longest (each request is padded only to its own longest text)."""
         self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000
+        self.pad_id = pad_id
         self.on_batch = on_batch or (lambda n: None)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlab-model")
         self.queue: asyncio.Queue | None = None
@@ -62,9 +66,8 @@ class MicroBatcher:
                 size += len(item[0])
             self.on_batch(size)
             try:
-                outputs = await loop.run_in_executor(
-                    self.executor, self.fn, torch.cat([p[0] for p in pending])
-                )
+                batch = join([p[0] for p in pending], self.pad_id)
+                outputs = await loop.run_in_executor(self.executor, self.fn, batch)
             except Exception as exc:  # every request of the batch learns what went wrong
                 for _, future in pending:
                     if not future.done():
@@ -80,3 +83,17 @@ class MicroBatcher:
         if self.worker is not None:
             self.worker.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def join(parts: list[torch.Tensor], pad_id: int | None) -> torch.Tensor:
+    """Requests' inputs as one batch; (N, T) token ids of different T right-padded to the
+    longest with `pad_id` (padding changes no answer: the models mask it)."""
+    if len({tuple(p.shape[1:]) for p in parts}) == 1:
+        return torch.cat(parts)
+    if pad_id is None or any(p.ndim != 2 for p in parts):
+        shapes = sorted({tuple(p.shape[1:]) for p in parts})
+        raise ValueError(f"requests of different input shapes cannot share a batch: {shapes}")
+    width = max(p.shape[1] for p in parts)
+    return torch.cat(
+        [torch.nn.functional.pad(p, (0, width - p.shape[1]), value=pad_id) for p in parts]
+    )
