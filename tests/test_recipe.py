@@ -244,3 +244,25 @@ def test_random_values_for_every_field(path, value):
 def test_random_override_strings(path, text):
     keys = [k for k in path if not k.startswith("@")]
     _only_dlab_errors(lambda: load_recipe(dict(MINIMAL), [".".join(keys) + "=" + text]))
+
+
+def test_a_yaml_alias_bomb_is_refused_in_a_moment(tmp_path):
+    """Nine levels of ten aliases: a 1 KB file that expands to a billion values."""
+    import time
+
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 10):
+        refs = ", ".join([f"*a{level - 1}"] * 10)
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\ndata: {name: mnist}\nmodel: {name: mlp, hidden: *a9}\n")
+    assert len(bomb.read_bytes()) < 1200
+    started = time.perf_counter()
+    with pytest.raises(RecipeError, match="expands to more than 20,000 values"):
+        load_recipe(bomb)
+    # the same bomb in one -o value, in YAML's flow style
+    parts = ["&b0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    parts += [f"&b{k} [" + ", ".join([f"*b{k - 1}"] * 10) + "]" for k in range(1, 10)]
+    with pytest.raises(RecipeError, match="override model.hidden: the recipe expands"):
+        load_recipe("mnist_mlp", ["model.hidden=[" + ", ".join(parts) + "]"])
+    assert time.perf_counter() - started < 2

@@ -33,7 +33,30 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
         raise RecipeError(
             f"{source}: a recipe is a mapping of sections (data, model, train), not a {type(data).__name__}"
         )
+    _check_size(data, source)
     return data
+
+
+MAX_VALUES = 20_000  # values in a recipe once YAML aliases are expanded
+
+
+def _check_size(data: Any, source: str) -> None:
+    """Refuse a recipe that expands beyond MAX_VALUES values: YAML aliases can nest a 1 KB file
+    into billions of values (a "billion laughs"), which validating or printing would never
+    finish. The walk stops at the limit, so it costs at most MAX_VALUES steps."""
+    seen, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise RecipeError(
+                f"{source}: the recipe expands to more than {MAX_VALUES:,} values "
+                "(nested YAML aliases?); write the values out"
+            )
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def _describe(value: Any) -> str:
@@ -125,6 +148,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     keys = match.group(1).split(".")
     try:
         value = yaml.safe_load(match.group(2)) if match.group(2).strip() else None
+        _check_size(value, f"override {match.group(1)}")
     except yaml.YAMLError:
         value = match.group(2)  # e.g. an unquoted string with a colon: keep it as text
     if isinstance(value, float) and not math.isfinite(value):
