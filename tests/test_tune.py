@@ -176,3 +176,36 @@ def test_workers_starting_together_create_the_sqlite_schema_once(tmp_path):
         for child in children:
             child.join(timeout=60)
         assert results == ["race"] * 6, results
+
+
+def test_a_diverged_trial_is_recorded_as_failed_and_the_study_goes_on(tmp_path, monkeypatch):
+    import dlab.api
+    from dlab.errors import TrainingDiverged
+
+    real, calls = dlab.api.train, []
+
+    def second_diverges(recipe, *args, **kwargs):
+        calls.append(recipe.name)
+        if len(calls) == 2:
+            raise TrainingDiverged("the training loss became NaN or infinite by step 3; ...")
+        return real(recipe, *args, **kwargs)
+
+    monkeypatch.setattr(dlab.api, "train", second_diverges)
+    result = tune(write(tmp_path, trials=3), runs_dir=tmp_path / "runs", train_best=False)
+    states = [t["state"] for t in result.trials]
+    assert states.count("FAIL") == 1 and states[1] == "FAIL" and len(states) == 3
+    assert result.trials[1]["failure"].startswith("the training loss became NaN")
+    assert result.best_value == max(t["value"] for t in result.trials if t["state"] == "COMPLETE")
+
+
+def test_a_storage_password_never_reaches_an_error_or_the_record(tmp_path):
+    from dlab.errors import DlabError
+    from dlab.tune import redact
+
+    url = "postgresql://dlab:s3cret-pw@127.0.0.1:1/nowhere"
+    assert redact(url) == "postgresql://dlab:***@127.0.0.1:1/nowhere"
+    assert redact(url, "could not connect with s3cret-pw") == "could not connect with ***"
+    assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    with pytest.raises(DlabError) as caught:
+        tune(write(tmp_path), storage=url, runs_dir=tmp_path / "runs")
+    assert "s3cret-pw" not in str(caught.value) and "dlab:***@127.0.0.1" in str(caught.value)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import numpy as np
 import yaml
 
 from dlab._io import atomic_write_text
-from dlab.errors import DlabError, RecipeError
+from dlab.errors import DlabError, RecipeError, TrainingDiverged
 from dlab.recipe import Recipe, TuneConfig, load_recipe
 from dlab.runs import runs_root
 from dlab.training.callbacks import Callback
@@ -72,6 +73,15 @@ def storage_url(
     folder = runs_root(runs_dir) / recipe.name / "tune"
     folder.mkdir(parents=True, exist_ok=True)
     return storage or f"sqlite:///{(folder / 'study.db').resolve()}", folder
+
+
+def redact(url: str, text: str | None = None) -> str:
+    """`url` (or `text` that may quote it) with the password replaced by ***."""
+    match = re.match(r"^[\w+.-]+://[^:/@]*:([^@]*)@", url)
+    shown = text if text is not None else url
+    if match and match.group(1):
+        shown = shown.replace(f":{match.group(1)}@", ":***@").replace(match.group(1), "***")
+    return shown
 
 
 def _storage(url: str) -> Any:
@@ -126,7 +136,10 @@ def _open_study(
             text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             racing = any(sign in text for sign in ("IntegrityError", "locked", "already exists"))
             if not racing or attempt == attempts - 1:
-                raise DlabError(f"--storage: cannot open the study at {url} ({text})") from None
+                where = redact(url)
+                raise DlabError(
+                    f"--storage: cannot open the study at {where} ({redact(url, text)})"
+                ) from None
             time.sleep(0.3 * (attempt + 1))
     raise AssertionError("unreachable")
 
@@ -181,7 +194,7 @@ def tune(
         study.optimize(
             objective,
             n_trials=total - finished,
-            catch=(),
+            catch=(TrainingDiverged,),  # a diverged trial is FAIL; any other error stops
             callbacks=[
                 optuna.study.MaxTrialsCallback(total, states=done)
             ],  # several workers share the count
@@ -197,7 +210,8 @@ def tune(
     best_path = folder / "best.yaml"
     atomic_write_text(best_path, best_recipe.to_yaml())
     history = _trials(study)
-    result = TuneResult(recipe_obj.name, url, float(best_trial.value), values, best_path, history)
+    best = float(best_trial.value)
+    result = TuneResult(recipe_obj.name, redact(url), best, values, best_path, history)
     if train_best:
         run = train(best_recipe, runs_dir=runs_dir, progress=progress, report=False)
         run.dir.update_meta(tuning=_summary(study, config, result))
@@ -242,14 +256,18 @@ def _objective(
             f"name={name}-trial{trial.number}",
         )
         reporter = OptunaReporter(trial, config.metric)
-        run = train(
-            trial_recipe,
-            runs_dir=trials_dir,
-            progress=progress,
-            callbacks=[reporter],
-            evaluate_test=False,
-            report=False,
-        )
+        try:
+            run = train(
+                trial_recipe,
+                runs_dir=trials_dir,
+                progress=progress,
+                callbacks=[reporter],
+                evaluate_test=False,
+                report=False,
+            )
+        except TrainingDiverged as exc:  # recorded as a failed trial; the study goes on
+            trial.set_user_attr("failure", str(exc).split(";")[0])
+            raise
         trial.set_user_attr("run", str(run.path))
         scores = [e[config.metric] for e in run.history.records if config.metric in e]
         if reporter.pruned:
@@ -271,6 +289,7 @@ def _trials(study: Any) -> list[dict[str, Any]]:
             "value": t.value,
             "values": t.user_attrs.get("values", {}),
             "run": t.user_attrs.get("run"),
+            **({"failure": t.user_attrs["failure"]} if "failure" in t.user_attrs else {}),
         }
         for t in study.get_trials(deepcopy=False)
     ]
@@ -289,7 +308,7 @@ def _summary(study: Any, config: TuneConfig, result: TuneResult) -> dict[str, An
         importances = {}
     return {
         "study": result.study_name,
-        "storage": result.storage.split("@")[-1],  # never store a password
+        "storage": result.storage,  # the password redacted
         "metric": config.metric,
         "direction": config.resolved_direction(),
         "best_value": result.best_value,
