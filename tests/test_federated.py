@@ -181,3 +181,38 @@ def test_the_flower_app_runs_on_a_superlink_and_two_supernodes(tmp_path):
     assert [c["client"] for c in rounds[-1]["clients_train"]] == [0, 1]
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "completed" and meta["evaluation"]["test"]["accuracy"] > 0.7
+
+
+class _Reply:
+    """What the server reads of a client's training reply."""
+
+    def __init__(self, client, count, weights):
+        from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+        metrics = MetricRecord({"client": client, "num-examples": count})
+        self.content = RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics})
+
+    def has_error(self) -> bool:
+        return False
+
+
+def test_the_server_drops_updates_that_lie_about_their_size_or_are_not_finite(caplog):
+    from dlab.federated.server import keep_valid
+    from dlab.federated.settings import training_count
+
+    limits = {0: training_count(100), 1: training_count(100), 2: training_count(100)}
+    assert limits[0] == 90
+    good = _Reply(0, 90, {"w": torch.ones(3)})
+    replies = [
+        good,
+        _Reply(1, 10**9, {"w": torch.ones(3)}),  # claims a billion examples to own the average
+        _Reply(2, 90, {"w": torch.tensor([1.0, float("nan"), 0.0])}),
+        _Reply(7, 90, {"w": torch.ones(3)}),  # not a partition
+    ]
+    dropped = []
+    assert keep_valid(replies, limits, dropped) == [good]
+    assert [d["client"] for d in dropped] == [1, 2, 7]
+    assert "reports 1000000000 examples; its partition trains on 90" in dropped[0]["why"]
+    assert "non-finite weights (w)" in dropped[1]["why"]
+    assert "not one of the 3 partitions" in dropped[2]["why"]
+    assert caplog.text.count("dropped a client update") == 3

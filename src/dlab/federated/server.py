@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import asdict
@@ -20,17 +21,63 @@ from dlab.federated.settings import (
     Federation,
     federation,
     model_from,
+    training_count,
 )
 
+logger = logging.getLogger("dlab.federated")
 
-def _strategy(settings: FederatedSettings, train_rows: Any, evaluate_rows: Any) -> Any:
-    """Flower's FedAvg or FedProx, sampling `fraction` of the clients (at least two) each round."""
+
+def reply_problem(content: Any, limits: dict[int, int]) -> str | None:
+    """Why a client's training reply must not enter the average, or None: its example count
+    (its weight in the average) must be the one the server computes for its partition, and
+    every weight it sends must be finite."""
+    metrics = content["metrics"]
+    client, count = metrics.get("client"), metrics.get("num-examples")
+    if client not in limits:
+        return f"client {client!r} is not one of the {len(limits)} partitions"
+    if not isinstance(count, int) or count != limits[client]:
+        return (
+            f"client {client} reports {count!r} examples; its partition trains on {limits[client]}"
+        )
+    for name, array in content["arrays"].to_torch_state_dict().items():
+        if array.is_floating_point() and not bool(torch.isfinite(array).all()):
+            return f"client {client} sent non-finite weights ({name})"
+    return None
+
+
+def keep_valid(replies: Any, limits: dict[int, int], dropped: list[dict[str, Any]]) -> list[Any]:
+    """The replies that may enter the average; each dropped one is logged and listed."""
+    kept = []
+    for reply in replies:
+        problem = None if reply.has_error() else reply_problem(reply.content, limits)
+        if problem is None:
+            kept.append(reply)
+        else:
+            logger.warning("dropped a client update: %s", problem)
+            dropped.append({"client": reply.content["metrics"].get("client"), "why": problem})
+    return kept
+
+
+def _strategy(
+    settings: FederatedSettings,
+    train_rows: Any,
+    evaluate_rows: Any,
+    limits: dict[int, int],
+    dropped: list[dict[str, Any]],
+) -> Any:
+    """Flower's FedAvg or FedProx, sampling `fraction` of the clients (at least two) each round,
+    averaging only the updates that `keep_valid` lets through."""
     from flwr.serverapp.strategy import FedAvg, FedProx
 
-    kind = FedProx if settings.strategy == "fedprox" else FedAvg
+    base = FedProx if settings.strategy == "fedprox" else FedAvg
+
+    class Checked(base):  # type: ignore[misc, valid-type]
+        def aggregate_train(self, server_round: int, replies: Any) -> Any:
+            return super().aggregate_train(server_round, keep_valid(replies, limits, dropped))
+
     options = {"proximal_mu": settings.mu} if settings.strategy == "fedprox" else {}
     sampled = min(settings.clients, max(2, round(settings.fraction * settings.clients)))
-    return kind(
+    return Checked(
         fraction_train=settings.fraction,
         fraction_evaluate=settings.fraction,
         min_train_nodes=sampled,
@@ -78,12 +125,17 @@ def run_strategy(grid: Any, fed: Federation, log: Path) -> dict[str, torch.Tenso
                     record[name] = float(np.average(values, weights=weights))
             record["clients_train"] = trained
         record["clients_evaluate"] = pending.pop("clients_evaluate", [])
+        if dropped:  # updates left out of this round's average, and why
+            record["dropped"] = list(dropped)
+            dropped.clear()
         record["elapsed_s"] = time.perf_counter() - started
         with open(log, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         return MetricRecord(scores)
 
-    strategy = _strategy(settings, keep("clients_train"), keep("clients_evaluate"))
+    limits = {i: training_count(len(part)) for i, part in enumerate(fed.parts)}
+    dropped: list[dict[str, Any]] = []
+    strategy = _strategy(settings, keep("clients_train"), keep("clients_evaluate"), limits, dropped)
     torch.manual_seed(fed.recipe.seed)
     initial = models.build(fed.recipe.model, fed.bundle.meta)
     result = strategy.start(

@@ -125,6 +125,11 @@ def federation(recipe_yaml: str, settings_json: str) -> Federation:
     return Federation(recipe, settings, bundle, parts)
 
 
+def training_count(partition: int) -> int:
+    """How many of a partition's samples its client trains on (the rest validate locally)."""
+    return partition - max(1, int(partition * LOCAL_VALIDATION))
+
+
 def client_data(fed: Federation, client: int, server_round: int = 0) -> tuple[Any, Any, int]:
     """The client's local training loader (its order a function of seed, client and round),
     its local validation loader, and its training sample count."""
@@ -132,7 +137,7 @@ def client_data(fed: Federation, client: int, server_round: int = 0) -> tuple[An
 
     index = torch.from_numpy(fed.parts[client])
     order = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(client))]
-    held = max(1, int(len(order) * LOCAL_VALIDATION))
+    held = len(order) - training_count(len(order))
     train_index, val_index = order[held:], order[:held]
     source, batch = fed.bundle.train, fed.recipe.data.batch_size
     train = TensorLoader(
