@@ -125,3 +125,31 @@ def test_import_verifies_then_copies(tmp_path, data_dir):
         import_files(remote(), source)
     with pytest.raises(DataError, match="not a directory"):
         import_files(remote(), source / "a.bin")
+
+
+def test_plain_http_is_refused_except_on_loopback(data_dir):
+    from dlab.data.store import check_url
+
+    check_url("https://example.org/a.bin")
+    check_url("http://127.0.0.1:8000/a.bin")
+    with pytest.raises(DataError, match="over https only"):
+        check_url("http://example.org/a.bin")
+    with pytest.raises(DataError, match="could not download a.bin.*over https only"):
+        fetch(remote(mirrors=("http://example.org/files",)))
+
+
+def test_a_redirect_from_https_to_http_is_refused():
+    import urllib.request
+
+    from dlab.data.store import _NoDowngrade
+
+    request = urllib.request.Request("https://example.org/a.bin")
+    with pytest.raises(DataError, match="a downgrade to plain http"):
+        _NoDowngrade().redirect_request(request, None, 302, "Found", {}, "http://example.org/a")
+
+
+def test_a_mirror_sending_more_than_the_published_size_is_cut_off(data_dir):
+    big = {"a.bin": BLOBS["a.bin"] + b"x" * 500_000, "b.bin": BLOBS["b.bin"]}
+    with serve(big) as server, pytest.raises(DataError, match="announces 800,000 bytes"):
+        fetch(remote(mirrors=(server.url,)))
+    assert not list((data_dir / "toy").glob("*.part"))  # nothing of it kept

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,24 @@ def test_tied_weights_are_saved_once_and_reloaded(tmp_path):
     load_weights(other, tmp_path / "w.safetensors")
     assert torch.equal(other.out.weight, model.embed.weight)
     assert other.out.weight.data_ptr() == other.embed.weight.data_ptr()
+
+
+def test_saving_weights_that_fails_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    from torch import nn
+
+    from dlab.training import checkpoint
+
+    model = nn.Linear(3, 2)
+    path = tmp_path / "model.safetensors"
+    checkpoint.save_weights(model, path)
+    before = path.read_bytes()
+
+    def full_disk(model, tmp, metadata):  # half a file written, then the disk is full
+        Path(tmp).write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "write_model", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save_weights(nn.Linear(3, 2), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]

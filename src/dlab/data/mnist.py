@@ -22,10 +22,11 @@ MNIST = RemoteDataset(
         RemoteFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", 1_648_877),
         RemoteFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", 4_542),
     ),
-    # The mirrors torchvision uses; the original yann.lecun.com host is often unavailable.
+    # torchvision's mirror, then TensorFlow's (the original yann.lecun.com serves plain http
+    # only, which dlab refuses)
     mirrors=(
         "https://ossci-datasets.s3.amazonaws.com/mnist",
-        "http://yann.lecun.com/exdb/mnist",
+        "https://storage.googleapis.com/cvdf-datasets/mnist",
     ),
 )
 
@@ -81,8 +82,7 @@ FASHION_MNIST = RemoteDataset(
         RemoteFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", 4_422_102),
         RemoteFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", 5_148),
     ),
-    mirrors=(
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com",
+    mirrors=(  # the project's S3 website serves plain http only, which dlab refuses
         "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion",
     ),
 )

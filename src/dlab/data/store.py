@@ -13,10 +13,12 @@ import http.client
 import os
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dlab._io import atomic_write
 from dlab.errors import DataError
@@ -107,33 +109,54 @@ def _no_progress(_name: str, _total: int | None) -> Callable[[int], None]:
     return lambda _n: None
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def check_url(url: str) -> None:
+    """Downloads go over HTTPS; plain HTTP only to this machine (local mirrors, tests)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK):
+        return
+    raise DataError(f"{url}: dlab downloads over https only (plain http: loopback mirrors only)")
+
+
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to an address `check_url` accepts, never from https to http."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        old, new = urllib.parse.urlsplit(req.full_url).scheme, urllib.parse.urlsplit(newurl).scheme
+        if old == "https" and new != "https":
+            raise DataError(f"{req.full_url}: redirected to {newurl}, a downgrade to plain http")
+        check_url(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_NoDowngrade)
+
+
 def download(
-    url: str, dest: Path, md5: str, progress: ProgressFactory = _no_progress, timeout: float = 30
+    url: str,
+    dest: Path,
+    md5: str,
+    progress: ProgressFactory = _no_progress,
+    timeout: float = 30,
+    size: int | None = None,
 ) -> None:
-    """Download `url` to `dest`, resuming a `.part` file, verifying md5, then renaming into place."""
+    """Download `url` to `dest`, resuming a `.part` file, verifying md5, then renaming into place.
+
+    With the published `size`, a server that announces or sends more is cut off at once (a
+    hostile mirror cannot fill the disk)."""
+    check_url(url)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "dlab"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             if offset and response.status != 206:
                 offset = 0  # the server ignored the range: start again
-            length = response.headers.get("Content-Length")
-            total = offset + int(length) if length and length.isdigit() else None
-            advance = progress(dest.name, total)
-            advance(offset)
-            size = offset
-            with open(part, "ab" if offset else "wb") as out:
-                for block in iter(lambda: response.read(CHUNK), b""):
-                    out.write(block)
-                    size += len(block)
-                    advance(len(block))
-            if (
-                total is not None and size < total
-            ):  # keep the part file: the next attempt resumes it
-                raise ConnectionError(f"connection closed after {size:,} of {total:,} bytes")
+            _receive(response, part, offset, dest.name, url, progress, size)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # the part file is already complete (or longer)
             pass
@@ -142,7 +165,39 @@ def download(
     if md5sum(part) != md5:
         part.unlink()
         raise DataError(f"{url}: downloaded file does not have the published md5 {md5}")
+    with open(part, "rb+") as f:  # on disk before it takes the final name
+        os.fsync(f.fileno())
     os.replace(part, dest)
+
+
+def _receive(
+    response: Any,
+    part: Path,
+    offset: int,
+    name: str,
+    url: str,
+    progress: ProgressFactory,
+    size: int | None,
+) -> None:
+    """Append the response body to `part`, within the published size."""
+    length = response.headers.get("Content-Length")
+    total = offset + int(length) if length and length.isdigit() else None
+    if size is not None and total is not None and total > size:
+        raise DataError(f"{url}: the server announces {total:,} bytes; the file has {size:,}")
+    advance = progress(name, total)
+    advance(offset)
+    received = offset
+    with open(part, "ab" if offset else "wb") as out:
+        for block in iter(lambda: response.read(CHUNK), b""):
+            received += len(block)
+            if size is not None and received > size:
+                out.close()
+                part.unlink()
+                raise DataError(f"{url}: the server sent more than the file's {size:,} bytes")
+            out.write(block)
+            advance(len(block))
+    if total is not None and received < total:  # keep the part file: the next attempt resumes it
+        raise ConnectionError(f"connection closed after {received:,} of {total:,} bytes")
 
 
 def fetch(
@@ -168,7 +223,7 @@ def fetch(
         for base in bases:
             url = base.rstrip("/") + "/" + file.name
             try:
-                download(url, target, file.md5, progress, timeout)
+                download(url, target, file.md5, progress, timeout, file.size)
                 break
             except urllib.error.HTTPError as exc:
                 failures.append(f"{url}: HTTP {exc.code}")

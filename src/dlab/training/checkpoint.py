@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from dlab._io import _fsync_dir, atomic_write_text
+from dlab._io import _fsync_dir, atomic_write, atomic_write_text
 from dlab.errors import RunError
 from dlab.training.state import flatten, unflatten
 
@@ -52,12 +52,9 @@ def write_model(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    """Write a model's weights to safetensors atomically."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write_model(model, tmp, {"format": "dlab-weights-1"})
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write a model's weights to safetensors atomically (no temporary file left on error; the
+    folder synced after the rename)."""
+    atomic_write(path, lambda tmp: write_model(model, tmp, {"format": "dlab-weights-1"}))
 
 
 def load_weights(model: nn.Module, path: Path) -> nn.Module:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from dlab import runtime
+from dlab._io import atomic_write_text
 from dlab.data.bundle import DataBundle
 from dlab.errors import TrainingDiverged, TrainingInterrupted
 from dlab.recipe import TrainConfig
@@ -415,4 +416,4 @@ class Trainer:
             log = self.out_dir / "metrics.jsonl"
             if log.exists():
                 lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
-                log.write_text("".join(lines[: self.state.log_lines]), encoding="utf-8")
+                atomic_write_text(log, "".join(lines[: self.state.log_lines]))  # kill-safe
