@@ -126,3 +126,9 @@ def test_upload_and_record_a_sound_on_the_page(sound_run, chromium, tmp_path):
     assert not errors, errors
     assert uploaded == "high" and bars == 2
     assert problem == "" and recorded in {"low", "high"}
+
+
+def test_a_loopback_server_refuses_a_rebound_host_name(server):
+    assert httpx.get(f"{server}/health", timeout=5).status_code == 200
+    rebound = httpx.get(f"{server}/health", headers={"host": "attacker.example"}, timeout=5)
+    assert rebound.status_code == 400  # a page on attacker.example resolving to 127.0.0.1

@@ -347,3 +347,44 @@ def test_a_bug_in_the_model_is_a_counted_500_not_a_dropped_connection(
         metrics = client.get("/metrics").text
     assert answer.status_code == 500 and "internal error" in answer.json()["error"]
     assert 'dlab_requests_total{route="/predict",status="500"} 1.0' in metrics
+
+
+def test_hostile_bodies_get_a_4xx_never_a_500(client):
+    deep = "[" * 100_000 + "]" * 100_000
+    cases = [
+        ('{"inputs": [' + "9" * 400 + "]}", 422, "a (nested) list of numbers"),  # float overflow
+        ('{"inputs": [' + "9" * 5000 + "]}", 400, "malformed JSON"),  # over Python's int limit
+        ('{"inputs": ' + deep + "}", 400, "malformed JSON"),
+    ]
+    for body, status, message in cases:
+        answer = client.post("/predict", content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == status and message in answer.json()["error"], body[:40]
+
+
+def test_an_image_over_the_pixel_limit_is_refused(client, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 56x56 PNG is now a bomb
+    png = io.BytesIO()
+    Image.new("L", (56, 56)).save(png, format="PNG")
+    answer = client.post("/predict", files={"file": ("big.png", png.getvalue(), "image/png")})
+    assert answer.status_code == 422 and "pixels; refused" in answer.json()["error"]
+
+
+def test_the_bearer_scheme_is_case_insensitive_and_a_bare_token_is_not_enough(image_run):
+    with TestClient(build_app(image_run.path, token=TOKEN)) as client:
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            answer = client.get("/metadata", headers={"authorization": f"{scheme} {TOKEN}"})
+            assert answer.status_code == 200, scheme
+        assert client.get("/metadata", headers={"authorization": TOKEN}).status_code == 401
+        assert (
+            client.get("/metadata", headers={"authorization": f"Basic {TOKEN}"}).status_code == 401
+        )
+
+
+def test_a_request_naming_another_host_is_refused(image_run):
+    app = build_app(image_run.path, allowed_hosts=["127.0.0.1", "localhost"])
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        assert client.get("/health").status_code == 200
+        rebound = client.get("/health", headers={"host": "attacker.example"})
+    assert rebound.status_code == 400

@@ -227,6 +227,13 @@ def serve_command(
         list[str] | None,
         typer.Option(help="an origin allowed to call the API from a browser (repeatable)"),
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a Host name requests may use besides the bound address (repeatable; a loopback "
+            "server accepts only its own names, against DNS rebinding; '*': any)"
+        ),
+    ] = None,
 ) -> None:
     """Serve a model over HTTP: /predict, /generate, /metadata, /metrics, and a page to try it."""
     from dlab.serve import serve
@@ -244,4 +251,5 @@ def serve_command(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         cors=cors,
+        allowed_hosts=allowed_host,
     )

@@ -80,6 +80,10 @@ def from_image_bytes(
             array = _picture_array(image, tuple(meta.input_shape), source, resize)
     except UnidentifiedImageError:
         raise InputError(f"{source}: not an image (PNG or JPEG) nor a .npy array") from None
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"{source}: the image declares over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; refused"
+        ) from None
     except (OSError, ValueError) as exc:
         raise InputError(f"{source}: unreadable image ({exc})") from None
     return _normalise(_match_background(array, meta, invert), meta)

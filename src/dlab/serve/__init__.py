@@ -40,8 +40,10 @@ def build_app(
     max_batch: int = 32,
     max_wait_ms: float = 5.0,
     cors: list[str] | None = None,
+    allowed_hosts: list[str] | None = None,
 ) -> Any:
-    """Check the safety rules and build the application for `target`."""
+    """Check the safety rules and build the application for `target`. `allowed_hosts`: the
+    Host names requests may use (None: any; `serve` fills it in for a loopback server)."""
     token = token or os.environ.get(TOKEN_ENV) or None
     if not is_loopback(host) and token is None and not insecure:
         raise DlabError(
@@ -56,6 +58,7 @@ def build_app(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         cors=cors,
+        allowed_hosts=allowed_hosts,
     )
 
 
@@ -63,5 +66,10 @@ def serve(target: str | Path, host: str = "127.0.0.1", port: int = 8000, **optio
     """Serve until interrupted."""
     import uvicorn
 
+    extra = options.pop("allowed_hosts", None) or []
+    if is_loopback(host) and "*" not in extra:  # DNS rebinding: only this machine's names
+        options["allowed_hosts"] = ["127.0.0.1", "localhost", "[::1]", "::1", host, *extra]
+    elif extra and "*" not in extra:
+        options["allowed_hosts"] = [host, *extra]
     app = build_app(target, host=host, **options)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

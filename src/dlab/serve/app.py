@@ -140,8 +140,10 @@ def create_app(
     max_wait_ms: float = 5.0,
     cors: list[str] | None = None,
     max_body_mb: float = 8.0,
+    allowed_hosts: list[str] | None = None,
 ) -> Any:
-    """The ASGI application serving `backend`."""
+    """The ASGI application serving `backend`; with `allowed_hosts`, a request naming another
+    Host is refused (a web page cannot reach a loopback server by DNS rebinding)."""
     meters = _Meters()
     task = task_of(backend.meta)
     batcher = _batcher(backend, task, max_batch, max_wait_ms, meters)
@@ -176,6 +178,10 @@ def create_app(
         return Response(generate_latest(meters.registry), media_type=CONTENT_TYPE_LATEST)
 
     _inference_routes(app, backend, task, batcher)
+    if allowed_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     if cors:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -215,7 +221,9 @@ def _guard(app: FastAPI, meters: _Meters, token: str | None) -> None:
         route = request.url.path if request.url.path in KNOWN_PATHS else "other"
         started = time.perf_counter()
         if expected_token is not None and request.url.path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+            scheme, _, given_text = request.headers.get("authorization", "").partition(" ")
+            # RFC 7235: the scheme is case-insensitive; only `Bearer <token>` is accepted
+            given = given_text.strip().encode() if scheme.lower() == "bearer" else b""
             if not hmac.compare_digest(given, expected_token):  # constant time: no timing oracle
                 response: Any = JSONResponse(
                     {"error": "missing or wrong token: send Authorization: Bearer <token>"},
@@ -301,8 +309,10 @@ async def _json(request: Request) -> dict:
         raise ClientError(415, f"send application/json (got {kind or 'no content type'})")
     try:
         body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # also integers of over 4,300 digits
         raise ClientError(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ClientError(400, "malformed JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise ClientError(422, 'the JSON body should be an object, e.g. {"inputs": [...]}')
     return body
@@ -389,7 +399,7 @@ async def _inputs(request: Request, backend: Any) -> tuple[torch.Tensor, list[st
         )
     try:
         array = np.asarray(body["inputs"], dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError, RecursionError):
         raise ClientError(
             422, "inputs: a (nested) list of numbers with the same length in each dimension"
         ) from None
