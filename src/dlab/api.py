@@ -5,6 +5,7 @@ The CLI calls these and nothing else, so everything it does can be done from a n
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ import torch
 from torch import nn
 
 from dlab import data as datasets
-from dlab import models, runtime
+from dlab import models
+from dlab import run_steps as steps
 from dlab._io import atomic_write_json, atomic_write_text, read_json
 from dlab.data.arrays import as_bundle
 from dlab.data.bundle import DataBundle, DataMeta
@@ -24,15 +26,13 @@ from dlab.errors import (
     InputError,
     RecipeError,
     RunError,
-    TrainingDiverged,
-    TrainingInterrupted,
 )
 from dlab.recipe import Recipe, TrainConfig, format_validation_error, load_recipe
-from dlab.runs import RunDir, completed
+from dlab.runs import RunDir
 from dlab.tasks import task_of
 from dlab.training import distributed
 from dlab.training.callbacks import Callback
-from dlab.training.checkpoint import load_weights, save_weights
+from dlab.training.checkpoint import load_weights
 from dlab.training.state import seed_everything
 from dlab.training.trainer import History, Trainer
 
@@ -287,17 +287,22 @@ def train(
     (distillation); `meta` is recorded in meta.json (where a compressed run came from).
     """
     if resume is not None:
-        run_dir, recipe_obj, checkpoint = _resumable(resume, overrides)
+        run_dir, recipe_obj, checkpoint = steps.resumable(resume, overrides)
     else:
         recipe_obj, run_dir, checkpoint = load_recipe(recipe, overrides), None, None
 
-    with distributed.joined(recipe_obj.train.device) as job:  # a torchrun rank, or None
+    # a torchrun rank (or None); rank 0 holds the run folder against other processes
+    with distributed.joined(recipe_obj.train.device) as job, contextlib.ExitStack() as held:
         main = job is None or job.main
+        if run_dir is not None and main:
+            held.enter_context(run_dir.lock())
         seed_everything(recipe_obj.seed)
         bundle = datasets.build(recipe_obj.data, recipe_obj.seed)
         model = model if model is not None else models.build(recipe_obj.model, bundle.meta)
         if run_dir is None:
-            run_dir = _new_run_dir(recipe_obj, bundle, runs_dir, job)
+            run_dir = steps.new_run_dir(recipe_obj, bundle, runs_dir, job)
+            if main:
+                held.enter_context(run_dir.lock())
         elif overrides and main:
             atomic_write_text(run_dir.path / RunDir.RECIPE, recipe_obj.to_yaml())
 
@@ -318,26 +323,10 @@ def train(
             trainer.fit()
             trainer.strategy.full_weights(trainer.model)  # FSDP: send rank 0 the slices
             return Run(run_dir)
-        _record_start(run_dir, trainer, bundle, model, recipe_obj.seed, job, meta)
-        history = _fit(trainer, run_dir)
-        _save_final(trainer, run_dir, recipe_obj, bundle, history)
-        run = Run(run_dir)
-        if evaluate_test:
-            _evaluate_held_out(run, bundle)
-        if report:
-            run.write_report()
-        return run
-
-
-def _check_extension(old: Recipe, new: Recipe) -> None:
-    """Refuse to lengthen a run whose schedule is laid out over its whole length."""
-    schedule = new.train.scheduler.name
-    lengthened = (old.train.epochs, old.train.max_steps) != (new.train.epochs, new.train.max_steps)
-    if lengthened and schedule not in ("constant", "step"):
-        raise RecipeError(
-            f"train.epochs: the run's {schedule} schedule is laid out over its original length, so it cannot be "
-            f"extended; start a new run (or use a constant or step schedule when you plan to extend)"
-        )
+        steps.record_start(run_dir, trainer, bundle, model, recipe_obj.seed, job, meta)
+        history = steps.fit(trainer, run_dir)
+        steps.save_final(trainer, run_dir, recipe_obj, bundle, history)
+        return steps.evaluated(Run(run_dir), bundle, evaluate_test, report)
 
 
 def fit(
@@ -392,107 +381,3 @@ def fit(
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     return trainer.fit()
-
-
-def _resumable(resume: str | Path, overrides: Sequence[str]) -> tuple[RunDir, Recipe, Path]:
-    """The run to continue, its recipe (more epochs or steps at most), and its last checkpoint."""
-    run_dir = RunDir.open(resume)
-    bad = [o for o in overrides if not o.strip().startswith(("train.epochs=", "train.max_steps="))]
-    if bad:
-        raise RecipeError(
-            "--resume continues the run's own recipe; only train.epochs and train.max_steps "
-            f"may change, not {bad[0]!r}"
-        )
-    recipe = run_dir.recipe.override(*overrides) if overrides else run_dir.recipe
-    _check_extension(run_dir.recipe, recipe)
-    checkpoint = run_dir.checkpoints.latest()
-    if checkpoint is None:
-        raise RunError(
-            f"{run_dir.path}: no checkpoint to resume from (it stopped before its first one)"
-        )
-    return run_dir, recipe, checkpoint
-
-
-def _new_run_dir(recipe: Recipe, bundle: DataBundle, runs_dir: Any, job: Any) -> RunDir:
-    """Rank 0 creates the run folder (with the tokenizer); every rank of a job gets its path."""
-    run_dir = None
-    if job is None or job.main:
-        run_dir = RunDir.create(recipe, runs_dir)
-        if bundle.tokenizer is not None:
-            bundle.tokenizer.save(run_dir.path / RunDir.TOKENIZER)
-    path = distributed.broadcast_object(str(run_dir.path) if run_dir else None, job)
-    return run_dir or RunDir.open(path)
-
-
-def _evaluate_held_out(run: Run, bundle: DataBundle) -> None:
-    """Evaluate the test split (the validation split without one), on the CPU."""
-    if bundle.test is None and bundle.val is None:
-        return
-    for loader in (bundle.train, bundle.val, bundle.test):
-        if loader is not None:
-            loader.to(torch.device("cpu"))
-    run.evaluate("test" if bundle.test is not None else "val", bundle=bundle)
-
-
-def _record_start(
-    run_dir: RunDir,
-    trainer: Trainer,
-    bundle: DataBundle,
-    model: nn.Module,
-    seed: int,
-    job: Any,
-    meta: dict[str, Any] | None,
-) -> None:
-    """What the run trains, on what, before its first step."""
-    run_dir.update_meta(
-        status="running",
-        data=bundle.meta.to_json(),
-        parameters=models.count_parameters(model),
-        trainable_parameters=models.count_parameters(model, trainable_only=True),
-        forward_flops_per_batch=trainer.forward_flops,
-        hardware=runtime.hardware_summary(trainer.device),
-        seed=seed,
-        **({"processes": job.world} if job is not None else {}),
-        **(meta or {}),
-    )
-
-
-def _fit(trainer: Trainer, run_dir: RunDir) -> History:
-    """trainer.fit(), with the run's status saying how it ended if it did not complete."""
-    try:
-        return trainer.fit()
-    except TrainingInterrupted as exc:
-        run_dir.update_meta(status="interrupted")
-        raise TrainingInterrupted(
-            f"{exc}; resume with `dlab train --resume {run_dir.path}`"
-        ) from None
-    except TrainingDiverged:
-        run_dir.update_meta(status="diverged")
-        raise
-    except BaseException:
-        run_dir.update_meta(status="failed")
-        raise
-
-
-def _save_final(
-    trainer: Trainer, run_dir: RunDir, recipe: Recipe, bundle: DataBundle, history: History
-) -> None:
-    """The final weights (whole, from a sharded model too) and the completed record."""
-    final = trainer.model
-    if trainer.sharded:  # gather the slices into a whole model on rank 0
-        final = models.build(recipe.model, bundle.meta)
-        distributed.load_model_state(final, distributed.full_model_state(trainer.model))
-    save_weights(final, run_dir.weights)
-    state = trainer.state
-    run_dir.update_meta(
-        **completed(
-            epochs=state.epoch,
-            seconds=state.elapsed_s,
-            samples=state.samples,
-            final=history.last,
-            stop_reason=state.stop_reason,
-            steps=state.step,
-            best_epoch=trainer.early_stopping.best_epoch if trainer.early_stopping else None,
-            **({"privacy": trainer.privacy.summary()} if trainer.privacy else {}),
-        )
-    )

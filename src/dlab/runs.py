@@ -169,6 +169,45 @@ class RunDir:
         except (OSError, json.JSONDecodeError) as exc:
             raise RunError(f"{self.path / self.META}: unreadable ({exc})") from None
 
+    LOCK = ".lock"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this run for this process while it trains: a second process exits 2 naming the
+        holder's PID. The operating system drops the lock with its process, so a run whose
+        trainer was killed (SIGKILL too) resumes without manual steps."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.path / self.LOCK))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            holder = self.path / f"{self.LOCK}.pid"
+            pid = holder.read_text().strip() if holder.is_file() else "unknown"
+            raise RunError(
+                f"{self.path}: in use by another dlab process (PID {pid}); wait for it to "
+                "finish or stop it, then resume"
+            ) from None
+        try:
+            atomic_write_text(self.path / f"{self.LOCK}.pid", f"{os.getpid()}\n")
+            yield
+        finally:
+            lock.release()
+
+    def in_use(self) -> bool:
+        """Whether a live process holds this run (see `lock`)."""
+        from filelock import FileLock, Timeout
+
+        if not (self.path / self.LOCK).exists():
+            return False
+        lock = FileLock(str(self.path / self.LOCK))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return True
+        lock.release()
+        return False
+
     @property
     def record(self) -> RunRecord:
         """meta.json as a RunRecord."""
@@ -243,12 +282,18 @@ class RunDir:
             "recipe": recipe_data.get("name", "?"),
             "model": (recipe_data.get("model") or {}).get("name", "?"),
             "data": (recipe_data.get("data") or {}).get("name", "?"),
-            "status": meta.get("status", "?"),
+            "status": _status(meta.get("status", "?"), self),
             "epochs": last.get("epoch", 0),
             "val_accuracy": last.get("val_accuracy"),
             "test_accuracy": (meta.get("test") or {}).get("accuracy"),
             "created": meta.get("created", ""),
         }
+
+
+def _status(saved: str, run: RunDir) -> str:
+    """A run whose record says running but whose trainer is gone (killed, a full disk, a lost
+    machine) was interrupted."""
+    return "interrupted" if saved == "running" and not run.in_use() else saved
 
 
 def list_runs(root: str | Path | None = None) -> Iterator[RunDir]:
