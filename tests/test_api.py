@@ -161,6 +161,7 @@ def test_resume_only_changes_the_length(run):
         dlab.train(None, ["train.optimizer.lr=1"], resume=run.path)
 
 
+@pytest.mark.slow  # a whole flow, 15-25 s: outside the unit tests
 def test_resuming_a_finished_run_with_more_epochs_continues_it(tmp_path):
     first = dlab.train(
         "demo",

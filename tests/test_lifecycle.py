@@ -103,6 +103,7 @@ def test_unstructured_pruning_zeroes_weights_and_fine_tunes(image_run, tmp_path)
     assert not any("mask" in name for name in reloaded.state_dict())
 
 
+@pytest.mark.slow  # a whole flow, 15-25 s: outside the unit tests
 def test_structured_pruning_builds_a_smaller_model(image_run, mlp_run, tmp_path):
     cnn = compress.prune_run(
         image_run.path,

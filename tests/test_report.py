@@ -101,6 +101,7 @@ def test_seq2seq_and_forecast_reports(tmp_path_factory, text_folder):
     assert sections(html) == ["summary", "curves", "forecast"] and "naive" in html
 
 
+@pytest.mark.slow  # a whole flow, 15-25 s: outside the unit tests
 def test_reports_of_unusual_runs(tmp_path_factory):
     base = {
         "data": {"name": "mnist_sample", "limit": 400},

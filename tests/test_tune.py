@@ -66,6 +66,7 @@ def test_search_spaces_are_validated_with_the_recipe(space, message):
     assert message in str(info.value)
 
 
+@pytest.mark.slow  # a whole flow, 15-25 s: outside the unit tests
 def test_a_study_prunes_writes_the_best_recipe_and_trains_it(tmp_path):
     result = tune(write(tmp_path), runs_dir=tmp_path / "runs", trials=5)
     states = [t["state"] for t in result.trials]
@@ -85,6 +86,7 @@ def test_a_study_prunes_writes_the_best_recipe_and_trains_it(tmp_path):
     )
 
 
+@pytest.mark.e2e  # a whole flow, 15-25 s: outside the unit tests
 def test_a_killed_study_resumes_to_its_target(tmp_path):
     path = write(tmp_path, trials=5)
     env = {**os.environ, "DLAB_RUNS_DIR": str(tmp_path / "runs")}
