@@ -142,9 +142,9 @@ def image_run(tmp_path_factory):
     )
 
 
-@pytest.fixture(scope="session")
-def text_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("text")
+def write_reviews_and_series(folder: Path) -> None:
+    """reviews.csv (120 short reviews, two labels) and series.csv (200 steps of a sine): also
+    the data of the old run folders in tests/fixtures, so they must not change."""
     good, bad = (
         ["a wonderful moving film", "great acting and story", "i loved it"],
         ["a dull boring mess", "terrible weak plot", "i hated it"],
@@ -153,11 +153,17 @@ def text_folder(tmp_path_factory):
         f"{(good if i % 2 else bad)[i % 3]},{'pos' if i % 2 else 'neg'}" for i in range(120)
     )
     (folder / "reviews.csv").write_text("text,label\n" + rows + "\n")
-    (folder / "story.txt").write_text("To be, or not to be, that is the question. " * 120)
-    (folder / "pairs.tsv").write_text("".join(f"the cat {i}\tdie Katze {i}\n" for i in range(80)))
     (folder / "series.csv").write_text(
         "v\n" + "".join(f"{np.sin(i / 4):.4f}\n" for i in range(200))
     )
+
+
+@pytest.fixture(scope="session")
+def text_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("text")
+    write_reviews_and_series(folder)
+    (folder / "story.txt").write_text("To be, or not to be, that is the question. " * 120)
+    (folder / "pairs.tsv").write_text("".join(f"the cat {i}\tdie Katze {i}\n" for i in range(80)))
     return folder
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
+from conftest import write_reviews_and_series
 
 import dlab
 from dlab._io import read_json
@@ -22,17 +22,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "runs-2026-11"
 
 
 def _data(folder: Path) -> dict[str, Path]:
-    good, bad = (
-        ["a wonderful moving film", "great acting and story", "i loved it"],
-        ["a dull boring mess", "terrible weak plot", "i hated it"],
-    )
-    rows = "\n".join(
-        f"{(good if i % 2 else bad)[i % 3]},{'pos' if i % 2 else 'neg'}" for i in range(120)
-    )
-    (folder / "reviews.csv").write_text("text,label\n" + rows + "\n")
-    (folder / "series.csv").write_text(
-        "v\n" + "".join(f"{np.sin(i / 4):.4f}\n" for i in range(200))
-    )
+    write_reviews_and_series(folder)  # the same files the runs were trained on then
     return {"reviews": folder / "reviews.csv", "wave": folder / "series.csv"}
 
 
