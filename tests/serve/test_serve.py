@@ -388,3 +388,41 @@ def test_a_request_naming_another_host_is_refused(image_run):
         assert client.get("/health").status_code == 200
         rebound = client.get("/health", headers={"host": "attacker.example"})
     assert rebound.status_code == 400
+
+
+def test_generation_runs_beside_the_event_loop_with_a_bounded_queue(gpt_run, monkeypatch):
+    """A slow generation no longer blocks /health; a full queue answers 503 with Retry-After;
+    a generation over its time answers 504."""
+    import time as clock
+
+    from dlab.serve.app import Worker, create_app
+    from dlab.serve.backends import load_backend
+
+    def slow(self, prompt, *args):
+        clock.sleep(0.6)
+        return "!"
+
+    monkeypatch.setattr(type(load_backend(gpt_run.path)), "generate", slow)
+
+    async def scenario(worker: Worker) -> tuple[list[int], float, dict]:
+        app = create_app(load_backend(gpt_run.path), worker=worker, max_body_mb=0)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            generations = [
+                asyncio.create_task(client.post("/generate", json={"prompt": "a"}))
+                for _ in range(3)
+            ]
+            await asyncio.sleep(0.1)  # the first is running, the second waits, the third...
+            started = clock.perf_counter()
+            health = await client.get("/health")
+            waited = clock.perf_counter() - started
+            answers = await asyncio.gather(*generations)
+        assert health.status_code == 200
+        busy = next((a for a in answers if a.status_code == 503), None)
+        return [a.status_code for a in answers], waited, dict(busy.headers) if busy else {}
+
+    statuses, waited, headers = asyncio.run(scenario(Worker(queue=2, timeout_s=5)))
+    assert sorted(statuses) == [200, 200, 503] and headers.get("retry-after") == "1"
+    assert waited < 0.3  # /health answered while a generation ran
+    statuses, _, _ = asyncio.run(scenario(Worker(queue=8, timeout_s=0.3)))
+    assert 504 in statuses

@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -54,11 +55,40 @@ KNOWN_PATHS |= {"/openapi.json"}  # the rest count as "other" (no label per scan
 
 
 class ClientError(Exception):
-    """A request the server refuses: status code and message."""
+    """A request the server refuses: status code, message, and headers (e.g. Retry-After)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.message}, status_code=self.status, headers=self.headers)
+
+
+class Worker:
+    """Long model work (generation, beam search) in one thread beside the event loop, so
+    /health and the rest keep answering: at most `queue` requests wait (more get 503 with
+    Retry-After), and a request that waits and runs longer than `timeout_s` gets 504."""
+
+    def __init__(self, queue: int = 8, timeout_s: float = 120.0):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlab-generate")
+        self.queue, self.timeout_s, self.pending = queue, timeout_s, 0
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        if self.pending >= self.queue:
+            raise ClientError(
+                503, f"busy: {self.pending} generations queued; retry shortly", {"Retry-After": "1"}
+            )
+        self.pending += 1
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+            return await asyncio.wait_for(future, self.timeout_s)
+        except TimeoutError:
+            raise ClientError(504, f"generation took over {self.timeout_s:g} s") from None
+        finally:
+            self.pending -= 1
 
 
 class BodyLimit:
@@ -141,18 +171,21 @@ def create_app(
     cors: list[str] | None = None,
     max_body_mb: float = 8.0,
     allowed_hosts: list[str] | None = None,
+    worker: Worker | None = None,
 ) -> Any:
-    """The ASGI application serving `backend`; with `allowed_hosts`, a request naming another
-    Host is refused (a web page cannot reach a loopback server by DNS rebinding)."""
+    """The ASGI application serving `backend` (`worker`: generation's thread and queue;
+    `allowed_hosts`: the Host names accepted, against DNS rebinding)."""
     meters = _Meters()
     task = task_of(backend.meta)
     batcher = _batcher(backend, task, max_batch, max_wait_ms, meters)
+    worker = worker or Worker()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         if batcher is not None:
             batcher.close()
+        worker.pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="dlab serve", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan
@@ -177,7 +210,13 @@ def create_app(
     async def metrics() -> Response:
         return Response(generate_latest(meters.registry), media_type=CONTENT_TYPE_LATEST)
 
-    _inference_routes(app, backend, task, batcher)
+    _inference_routes(app, backend, task, batcher, worker)
+    _browser_rules(app, allowed_hosts, cors)
+    return BodyLimit(app, int(max_body_mb * 1_000_000)) if max_body_mb else app
+
+
+def _browser_rules(app: FastAPI, allowed_hosts: list[str] | None, cors: list[str] | None) -> None:
+    """Which Host names requests may use (DNS rebinding), and which origins may call (CORS)."""
     if allowed_hosts:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -191,7 +230,6 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type"],
         )
-    return BodyLimit(app, int(max_body_mb * 1_000_000)) if max_body_mb else app
 
 
 def _batcher(
@@ -234,7 +272,7 @@ def _guard(app: FastAPI, meters: _Meters, token: str | None) -> None:
         try:
             response = await call_next(request)
         except ClientError as exc:
-            response = JSONResponse({"error": exc.message}, status_code=exc.status)
+            response = exc.response()
         except Exception:  # a bug, not the client's fault: a 500 that is counted and logged
             logger.exception("%s %s failed", request.method, request.url.path)
             response = JSONResponse(
@@ -246,14 +284,14 @@ def _guard(app: FastAPI, meters: _Meters, token: str | None) -> None:
 
     @app.exception_handler(ClientError)
     async def client_error(request: Request, exc: ClientError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return exc.response()
 
     @app.exception_handler(DlabError)
     async def dlab_error(request: Request, exc: DlabError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=422)
 
 
-def _inference_routes(app: FastAPI, backend: Any, task: Task, batcher: Any) -> None:
+def _inference_routes(app: FastAPI, backend: Any, task: Task, batcher: Any, worker: Worker) -> None:
     """/predict (micro-batched; the task answers) and /generate (language and translation)."""
     meta = backend.meta
 
@@ -272,7 +310,7 @@ def _inference_routes(app: FastAPI, backend: Any, task: Task, batcher: Any) -> N
         if "translate" in task.verbs:
             text = _text(body.get("text"), "text")
             beam = _integer(body, "beam", 4, 1, 16)
-            return {"translation": backend.translate(text, beam)}
+            return {"translation": await worker.run(backend.translate, text, beam)}
         if "generate" not in task.verbs:
             raise ClientError(
                 404, f"/generate is for language and translation models; {_routes_of(task)}"
@@ -287,7 +325,7 @@ def _inference_routes(app: FastAPI, backend: Any, task: Task, batcher: Any) -> N
         top_k = _integer(body, "top_k", None, 1, 100_000) if body.get("top_k") is not None else None
         seed = _integer(body, "seed", None, 0, 2**31 - 1) if body.get("seed") is not None else None
         tokens = _integer(body, "max_new_tokens", 200, 1, MAX_NEW_TOKENS)
-        text = backend.generate(prompt, tokens, temperature, top_k, top_p, seed)
+        text = await worker.run(backend.generate, prompt, tokens, temperature, top_k, top_p, seed)
         return {"prompt": prompt, "text": text}
 
 
@@ -364,10 +402,9 @@ async def _upload(request: Request, meta: Any) -> tuple[torch.Tensor, list[str]]
         raise ClientError(422, f"upload the {what} in a form field named 'file'")
     data, name = await upload.read(), upload.filename or "upload"
     try:
-        if hears:  # decoding and features run off the event loop
-            tensor = await asyncio.to_thread(from_wav, data, meta, name)
-        else:
-            tensor = from_image_bytes(data, meta, name, resize=True)
+        # decoding (and a sound's features) run off the event loop
+        decode = from_wav if hears else partial(from_image_bytes, resize=True)
+        tensor = await asyncio.to_thread(decode, data, meta, name)
     except InputError as exc:
         raise ClientError(422, str(exc)) from None
     return tensor[None], [name]
