@@ -426,3 +426,16 @@ def test_generation_runs_beside_the_event_loop_with_a_bounded_queue(gpt_run, mon
     assert waited < 0.3  # /health answered while a generation ran
     statuses, _, _ = asyncio.run(scenario(Worker(queue=8, timeout_s=0.3)))
     assert 504 in statuses
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_not_a_reset(image_run):
+    def chunks():  # no Content-Length: the size is only known while it streams
+        for _ in range(10):
+            yield b"x" * 1_000_000
+
+    with TestClient(build_app(image_run.path)) as client:
+        answer = client.post(
+            "/predict", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert client.get("/health").status_code == 200
+    assert answer.status_code == 413 and "MB limit" in answer.json()["error"]

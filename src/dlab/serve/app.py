@@ -115,8 +115,23 @@ class BodyLimit:
 
         try:
             await self.app(scope, counting, send)
-        except ClientError as exc:
-            await _too_large(self.limit, send, exc.message)
+        except Exception as exc:
+            refused = _client_error_in(exc)
+            if refused is None:
+                raise
+            await _too_large(self.limit, send, refused.message)
+
+
+def _client_error_in(exc: BaseException) -> ClientError | None:
+    """The ClientError that `exc` is, or that an exception group raised by the framework's
+    task groups holds."""
+    if isinstance(exc, ClientError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _client_error_in(inner)
+        if found is not None:
+            return found
+    return None
 
 
 async def _too_large(limit: int, send: Any, message: str | None = None) -> None:
@@ -273,11 +288,15 @@ def _guard(app: FastAPI, meters: _Meters, token: str | None) -> None:
             response = await call_next(request)
         except ClientError as exc:
             response = exc.response()
-        except Exception:  # a bug, not the client's fault: a 500 that is counted and logged
-            logger.exception("%s %s failed", request.method, request.url.path)
-            response = JSONResponse(
-                {"error": "internal error: the server's log has the details"}, status_code=500
-            )
+        except Exception as exc:
+            refused = _client_error_in(exc)  # e.g. a streamed body over the limit, in a group
+            if refused is not None:
+                response = refused.response()
+            else:  # a bug, not the client's fault: a 500 that is counted and logged
+                logger.exception("%s %s failed", request.method, request.url.path)
+                response = JSONResponse(
+                    {"error": "internal error: the server's log has the details"}, status_code=500
+                )
         meters.requests.labels(route, str(response.status_code)).inc()
         meters.latency.labels(route).observe(time.perf_counter() - started)
         return response
