@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -28,7 +29,7 @@ def read_idx(path: str | Path, expect_magic: int | None = None) -> np.ndarray:
     """Read a (gzipped) idx file, checking its magic number and that its size matches the header."""
     path = Path(path)
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        raw = _gunzip(path.read_bytes(), path) if path.suffix == ".gz" else path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
@@ -55,8 +56,10 @@ def read_idx(path: str | Path, expect_magic: int | None = None) -> np.ndarray:
             f"{path}: truncated inside the header ({len(raw)} bytes, header needs {header})"
         )
     dims = struct.unpack(f">{ndim}i", raw[4:header])
+    if min(dims) < 0:
+        raise DataError(f"{path}: negative dimension in the header {list(dims)}")
     dtype = _DTYPES[dtype_code]
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
     payload = len(raw) - header
     if payload != expected:
         shape = "×".join(map(str, dims))
@@ -67,6 +70,20 @@ def read_idx(path: str | Path, expect_magic: int | None = None) -> np.ndarray:
     return (
         np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
     )
+
+
+MAX_BYTES = 1 << 30  # the largest idx file dlab inflates (MNIST's largest: 47 MB)
+
+
+def _gunzip(data: bytes, path: Path) -> bytes:
+    """Inflate gzip `data`, refusing to grow past MAX_BYTES (a gzip bomb stops there)."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    out = inflater.decompress(data, MAX_BYTES + 1)
+    if len(out) > MAX_BYTES:
+        raise DataError(f"{path}: inflates to more than {MAX_BYTES:,} bytes; not an idx file")
+    if not inflater.eof:
+        raise EOFError("the compressed stream ends early")
+    return out
 
 
 def _describe_magic(magic: int) -> str:

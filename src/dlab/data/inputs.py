@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,7 @@ def from_image_bytes(
         raise InputError(
             f"{source}: the image declares over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; refused"
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:  # Pillow's ways
         raise InputError(f"{source}: unreadable image ({exc})") from None
     return _normalise(_match_background(array, meta, invert), meta)
 
