@@ -168,6 +168,14 @@ def test_fsdd_recordings_hold_a_speaker_out_for_testing(tmp_path):
     assert chosen.meta.sizes["test"] == 40
     with pytest.raises(DataError, match="no recordings by 'dan'; the speakers are ana, ben, cy"):
         build(_recipe(name="fsdd_wav", path=str(tmp_path), test_speakers=["dan"]).data, 0)
+    later = [tmp_path / f"{digit}_ana_7.wav" for digit in range(10)]  # index 7: training clips
+    for digit, path in enumerate(later):
+        audio.write_wav(path, tone(200 + 100 * digit, 0.3, seed=50 + digit), RATE)
+    official = build(_recipe(name="fsdd_wav", path=str(tmp_path), split="official").data, 0)
+    assert official.meta.sizes["test"] == 60  # indices 0 and 1 (< 5) of every speaker
+    assert official.meta.sizes["train"] + official.meta.sizes.get("val", 0) == 10
+    for path in later:
+        path.unlink()
     (tmp_path / "hello.wav").write_bytes(wav_bytes(tone(300)))
     with pytest.raises(DataError, match="hello.wav is not named digit_speaker_index.wav"):
         build(_recipe(name="fsdd_wav", path=str(tmp_path)).data, 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -44,8 +45,13 @@ class AudioDataConfig(DataConfig):
 
 
 class FsddWavConfig(AudioDataConfig):
-    """FSDD's recordings folder (`digit_speaker_index.wav`), split by speaker."""
+    """FSDD's recordings folder (`digit_speaker_index.wav`), split by speaker or as published."""
 
+    split: Literal["speaker", "official"] = Field(
+        "speaker",
+        description="speaker: test speakers never heard in training; official: FSDD's own test "
+        "set, recordings 0-4 of every speaker and digit",
+    )
     test_speakers: list[str] = Field(
         default_factory=list,
         description="speakers held out for testing (default: the last one alphabetically)",
@@ -152,6 +158,11 @@ def build_fsdd_wav(config: FsddWavConfig, seed: int = 0) -> DataBundle:
         )
     speakers = np.asarray([m.group(2) for _, m in named])
     y = np.asarray([int(m.group(1)) for _, m in named], dtype=np.int64)
+    if config.split == "official":  # the README's test set: indices 0-4
+        testing = np.asarray([int(m.group(3)) < 5 for _, m in named])
+        clips, index = _clip_frames([p for p, _ in named], config), np.arange(len(named))
+        splits = {**_train_val(index[~testing], y, config), "test": index[testing]}
+        return _bundle("fsdd_wav", clips, y, splits, DIGITS, config, seed)
     held = config.test_speakers or sorted(set(speakers))[-1:]
     unknown = sorted(set(held) - set(speakers))
     if unknown:
