@@ -132,3 +132,25 @@ def test_a_loopback_server_refuses_a_rebound_host_name(server):
     assert httpx.get(f"{server}/health", timeout=5).status_code == 200
     rebound = httpx.get(f"{server}/health", headers={"host": "attacker.example"}, timeout=5)
     assert rebound.status_code == 400  # a page on attacker.example resolving to 127.0.0.1
+
+
+def test_idle_connections_cannot_take_the_server_beyond_its_limit(image_run):
+    """Held-open, half-sent requests count against --limit-concurrency: past it the server
+    answers 503 at once instead of accepting connections without bound."""
+    import socket
+    from urllib.parse import urlsplit
+
+    with serving(image_run.path, "--limit-concurrency", "3") as url:
+        address = urlsplit(url)
+        held = []
+        for _ in range(3):  # a client that never finishes its header
+            conn = socket.create_connection((address.hostname, address.port), timeout=5)
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            held.append(conn)
+        try:
+            refused = httpx.get(f"{url}/health", timeout=5)
+        finally:
+            for conn in held:
+                conn.close()
+        assert refused.status_code == 503
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200  # and recovers

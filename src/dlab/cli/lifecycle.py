@@ -227,6 +227,12 @@ def serve_command(
         list[str] | None,
         typer.Option(help="an origin allowed to call the API from a browser (repeatable)"),
     ] = None,
+    limit_concurrency: Annotated[
+        int, typer.Option(min=1, help="open connections and requests before a 503 (uvicorn)")
+    ] = 128,
+    keep_alive: Annotated[
+        float, typer.Option(min=0.1, help="seconds an idle keep-alive connection stays open")
+    ] = 5.0,
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -252,4 +258,6 @@ def serve_command(
         max_wait_ms=max_wait_ms,
         cors=cors,
         allowed_hosts=allowed_host,
+        limit_concurrency=limit_concurrency,
+        keep_alive_s=keep_alive,
     )

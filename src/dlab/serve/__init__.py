@@ -62,8 +62,17 @@ def build_app(
     )
 
 
-def serve(target: str | Path, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
-    """Serve until interrupted."""
+def serve(
+    target: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limit_concurrency: int = 128,
+    keep_alive_s: float = 5.0,
+    **options: Any,
+) -> None:
+    """Serve until interrupted. Past `limit_concurrency` open connections and requests, uvicorn
+    answers 503 at once (a flood of idle connections cannot grow without bound); an idle
+    keep-alive connection closes after `keep_alive_s`."""
     import uvicorn
 
     extra = options.pop("allowed_hosts", None) or []
@@ -72,4 +81,12 @@ def serve(target: str | Path, host: str = "127.0.0.1", port: int = 8000, **optio
     elif extra and "*" not in extra:
         options["allowed_hosts"] = [host, *extra]
     app = build_app(target, host=host, **options)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        limit_concurrency=limit_concurrency,
+        timeout_keep_alive=keep_alive_s,
+    )
