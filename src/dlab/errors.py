@@ -44,3 +44,9 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' hint for the closest valid name, or '' when nothing is close."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class DiskFull(TrainingInterrupted):
+    """The disk filled while writing a checkpoint; the last complete one is intact."""
+
+    exit_code = 2

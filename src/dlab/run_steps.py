@@ -111,7 +111,7 @@ def fit(trainer: Trainer, run_dir: RunDir) -> History:
         return trainer.fit()
     except TrainingInterrupted as exc:
         run_dir.update_meta(status="interrupted")
-        raise TrainingInterrupted(
+        raise type(exc)(  # the same kind (a full disk stays DiskFull), with how to go on
             f"{exc}; resume with `dlab train --resume {run_dir.path}`"
         ) from None
     except TrainingDiverged:

@@ -153,3 +153,16 @@ def test_a_mirror_sending_more_than_the_published_size_is_cut_off(data_dir):
     with serve(big) as server, pytest.raises(DataError, match="announces 800,000 bytes"):
         fetch(remote(mirrors=(server.url,)))
     assert not list((data_dir / "toy").glob("*.part"))  # nothing of it kept
+
+
+def test_a_published_sha256_is_checked_instead_of_md5(data_dir):
+    good = {name: hashlib.sha256(data).hexdigest() for name, data in BLOBS.items()}
+    with serve(BLOBS) as server:
+        files = tuple(  # the md5s are wrong on purpose: the sha256 decides
+            RemoteFile(name, "0" * 32, len(data), good[name]) for name, data in BLOBS.items()
+        )
+        folder = fetch(RemoteDataset("toy", files, (server.url,)))
+        assert sorted(p.name for p in folder.iterdir()) == ["a.bin", "b.bin"]
+        wrong = (RemoteFile("b.bin", hashlib.md5(BLOBS["b.bin"]).hexdigest(), 1_000, "f" * 64),)
+        with pytest.raises(DataError, match="does not have the published sha256 ffff"):
+            fetch(RemoteDataset("toy2", wrong, (server.url,)))

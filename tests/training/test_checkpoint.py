@@ -132,3 +132,43 @@ def test_saving_weights_that_fails_leaves_the_old_file_and_no_temporary(tmp_path
         checkpoint.save_weights(nn.Linear(3, 2), path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def test_a_full_disk_stops_training_in_one_line_with_the_last_checkpoint_intact(
+    tmp_path, monkeypatch
+):
+    import errno
+
+    import dlab
+    from dlab.errors import DiskFull
+    from dlab.training import checkpoint
+
+    real, calls = checkpoint.write_model, []
+
+    def fills_up(model, path, metadata):
+        calls.append(path)
+        if len(calls) >= 3:  # the third checkpoint meets a full disk
+            Path(path).write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(model, path, metadata)
+
+    monkeypatch.setattr(checkpoint, "write_model", fills_up)
+    recipe = {
+        "name": "full",
+        "data": {"name": "mnist_sample", "limit": 200, "batch_size": 50},
+        "model": {"name": "mlp", "hidden": [8]},
+        "train": {"epochs": 2, "checkpoint_every": 2},
+    }
+    with pytest.raises(DiskFull) as caught:
+        dlab.train(recipe, runs_dir=tmp_path, progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and "no space left on the disk" in message
+    assert "the last good checkpoint is ckpt-000002-step4" in message and "--resume" in message
+    run = next((tmp_path / "full").iterdir())
+    store = checkpoint.CheckpointStore(run / "checkpoints")
+    assert store.latest().name == "ckpt-000002-step4"
+    assert not list((run / "checkpoints").glob(".ckpt-*"))  # nothing half-written stays
+    assert dlab.load(run).dir.meta["status"] == "interrupted"
+    monkeypatch.setattr(checkpoint, "write_model", real)  # space is freed: resume finishes
+    resumed = dlab.train(None, resume=run, progress=False)
+    assert resumed.dir.meta["status"] == "completed" and resumed.dir.meta["steps"] == 8

@@ -7,7 +7,7 @@ from pydantic import Field
 
 from dlab.data.bundle import ArraySplits, split_off
 from dlab.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
-from dlab.data.store import RemoteDataset, RemoteFile, verify_md5
+from dlab.data.store import RemoteDataset, RemoteFile
 from dlab.errors import DataError
 from dlab.recipe import ImageDataConfig
 from dlab.registry import DATASETS
@@ -41,7 +41,7 @@ def load_idx_dataset(remote: RemoteDataset, expected: dict[str, int]) -> ArraySp
         arrays[file.name.split("-")[0] + ("_x" if magic == IMAGES_MAGIC else "_y")] = read_idx(
             folder / file.name, magic
         )
-        verify_md5(folder / file.name, file.md5)
+        file.check(folder / file.name)
     for key, count in expected.items():
         if len(arrays[key]) != count:
             raise DataError(

@@ -40,6 +40,19 @@ class RemoteFile:
     name: str
     md5: str
     size: int | None = None
+    sha256: str | None = None  # checked instead of md5 where the publisher gives one
+
+    def check(self, path: Path) -> None:
+        """Raise a DataError if `path` is not this file (SHA-256 when known, else md5)."""
+        if self.sha256 is not None:
+            actual = file_digest(path, "sha256")
+            if actual != self.sha256:
+                raise DataError(
+                    f"{path}: checksum mismatch (sha256 {actual}, published {self.sha256}); the "
+                    "file is corrupt or not the original: delete it and fetch or import it again"
+                )
+            return
+        verify_md5(path, self.md5)
 
 
 @dataclass(frozen=True)
@@ -80,16 +93,21 @@ class RemoteDataset:
         """Check every local file against its published md5."""
         folder = self.require(root)
         for remote in self.files:
-            verify_md5(folder / remote.name, remote.md5)
+            remote.check(folder / remote.name)
 
 
-def md5sum(path: Path) -> str:
-    """The md5 hex digest of a file."""
-    digest = hashlib.md5(usedforsecurity=False)
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """The hex digest of a file (md5 or sha256)."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def md5sum(path: Path) -> str:
+    """The md5 hex digest of a file."""
+    return file_digest(path, "md5")
 
 
 def verify_md5(path: Path, expected: str) -> None:
@@ -137,12 +155,13 @@ _OPENER = urllib.request.build_opener(_NoDowngrade)
 def download(
     url: str,
     dest: Path,
-    md5: str,
+    file: RemoteFile,
     progress: ProgressFactory = _no_progress,
     timeout: float = 30,
     size: int | None = None,
 ) -> None:
-    """Download `url` to `dest`, resuming a `.part` file, verifying md5, then renaming into place.
+    """Download `url` to `dest`, resuming a `.part` file, verifying its checksum (SHA-256 where
+    published, else md5), then renaming into place.
 
     With the published `size`, a server that announces or sends more is cut off at once (a
     hostile mirror cannot fill the disk)."""
@@ -162,9 +181,12 @@ def download(
             pass
         else:
             raise
-    if md5sum(part) != md5:
+    try:
+        file.check(part)
+    except DataError:
         part.unlink()
-        raise DataError(f"{url}: downloaded file does not have the published md5 {md5}")
+        which = f"sha256 {file.sha256}" if file.sha256 else f"md5 {file.md5}"
+        raise DataError(f"{url}: downloaded file does not have the published {which}") from None
     with open(part, "rb+") as f:  # on disk before it takes the final name
         os.fsync(f.fileno())
     os.replace(part, dest)
@@ -215,7 +237,7 @@ def fetch(
         target = folder / file.name
         if target.is_file():
             try:
-                verify_md5(target, file.md5)
+                file.check(target)
                 continue
             except DataError:
                 target.unlink()  # a corrupt copy: fetch it again
@@ -223,7 +245,7 @@ def fetch(
         for base in bases:
             url = base.rstrip("/") + "/" + file.name
             try:
-                download(url, target, file.md5, progress, timeout, file.size)
+                download(url, target, file, progress, timeout, file.size)
                 break
             except urllib.error.HTTPError as exc:
                 failures.append(f"{url}: HTTP {exc.code}")
@@ -251,7 +273,7 @@ def import_files(remote: RemoteDataset, source: Path, root: Path | None = None) 
             f"{source}: missing {', '.join(missing)} (the files {remote.name} is published as)"
         )
     for file in remote.files:
-        verify_md5(source / file.name, file.md5)
+        file.check(source / file.name)
     folder = remote.directory(root)
     folder.mkdir(parents=True, exist_ok=True)
     for file in remote.files:

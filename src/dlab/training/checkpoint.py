@@ -14,6 +14,7 @@ then named in `latest` (itself replaced atomically); older ones beyond `keep` ar
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from dlab._io import _fsync_dir, atomic_write, atomic_write_text
-from dlab.errors import RunError
+from dlab.errors import DiskFull, RunError
 from dlab.training.state import flatten, unflatten
 
 FORMAT = "dlab-checkpoint-1"
@@ -112,6 +113,32 @@ class CheckpointStore:
         ):  # left by a process that was killed mid-write
             shutil.rmtree(stale, ignore_errors=True)
         tmp = self.folder / f".{final.name}.tmp-{os.getpid()}"
+        try:
+            self._write(tmp, model, state, recipe_yaml)
+        except OSError as exc:  # nothing half-written stays; the last complete checkpoint does
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno != errno.ENOSPC:
+                raise
+            last = self.latest()
+            kept = f"the last good checkpoint is {last.name}" if last else "no checkpoint yet"
+            raise DiskFull(
+                f"no space left on the disk of {self.folder} while writing {final.name}; {kept}"
+            ) from None
+        os.rename(tmp, final)
+        _fsync_dir(self.folder)
+        atomic_write_text(self.folder / "latest", final.name + "\n")
+        for _, _, old in self._complete()[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    @staticmethod
+    def _write(
+        tmp: Path,
+        model: nn.Module | dict[str, torch.Tensor],
+        state: dict[str, Any],
+        recipe_yaml: str | None,
+    ) -> None:
+        """Every file of a checkpoint into the folder `tmp`, synced to disk."""
         tmp.mkdir()
         tensors: dict[str, torch.Tensor] = {}
         skeleton = flatten(state, tensors)
@@ -129,12 +156,6 @@ class CheckpointStore:
             with open(file, "rb+") as f:
                 os.fsync(f.fileno())
         _fsync_dir(tmp)
-        os.rename(tmp, final)
-        _fsync_dir(self.folder)
-        atomic_write_text(self.folder / "latest", final.name + "\n")
-        for _, _, old in self._complete()[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint, or None."""
