@@ -111,3 +111,47 @@ def test_the_speech_models_read_mfcc_frames(name):
     frames = torch.randn(3, 92, 13)
     frames[0, :40] = 0  # a short clip, padded in front
     assert model(frames).shape == (3, 10)
+
+
+def test_a_model_trained_on_wav_recordings_transcribes_a_wav_utterance(tmp_path):
+    """fsdd_wav_connected: utterances from recordings, with dlab's own features, so a WAV file
+    of several digits is transcribed by `predict` as in training (padded at its end)."""
+    import numpy as np
+    from conftest import tone
+
+    from dlab.data.audio import write_wav
+
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    for speaker in ("ana", "ben", "cy"):  # digit d whistles at 300·1.28^d Hz (300-2800)
+        for digit in range(10):
+            for i in range(4):
+                clip = tone(300 * 1.28**digit, 0.25, seed=100 * digit + i)
+                write_wav(recordings / f"{digit}_{speaker}_{i}.wav", clip, 8000)
+    recipe = {
+        "name": "wav_ctc",
+        "data": {
+            "name": "fsdd_wav_connected",
+            "path": str(recordings),
+            "utterances": 800,
+            "frames": 140,
+            "max_digits": 4,
+            "batch_size": 32,
+        },
+        "model": {"name": "cnn1d", "channels": [64, 64], "outputs": "every"},
+        "train": {
+            "epochs": 15,
+            "loss": "ctc",
+            "metrics": [],
+            "optimizer": {"name": "adamw", "lr": 0.005},
+            "scheduler": "onecycle",
+        },
+    }
+    run = dlab.train(recipe, runs_dir=tmp_path / "runs", progress=False)
+    assert run.meta.details.audio is not None  # the features travel with the run
+    wer = run.dir.meta["evaluation"]["test"]["wer"]
+    assert wer < 0.2, wer  # test speaker "cy" never heard in training
+    said = np.concatenate([tone(300 * 1.28**d, 0.25, seed=7 + d) for d in (3, 1, 4)])
+    utterance = tmp_path / "three-one-four.wav"
+    write_wav(utterance, said, 8000)
+    assert run.predict([utterance])[0].label == "3 1 4"

@@ -132,7 +132,14 @@ def from_wav(source: str | Path | bytes, meta: DataMeta, name: str | None = None
             f"{name}: {len(frames)} frames ({len(frames) * config.hop / config.rate:.2f} s); "
             f"the model takes at most {limit} ({seconds:.2f} s): cut the clip"
         )
-    return pad_front([(frames - np.asarray(meta.mean)) / np.asarray(meta.std)], limit)[0]
+    scaled = (frames - np.asarray(meta.mean)) / np.asarray(meta.std)
+    from dlab.tasks import task_of
+
+    if task_of(meta).outputs_every_step:  # utterances were padded with silence at their end
+        padded = np.zeros((limit, scaled.shape[1]), dtype=np.float32)
+        padded[: len(scaled)] = scaled
+        return torch.from_numpy(padded)
+    return pad_front([scaled], limit)[0]  # single clips were padded in front
 
 
 def _normalise(values: np.ndarray, meta: DataMeta) -> torch.Tensor:

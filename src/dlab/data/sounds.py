@@ -16,7 +16,13 @@ from pydantic import Field
 from dlab.data.audio import AudioFeatures, features, read_wav
 from dlab.data.augment import build_sound_augment
 from dlab.data.bundle import DataBundle, DataMeta, TensorLoader, split_off, subsample
-from dlab.data.speech import DIGITS, pad_front, standardiser
+from dlab.data.speech import (
+    DIGITS,
+    ConnectedConfig,
+    connected_bundle,
+    pad_front,
+    standardiser,
+)
 from dlab.errors import DataError
 from dlab.recipe import DataConfig, SoundAugmentConfig
 from dlab.registry import DATASETS
@@ -146,6 +152,13 @@ def build_audio_folder(config: AudioDataConfig, seed: int = 0) -> DataBundle:
     source="github.com/Jakobovski/free-spoken-digit-dataset (recordings/)",
 )
 def build_fsdd_wav(config: FsddWavConfig, seed: int = 0) -> DataBundle:
+    clips, y, splits = fsdd_recordings(config)
+    return _bundle("fsdd_wav", clips, y, splits, DIGITS, config, seed)
+
+
+def fsdd_recordings(config: FsddWavConfig) -> tuple[list[np.ndarray], np.ndarray, dict]:
+    """FSDD's recordings as feature frames, their digits, and the train/val/test indices:
+    held-out speakers, or the official split (recordings 0-4 of each speaker and digit)."""
     root = Path(config.path)
     if not root.is_dir():
         raise DataError(f"data.path: {root} is not a folder of FSDD recordings")
@@ -160,9 +173,13 @@ def build_fsdd_wav(config: FsddWavConfig, seed: int = 0) -> DataBundle:
     y = np.asarray([int(m.group(1)) for _, m in named], dtype=np.int64)
     if config.split == "official":  # the README's test set: indices 0-4
         testing = np.asarray([int(m.group(3)) < 5 for _, m in named])
-        clips, index = _clip_frames([p for p, _ in named], config), np.arange(len(named))
-        splits = {**_train_val(index[~testing], y, config), "test": index[testing]}
-        return _bundle("fsdd_wav", clips, y, splits, DIGITS, config, seed)
+    else:
+        testing = np.isin(speakers, _test_speakers(config, speakers))
+    clips, index = _clip_frames([p for p, _ in named], config), np.arange(len(named))
+    return clips, y, {**_train_val(index[~testing], y, config), "test": index[testing]}
+
+
+def _test_speakers(config: FsddWavConfig, speakers: np.ndarray) -> list[str]:
     held = config.test_speakers or sorted(set(speakers))[-1:]
     unknown = sorted(set(held) - set(speakers))
     if unknown:
@@ -172,8 +189,27 @@ def build_fsdd_wav(config: FsddWavConfig, seed: int = 0) -> DataBundle:
         )
     if set(held) >= set(speakers):
         raise DataError("data.test_speakers: every speaker is held out; none is left to train on")
-    clips = _clip_frames([p for p, _ in named], config)
-    index = np.arange(len(clips))
-    testing = np.isin(speakers, held)
-    splits = {**_train_val(index[~testing], y, config), "test": index[testing]}
-    return _bundle("fsdd_wav", clips, y, splits, DIGITS, config, seed)
+    return held
+
+
+class FsddWavConnectedConfig(ConnectedConfig, FsddWavConfig):
+    """Connected digits built from FSDD's recordings, with features dlab computes (so a WAV
+    utterance can be transcribed); a test speaker is never heard in training."""
+
+    frames: int = Field(
+        1200, ge=16, le=20_000, description="utterances are padded at the end to this many frames"
+    )
+
+
+@DATASETS.register(
+    "fsdd_wav_connected",
+    config=FsddWavConnectedConfig,
+    summary="connected digits from FSDD's WAV recordings, for CTC models that hear WAV files",
+    size="4,000 train utterances by default, built on the fly",
+    splits="utterances of train / val / test clips only (test: held-out speakers)",
+    source="github.com/Jakobovski/free-spoken-digit-dataset (recordings/)",
+)
+def build_fsdd_wav_connected(config: FsddWavConnectedConfig, seed: int = 0) -> DataBundle:
+    clips, y, splits = fsdd_recordings(config)
+    details = {"audio": config.features}
+    return connected_bundle("fsdd_wav_connected", clips, y, splits, config, seed, details)

