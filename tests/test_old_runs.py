@@ -3,17 +3,21 @@
 `tests/fixtures/runs-2026-11/` holds two runs trained by the code of commit 2e9983d (before the
 typed task details and the typed run record): a text classifier and a two-step forecast. Their
 meta.json keeps the old untyped `data.extra`; only the weights, recipe, tokenizer and logs are
-kept (no checkpoints). Their data is regenerated here exactly as it was then.
+kept (no checkpoints); the weights are stored as text (`weights.json`, every value) and written
+back to model.safetensors here. Their data is regenerated exactly as it was then.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import write_reviews_and_series
+from safetensors.torch import save_file
 
 import dlab
 from dlab._io import read_json
@@ -26,11 +30,23 @@ def _data(folder: Path) -> dict[str, Path]:
     return {"reviews": folder / "reviews.csv", "wave": folder / "series.csv"}
 
 
+def _write_weights(source: Path, target: Path) -> None:
+    """The run's model.safetensors, kept in git as text: every value of every tensor, exactly
+    (float32 values round-trip through JSON's doubles)."""
+    saved = json.loads(source.read_text())
+    tensors = {
+        name: torch.tensor(t["values"], dtype=getattr(torch, t["dtype"])).reshape(t["shape"])
+        for name, t in saved["tensors"].items()
+    }
+    save_file(tensors, str(target), metadata=saved["metadata"])
+
+
 @pytest.fixture
 def old_run(tmp_path, request):
     name = request.param
     run = tmp_path / "runs" / name / "20261202-131211"
-    shutil.copytree(FIXTURES / name, run)
+    shutil.copytree(FIXTURES / name, run, ignore=shutil.ignore_patterns("weights.json"))
+    _write_weights(FIXTURES / name / "weights.json", run / "model.safetensors")
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     recipe["data"]["path"] = str(_data(tmp_path)[name])
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
