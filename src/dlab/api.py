@@ -325,7 +325,7 @@ def train(
             return Run(run_dir)
         steps.record_start(run_dir, trainer, bundle, model, recipe_obj.seed, job, meta)
         history = steps.fit(trainer, run_dir)
-        steps.save_final(trainer, run_dir, recipe_obj, bundle, history)
+        steps.save_final(trainer, run_dir, history)
         return steps.evaluated(Run(run_dir), bundle, evaluate_test, report)
 
 

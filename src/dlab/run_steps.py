@@ -122,15 +122,10 @@ def fit(trainer: Trainer, run_dir: RunDir) -> History:
         raise
 
 
-def save_final(
-    trainer: Trainer, run_dir: RunDir, recipe: Recipe, bundle: DataBundle, history: History
-) -> None:
+def save_final(trainer: Trainer, run_dir: RunDir, history: History) -> None:
     """The final weights (whole, from a sharded model too) and the completed record."""
-    final = trainer.model
-    if trainer.sharded:  # gather the slices into a whole model on rank 0
-        final = models.build(recipe.model, bundle.meta)
-        distributed.load_model_state(final, distributed.full_model_state(trainer.model))
-    save_weights(final, run_dir.weights)
+    # FSDP: every rank sends its slices to rank 0 (the other ranks make the same call)
+    save_weights(trainer.strategy.full_weights(trainer.model), run_dir.weights)
     state = trainer.state
     run_dir.update_meta(
         **completed(

@@ -37,6 +37,11 @@ class DataMeta:
 
         self.details = task_of(self.task).details(self.details)
 
+    @property
+    def audio(self) -> Any:
+        """How sound clips became frames (`data.audio.AudioFeatures`), or None for other data."""
+        return getattr(self.details, "audio", None)
+
     def to_json(self) -> dict[str, Any]:
         """Plain data for meta.json."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}

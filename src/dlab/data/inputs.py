@@ -95,7 +95,7 @@ def load_input(
 ) -> torch.Tensor:
     """One input file (PNG/JPEG image or .npy array) as a normalised tensor shaped like the training inputs."""
     path = Path(path)
-    if getattr(meta.details, "audio", None) is not None:
+    if meta.audio is not None:
         if path.suffix.lower() != ".wav":
             raise InputError(f"{path}: this model hears sounds: give a .wav file")
         return from_wav(path, meta)
@@ -122,7 +122,7 @@ def from_wav(source: str | Path | bytes, meta: DataMeta, name: str | None = None
     from dlab.data.audio import features, read_wav
     from dlab.data.speech import pad_front
 
-    config = meta.details.audio
+    config = meta.audio
     name = name or str(source)
     frames = features(read_wav(source, config.rate, name), config).numpy()
     limit = meta.input_shape[0]

@@ -10,19 +10,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from dlab.data.audio import AudioFeatures, features, read_wav
-from dlab.data.augment import build_sound_augment
-from dlab.data.bundle import DataBundle, DataMeta, TensorLoader, split_off, subsample
-from dlab.data.speech import (
-    DIGITS,
-    ConnectedConfig,
-    connected_bundle,
-    pad_front,
-    standardiser,
-)
+from dlab.data.bundle import DataBundle, split_off, subsample
+from dlab.data.speech import DIGITS, ConnectedConfig, clips_bundle, connected_bundle
 from dlab.errors import DataError
 from dlab.recipe import DataConfig, SoundAugmentConfig
 from dlab.registry import DATASETS
@@ -70,42 +62,9 @@ def _clip_frames(paths: list[Path], config: AudioDataConfig) -> list[np.ndarray]
     return [features(read_wav(p, config.features.rate), config.features).numpy() for p in paths]
 
 
-def _bundle(
-    name: str,
-    clips: list[np.ndarray],
-    labels: np.ndarray,
-    splits: dict[str, np.ndarray],
-    classes: list[str],
-    config: AudioDataConfig,
-    seed: int,
-) -> DataBundle:
-    """Standardise on the training frames, pad, and wrap the splits in loaders."""
-    mean, std = standardiser([clips[i] for i in splits["train"]])
-    scaled = [(c - mean) / std for c in clips]
-    loaders = []
-    for split in ("train", "val", "test"):
-        chosen = splits.get(split)
-        if chosen is None or len(chosen) == 0:
-            loaders.append(None)
-            continue
-        x = pad_front([scaled[i] for i in chosen], config.frames)
-        train = split == "train"
-        size = config.batch_size if train else config.eval_batch_size
-        y = torch.from_numpy(labels[chosen])
-        augment = build_sound_augment(config.augment) if train else None
-        loaders.append(TensorLoader(x, y, size, shuffle=train, seed=seed, transform=augment))
-    meta = DataMeta(
-        dataset=name,
-        input_kind="series",
-        input_shape=(config.frames, config.features.size),
-        num_classes=len(classes),
-        classes=classes,
-        sizes={s: len(i) for s, i in splits.items() if len(i)},
-        mean=mean.tolist(),
-        std=std.tolist(),
-        details={"audio": config.features},
-    )
-    return DataBundle(*loaders, meta)
+def _audio(config: AudioDataConfig) -> dict:
+    """The details every sound data set saves: how its clips became frames."""
+    return {"audio": config.features}
 
 
 def _train_val(
@@ -140,7 +99,7 @@ def build_audio_folder(config: AudioDataConfig, seed: int = 0) -> DataBundle:
     index = np.arange(len(clips))
     (rest, _), held = split_off(index, y, config.test_size, config.split_seed + 1)
     splits = {**_train_val(rest, y, config), "test": held[0] if held is not None else rest[:0]}
-    return _bundle(root.name, clips, y, splits, classes, config, seed)
+    return clips_bundle(root.name, clips, y, splits, classes, config, seed, _audio(config))
 
 
 @DATASETS.register(
@@ -153,7 +112,7 @@ def build_audio_folder(config: AudioDataConfig, seed: int = 0) -> DataBundle:
 )
 def build_fsdd_wav(config: FsddWavConfig, seed: int = 0) -> DataBundle:
     clips, y, splits = fsdd_recordings(config)
-    return _bundle("fsdd_wav", clips, y, splits, DIGITS, config, seed)
+    return clips_bundle("fsdd_wav", clips, y, splits, DIGITS, config, seed, _audio(config))
 
 
 def fsdd_recordings(config: FsddWavConfig) -> tuple[list[np.ndarray], np.ndarray, dict]:
@@ -211,5 +170,4 @@ class FsddWavConnectedConfig(ConnectedConfig, FsddWavConfig):
 )
 def build_fsdd_wav_connected(config: FsddWavConnectedConfig, seed: int = 0) -> DataBundle:
     clips, y, splits = fsdd_recordings(config)
-    details = {"audio": config.features}
-    return connected_bundle("fsdd_wav_connected", clips, y, splits, config, seed, details)
+    return connected_bundle("fsdd_wav_connected", clips, y, splits, config, seed, _audio(config))

@@ -21,7 +21,7 @@ import torch
 from pydantic import Field
 
 from dlab.data.augment import build_sound_augment
-from dlab.data.bundle import DataBundle, DataMeta, TensorLoader, split_off
+from dlab.data.bundle import DataBundle, DataMeta, TensorLoader, split_off, subsample
 from dlab.errors import DataError
 from dlab.recipe import DataConfig, SoundAugmentConfig
 from dlab.registry import DATASETS
@@ -81,8 +81,7 @@ def _splits(digits: np.ndarray, config: DataConfig) -> dict[str, np.ndarray]:
     if held is not None:
         splits["val"] = held[0]
     if config.limit is not None:
-        keep, _ = split_off(train, train_y, len(train) - config.limit, config.split_seed + 2)[1]
-        splits["train"] = np.sort(keep)
+        splits["train"] = subsample(train, train_y, config.limit, config.split_seed + 2)[0]
     return splits
 
 
@@ -112,34 +111,53 @@ def pad_front(clips: list[np.ndarray], length: int) -> torch.Tensor:
 )
 def build_fsdd(config: FsddConfig, seed: int = 0) -> DataBundle:
     clips, digits = load_clips()
-    splits = _splits(digits, config)
+    return clips_bundle("fsdd", clips, digits, _splits(digits, config), DIGITS, config, seed)
+
+
+def clips_bundle(
+    name: str,
+    clips: list[np.ndarray],
+    labels: np.ndarray,
+    splits: dict[str, np.ndarray],
+    classes: list[str],
+    config: DataConfig,
+    seed: int,
+    details: dict | None = None,
+) -> DataBundle:
+    """One label per clip: standardised on the training frames (unless data.normalize is off),
+    padded in front to data.frames, in loaders (training batches augmented)."""
     mean, std = standardiser([clips[i] for i in splits["train"]])
     if not config.normalize:
-        mean, std = np.zeros(COEFFICIENTS), np.ones(COEFFICIENTS)
+        mean, std = np.zeros_like(mean), np.ones_like(std)
     scaled = [(c - mean) / std for c in clips]
-
-    def loader(name: str) -> TensorLoader | None:
-        if name not in splits:
-            return None
-        chosen = splits[name]
+    loaders: list[TensorLoader | None] = []
+    for split in ("train", "val", "test"):
+        chosen = splits.get(split, [])
         x = pad_front([scaled[i] for i in chosen], config.frames)
-        train = name == "train"
-        size = config.batch_size if train else config.eval_batch_size
-        augment = build_sound_augment(config.augment) if train else None
-        y = torch.from_numpy(digits[chosen])
-        return TensorLoader(x, y, size, shuffle=train, seed=seed, transform=augment)
-
+        loaders.append(
+            _loader(x, labels[chosen], config, seed, split == "train") if len(chosen) else None
+        )
     meta = DataMeta(
-        dataset="fsdd",
+        dataset=name,
         input_kind="series",
-        input_shape=(config.frames, COEFFICIENTS),
-        num_classes=10,
-        classes=DIGITS,
-        sizes={name: len(index) for name, index in splits.items()},
+        input_shape=(config.frames, clips[0].shape[1]),
+        num_classes=len(classes),
+        classes=classes,
+        sizes={s: len(i) for s, i in splits.items() if len(i)},
         mean=mean.tolist(),
         std=std.tolist(),
+        details=details,
     )
-    return DataBundle(loader("train"), loader("val"), loader("test"), meta)
+    return DataBundle(*loaders, meta)
+
+
+def _loader(
+    x: torch.Tensor, y: np.ndarray | torch.Tensor, config: DataConfig, seed: int, train: bool
+) -> TensorLoader:
+    """A split's loader: shuffled and augmented when it is the training split."""
+    size = config.batch_size if train else config.eval_batch_size
+    augment = build_sound_augment(config.augment) if train else None
+    return TensorLoader(x, torch.as_tensor(y), size, shuffle=train, seed=seed, transform=augment)
 
 
 class ConnectedConfig(FsddConfig):
@@ -224,10 +242,7 @@ def connected_bundle(
             continue
         rng = np.random.default_rng([config.split_seed, offset])  # fixed utterances per split
         x, y = connect([scaled[i] for i in chosen], digits[chosen], counts[split], config, rng)
-        train = split == "train"
-        size = config.batch_size if train else config.eval_batch_size
-        augment = build_sound_augment(config.augment) if train else None
-        loaders.append(TensorLoader(x, y, size, shuffle=train, seed=seed, transform=augment))
+        loaders.append(_loader(x, y, config, seed, split == "train"))
     meta = DataMeta(
         dataset=name,
         task="transcription",

@@ -408,7 +408,7 @@ def _integer(body: dict, field: str, default: int | None, low: int, high: int) -
 
 async def _upload(request: Request, meta: Any) -> tuple[torch.Tensor, list[str]]:
     """An uploaded image (image models) or WAV clip (sound models), as a batch of one."""
-    hears = getattr(meta.details, "audio", None) is not None
+    hears = meta.audio is not None
     if meta.input_kind != "image" and not hears:
         raise ClientError(
             415,

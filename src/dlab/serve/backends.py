@@ -130,7 +130,7 @@ def describe(backend: TorchBackend | OnnxBackend) -> dict[str, Any]:
         "classes": meta.classes,
         "dataset": meta.dataset,
     }
-    audio = getattr(meta.details, "audio", None)
+    audio = meta.audio
     if audio is not None:  # a sound model: the page records or uploads WAV at this rate
         summary["audio"] = audio.model_dump()
     if backend.recipe is not None:

@@ -145,7 +145,7 @@ def _clips(ctx, inputs, predicted, targets, confidence, worst, classes) -> str:
         colors = ["#17703a" if predicted[i] == targets[i] else "#a4262c" for i in indices]
         return figure(plots.frames_grid([inputs[i] for i in indices], captions, colors), "clips")
 
-    audio = getattr(ctx.data_meta.details, "audio", None)
+    audio = ctx.data_meta.audio
     what = "log-mel" if audio is not None and audio.kind == "log_mel" else "MFCC"
     return (
         f"<h3>Clips across the {escape(ctx.split)} split: {what} over time (green: right, "

@@ -16,7 +16,7 @@ import torch
 from dlab.data.audio import AudioFeatures
 from dlab.registry import LOSSES
 from dlab.tasks import Details, Task, register
-from dlab.training.metrics import IGNORE, build_metrics, evaluate
+from dlab.training.metrics import IGNORE
 
 if TYPE_CHECKING:
     from dlab.api import Run
@@ -73,20 +73,15 @@ class Transcription(Task):
     outputs_every_step = True
 
     def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
-        loader = bundle.loader(split)
-        cpu = torch.device("cpu")
-        report = evaluate(
-            run.model,
-            loader,
-            LOSSES.build(run.recipe.train.loss),
-            build_metrics([], bundle.meta),
-            cpu,
-        )
-        predicted, reference = [], []
-        with torch.no_grad():
-            for inputs, targets in loader.epoch(0):
-                predicted += greedy(run.model(inputs))
+        loss_fn, model = LOSSES.build(run.recipe.train.loss), run.model.eval()
+        predicted, reference, total = [], [], 0.0
+        with torch.no_grad():  # one pass: the loss and the transcripts from the same outputs
+            for inputs, targets in bundle.loader(split).epoch(0):
+                outputs = model(inputs)
+                total += float(loss_fn(outputs, targets)) * len(targets)
+                predicted += greedy(outputs)
                 reference += [[t - 1 for t in row if t != IGNORE] for row in targets.tolist()]
+        report = {"loss": total / max(len(reference), 1)}
         classes = bundle.meta.classes or []
         examples = [
             {

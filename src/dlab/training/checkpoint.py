@@ -44,15 +44,20 @@ def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in model.state_dict().items() if k in names}
 
 
-def write_model(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
-    """Weights to safetensors: all of them (tied ones once), or the trainable part of a LoRA model."""
-    if _trainable_only(model):
+def write_model(
+    model: nn.Module | dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
+) -> None:
+    """Weights to safetensors: all of them (tied ones once), or the trainable part of a LoRA
+    model; or a state dict already gathered whole (FSDP, tied weights under one name)."""
+    if isinstance(model, dict):
+        save_file(model, str(path), metadata=metadata)
+    elif _trainable_only(model):
         save_file(_trainable_state(model), str(path), metadata={**metadata, "subset": "trainable"})
     else:
         save_model(model, str(path), metadata=metadata)
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
+def save_weights(model: nn.Module | dict[str, torch.Tensor], path: Path) -> None:
     """Write a model's weights to safetensors atomically (no temporary file left on error; the
     folder synced after the rename)."""
     atomic_write(path, lambda tmp: write_model(model, tmp, {"format": "dlab-weights-1"}))
@@ -142,10 +147,7 @@ class CheckpointStore:
         tmp.mkdir()
         tensors: dict[str, torch.Tensor] = {}
         skeleton = flatten(state, tensors)
-        if isinstance(model, dict):  # FSDP: the whole model, gathered on rank 0
-            save_file(model, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
-        else:
-            write_model(model, tmp / "model.safetensors", {"format": FORMAT})
+        write_model(model, tmp / "model.safetensors", {"format": FORMAT})  # or FSDP's gathered
         save_file(tensors, str(tmp / "state.safetensors"), metadata={"format": FORMAT})
         (tmp / "state.json").write_text(
             json.dumps({"format": FORMAT, "state": skeleton}), encoding="utf-8"
