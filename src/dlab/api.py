@@ -247,6 +247,22 @@ class Run:
             Prediction.of(source, answer) for source, answer in zip(sources, answers, strict=True)
         ]
 
+    def recommender(self) -> Any:
+        """The run's model with its catalogue and training ratings (recommender runs)."""
+        from dlab.data.ratings import SEEN_FILE, load_seen
+        from dlab.tasks.recommender import Recommender
+
+        task_of(self.meta).require("recommend")
+        return Recommender(self.model, self.meta, *load_seen(self.path / SEEN_FILE))
+
+    def recommend(self, user: Any, k: int = 10, exclude_seen: bool = True) -> dict[str, Any]:
+        """The top `k` items for `user` (an original id), with titles, scores and genres."""
+        return self.recommender().recommend(user, k, exclude_seen)
+
+    def rate(self, user: Any, item: Any) -> dict[str, Any]:
+        """The predicted rating (a ranking score for implicit feedback) of `user` for `item`."""
+        return self.recommender().rate(user, item)
+
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:
         """Token ids of `texts`, truncated and padded exactly as in training."""
         from dlab.data.sequences import pad_sequences

@@ -120,6 +120,7 @@ MODELS: Registry[Any] = Registry(
         "dlab.models.transformer",
         "dlab.models.gpt",
         "dlab.models.pretrained",
+        "dlab.models.recommenders",
     ),
 )
 DATASETS: Registry[Any] = Registry(
@@ -135,6 +136,8 @@ DATASETS: Registry[Any] = Registry(
         "dlab.data.series",
         "dlab.data.speech",
         "dlab.data.sounds",
+        "dlab.data.ratings",
+        "dlab.data.movielens",
     ),
 )
 OPTIMIZERS: Registry[Any] = Registry("optimizer", modules=("dlab.training.optim",))

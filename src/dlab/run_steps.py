@@ -60,6 +60,8 @@ def new_run_dir(recipe: Recipe, bundle: DataBundle, runs_dir: Any, job: Any) -> 
         run_dir = RunDir.create(recipe, runs_dir)
         if bundle.tokenizer is not None:
             bundle.tokenizer.save(run_dir.path / RunDir.TOKENIZER)
+        for name, write in bundle.files.items():
+            write(run_dir.path / name)
     path = distributed.broadcast_object(str(run_dir.path) if run_dir else None, job)
     return run_dir or RunDir.open(path)
 

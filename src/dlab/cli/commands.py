@@ -187,13 +187,23 @@ def predict(
     invert: Annotated[
         str, typer.Option(help="auto: match the training images' background; always; never")
     ] = "auto",
+    user: Annotated[
+        str | None, typer.Option(help="recommenders: the user's id (with --item)")
+    ] = None,
+    item: Annotated[str | None, typer.Option(help="recommenders: the item's id")] = None,
 ) -> None:
-    """Predict the class of each input file or --text; prints the top-k with probabilities."""
+    """Predict the class of each input file or --text (top-k with probabilities), or a
+    recommender's rating of --item by --user."""
     from dlab.api import load
 
     if invert not in ("auto", "always", "never"):
         raise DlabError(f"--invert: '{invert}' should be auto, always or never")
     console = _console()
+    if user is not None or item is not None:
+        if user is None or item is None or inputs or text:
+            raise DlabError("predict: a recommender takes --user ID and --item ID, nothing else")
+        console.print(json.dumps(load(run).rate(user, item), ensure_ascii=False))
+        return
     if bool(inputs) == bool(text):
         raise DlabError("predict: give input files, or --text for a text model (not both)")
     for prediction in load(run).predict(text or inputs, top_k=top_k, resize=resize, invert=invert):
@@ -202,6 +212,42 @@ def predict(
             console.print(f"{prediction.source}: {prediction.label}   ({ranked})")
         else:  # a task that answers something other than classes
             console.print(f"{prediction.source}: {json.dumps(prediction.answer)}")
+
+
+@app.command()
+def recommend(
+    run: Annotated[Path, typer.Argument(help="run directory of a recommender")],
+    user: Annotated[str, typer.Option(help="the user's id, as in the data")],
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="how many items")] = 10,
+    exclude_seen: Annotated[
+        bool, typer.Option(help="leave out what the user rated in training")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON, not a table")] = False,
+) -> None:
+    """The top-k items for a user: titles, scores and genres (and what they rated highest)."""
+    from rich.table import Table
+
+    from dlab.api import load
+
+    answer = load(run).recommend(user, k, exclude_seen)
+    console = _console()
+    if as_json:
+        console.print_json(json.dumps(answer, ensure_ascii=False))
+        return
+    if "fallback" in answer:
+        console.print(f"[yellow]{answer['fallback']}[/yellow]")
+    for heading, rows, score in (
+        (f"user {user} rated highest", answer.get("liked", []), "rating"),
+        (f"recommended for user {user}", answer["items"], "score"),
+    ):
+        if not rows:
+            continue
+        table = Table(title=heading, title_justify="left")
+        for column in ("#", "title", score, "genres"):
+            table.add_column(column, justify="right" if column in ("#", score) else "left")
+        for n, row in enumerate(rows, 1):
+            table.add_row(str(n), row["title"], f"{row['score']:.3f}", ", ".join(row["genres"]))
+        console.print(table)
 
 
 @app.command("list")

@@ -23,7 +23,7 @@ class DataMeta:
 
     dataset: str
     task: str = "classification"  # a registered task: `dlab list tasks`
-    input_kind: str = "image"  # image | vector | tokens | series
+    input_kind: str = "image"  # image | vector | tokens | series | pairs (user, item)
     input_shape: tuple[int, ...] = ()
     num_classes: int | None = None
     classes: list[str] | None = None
@@ -152,6 +152,8 @@ class DataBundle:
     meta: DataMeta
     tokenizer: Any = None  # dlab.data.tokenizers.Tokenizer for text; saved with the run
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. raw reference texts for BLEU
+    # files saved with a run: name -> writer(path) (what a recommender's users already rated)
+    files: dict[str, Callable[[Any], None]] = field(default_factory=dict)
 
     def loader(self, split: str) -> Loader:
         """The loader of `split`, or a DataError if this data set has no such split."""

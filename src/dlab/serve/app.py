@@ -6,6 +6,7 @@
     GET  /metrics     Prometheus text: requests by route and status, latency, batch sizes
     POST /predict     {"inputs": one input or a batch}, {"text": "..."} / {"texts": [...]}, or an uploaded image
     POST /generate    {"prompt": ..., "max_new_tokens": ...} (language models) or {"text": ...} (translation)
+    POST /recommend   {"user": ..., "k": 10} (recommenders; see dlab.serve.recommend)
 
 Every malformed request gets a 4xx with a message; nothing a request says can make the server
 load another model or touch a path.
@@ -49,9 +50,18 @@ MAX_INPUTS = 256  # per request
 MAX_TEXT = 10_000  # characters
 MAX_NEW_TOKENS = 1_000
 OPEN_PATHS = {"/", "/health"}  # the page itself and liveness need no token
-ROUTES = {"predict": "/predict", "generate": "/generate", "translate": "/generate"}
+ROUTES = {
+    "predict": "/predict",
+    "generate": "/generate",
+    "translate": "/generate",
+    "recommend": "/recommend",
+}
 KNOWN_PATHS = {"/", "/health", "/metadata", "/metrics", "/predict", "/generate", "/docs"}
-KNOWN_PATHS |= {"/openapi.json"}  # the rest count as "other" (no label per scanned path)
+KNOWN_PATHS |= {
+    "/openapi.json",
+    "/recommend",
+    "/users",
+}  # the rest count as "other" (no label per scanned path)
 
 
 class ClientError(Exception):
@@ -251,7 +261,7 @@ def _batcher(
     backend: Any, task: Task, max_batch: int, max_wait_ms: float, meters: _Meters
 ) -> MicroBatcher | None:
     """Shared forward passes for /predict (None when the model answers no predict)."""
-    if "predict" not in task.verbs:
+    if "predict" not in task.verbs or "recommend" in task.verbs:
         return None
     observe, pad_id = meters.batch_sizes.observe, _pad_id(backend)
     return MicroBatcher(backend.outputs, max_batch, max_wait_ms, on_batch=observe, pad_id=pad_id)
@@ -313,9 +323,16 @@ def _guard(app: FastAPI, meters: _Meters, token: str | None) -> None:
 def _inference_routes(app: FastAPI, backend: Any, task: Task, batcher: Any, worker: Worker) -> None:
     """/predict (micro-batched; the task answers) and /generate (language and translation)."""
     meta = backend.meta
+    rate = None
+    if "recommend" in task.verbs:
+        from dlab.serve.recommend import recommend_routes
+
+        rate = recommend_routes(app, backend, worker, ClientError, _json)
 
     @app.post("/predict")
     async def predict(request: Request) -> dict:
+        if rate is not None:  # a recommender: {"user": ..., "item": ...}
+            return await rate(request)
         if batcher is None:
             raise ClientError(404, f"/predict is for classifiers; {_routes_of(task)}")
         batch, sources = await _inputs(request, backend)

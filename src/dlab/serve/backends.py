@@ -64,7 +64,7 @@ class OnnxBackend:
         self.tokenizer = run.tokenizer if run is not None else None
         self.recipe = run.recipe if run is not None else None
         self.meta = run.meta if run is not None else _meta_from_graph(self.session, path)
-        if "predict" not in task_of(self.meta).verbs:
+        if "predict" not in task_of(self.meta).verbs or self.meta.input_kind == "pairs":
             raise DlabError(
                 "serve --backend onnx serves classifiers; serve generation models with the torch backend"
             )

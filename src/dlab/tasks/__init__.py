@@ -26,7 +26,12 @@ if TYPE_CHECKING:
     from dlab.report.sections import Section
 
 # the command a user types for each inference verb (the CLI's generate also translates)
-COMMANDS = {"predict": "dlab predict", "generate": "dlab generate", "translate": "dlab generate"}
+COMMANDS = {
+    "predict": "dlab predict",
+    "generate": "dlab generate",
+    "translate": "dlab generate",
+    "recommend": "dlab recommend",
+}
 
 
 class Details(BaseModel):

@@ -61,6 +61,15 @@ def build_mae(config: RegressionConfig) -> nn.Module:
     return nn.L1Loss()
 
 
+@LOSSES.register(
+    "bce",
+    config=RegressionConfig,
+    summary="binary cross-entropy on logits (implicit feedback: interacted or not)",
+)
+def build_bce(config: RegressionConfig) -> nn.Module:
+    return nn.BCEWithLogitsLoss()
+
+
 class CTCConfig(LossConfig):
     """Connectionist temporal classification (Graves et al. 2006): −log Σ over every alignment of
     the frames to the target symbols, blanks and repeats collapsed."""

@@ -58,17 +58,29 @@ METRICS: dict[str, dict[str, tuple[str, Any]]] = {
         "mse": ("MeanSquaredError", lambda m: {}),
         "rmse": ("MeanSquaredError", lambda m: {"squared": False}),
     },
+    "rating": {
+        "mae": ("MeanAbsoluteError", lambda m: {}),
+        "mse": ("MeanSquaredError", lambda m: {}),
+        "rmse": ("MeanSquaredError", lambda m: {"squared": False}),
+    },
+    # outputs (B, C) score C candidates per user, targets (B, C) mark the held-out one
+    "ranking": {
+        "hit_rate": ("!retrieval.RetrievalHitRate", lambda m: {"top_k": 10}),
+        "ndcg": ("!retrieval.RetrievalNormalizedDCG", lambda m: {"top_k": 10}),
+    },
 }
 
 
 IGNORE = -100  # target id that scores nothing (padding)
 
 
-def _metric_class(path: str) -> type:
+def metric_class(path: str) -> type:
     import importlib
 
-    if path.startswith("!"):  # one of ours, below
+    if path == "!TokenAccuracy":  # one of ours, below
         return _token_accuracy_class()
+    if path.startswith("!"):  # a retrieval metric over rows of candidates
+        return _per_row_class(metric_class(path[1:]))
     module, _, name = ("torchmetrics." + path).rpartition(".")
     return getattr(importlib.import_module(module), name)
 
@@ -99,6 +111,28 @@ def _token_accuracy_class() -> type:
     return TokenAccuracy
 
 
+def _per_row_class(retrieval: type) -> type:
+    """`retrieval` (a torchmetrics retrieval metric) over (B, C) scores of C candidates per query:
+    each row is one query (torchmetrics wants flat scores with a query index)."""
+
+    class PerRow(retrieval):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.add_state("rows", default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+        def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:  # type: ignore[override]
+            index = torch.arange(len(scores), device=scores.device) + self.rows
+            self.rows += len(scores)
+            super().update(
+                scores.reshape(-1).float(),
+                targets.reshape(-1) > 0,
+                indexes=index[:, None].expand_as(scores).reshape(-1),
+            )
+
+    PerRow.__name__ = retrieval.__name__
+    return PerRow
+
+
 def build_metrics(names: list[str], meta: DataMeta) -> torchmetrics.MetricCollection:
     """The named metrics for `meta.task`, or a RecipeError naming the closest valid one."""
     available = METRICS.get(meta.task, {})
@@ -114,7 +148,7 @@ def build_metrics(names: list[str], meta: DataMeta) -> torchmetrics.MetricCollec
     # processes (rank 0 also evaluates alone after the others have finished)
     return torchmetrics.MetricCollection(
         {
-            name: _metric_class(available[name][0])(
+            name: metric_class(available[name][0])(
                 **available[name][1](meta), sync_on_compute=False
             )
             for name in names

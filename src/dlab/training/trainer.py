@@ -105,6 +105,8 @@ class Trainer:
 
         self.loss_fn = loss if loss is not None else LOSSES.build(config.loss)
         self._loss_needs_inputs = getattr(self.loss_fn, "needs_inputs", False)
+        # a model may regularise what each batch touches (a recommender's embedding rows)
+        self._batch_penalty = getattr(self.model, "batch_penalty", None)
         self.metrics = build_metrics(config.metrics, bundle.meta)
         self.optimizer = build_optimizer(config.optimizer, self.model)
         self.steps_per_epoch = len(self.train_loader)
@@ -224,6 +226,9 @@ class Trainer:
                 loss = self.loss_fn(*args)
             objective = loss * weight if weight != 1 else loss
             penalty = weight_penalty(self.model, self.config.l1, self.config.l2) if i == 0 else None
+            if self._batch_penalty is not None:  # a regulariser over what this batch reads
+                touched = self._batch_penalty(x)
+                objective = objective + touched * weight if touched is not None else objective
             (objective + penalty if penalty is not None else objective).backward()
             tally.add(loss, outputs, y, len(y) / len(targets))
         tally.epoch_count += len(targets)
