@@ -36,7 +36,7 @@ def make(name: str, seed: int = 0, **fields):
 
 
 def loss_of(meta, outputs, targets):
-    if meta.task == "regression":
+    if meta.task in ("regression", "rating"):
         return F.mse_loss(outputs, targets)
     return F.cross_entropy(
         outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), ignore_index=-100
@@ -44,6 +44,8 @@ def loss_of(meta, outputs, targets):
 
 
 def expected_shape(meta, batch):
+    if meta.task == "rating":  # one rating per (user, item) pair
+        return (batch,)
     if meta.task in ("language_model", "seq2seq"):
         return (batch, meta.input_shape[0], meta.details.vocab_size)
     return (batch, meta.details.horizon if meta.task == "regression" else meta.num_classes)

@@ -229,6 +229,26 @@ class TwoTower(Recommender):
         return [self.user_id(u), self.item_id(i)]
 
 
+# what registry-wide tests and FLOP counts show a recommender: 12 users, 20 items, side features
+EXAMPLE_META = DataMeta(
+    dataset="example_ratings",
+    task="rating",
+    input_kind="pairs",
+    input_shape=(2,),
+    details={
+        "users": [f"u{k}" for k in range(12)],
+        "items": [f"i{k}" for k in range(20)],
+        "genres": ["a", "b", "c"],
+        "item_genres": [k % 8 for k in range(20)],
+        "user_fields": ["age", "sex"],
+        "user_levels": [["young", "old"], ["F", "M"]],
+        "user_codes": [[k % 2 for k in range(12)], [k // 6 for k in range(12)]],
+        "global_mean": 3.5,
+        "popularity": [20 - k for k in range(20)],
+    },
+)
+
+
 def _check(meta: DataMeta, name: str) -> None:
     from dlab.errors import RecipeError
 
@@ -239,32 +259,52 @@ def _check(meta: DataMeta, name: str) -> None:
         )
 
 
-@MODELS.register("mf", config=RecommenderConfig, summary="biased matrix factorisation")
+@MODELS.register(
+    "mf", example_meta=EXAMPLE_META, config=RecommenderConfig, summary="biased matrix factorisation"
+)
 def build_mf(config: RecommenderConfig, meta: DataMeta) -> BiasedMF:
     _check(meta, "mf")
     return BiasedMF(meta, config)
 
 
-@MODELS.register("gmf", config=NCFConfig, summary="NCF's generalised matrix factorisation")
+@MODELS.register(
+    "gmf",
+    example_meta=EXAMPLE_META,
+    config=NCFConfig,
+    summary="NCF's generalised matrix factorisation",
+)
 def build_gmf(config: NCFConfig, meta: DataMeta) -> NCF:
     _check(meta, "gmf")
     return NCF(meta, config, gmf=True, mlp=False)
 
 
-@MODELS.register("ncf_mlp", config=NCFConfig, summary="NCF's MLP over user and item embeddings")
+@MODELS.register(
+    "ncf_mlp",
+    example_meta=EXAMPLE_META,
+    config=NCFConfig,
+    summary="NCF's MLP over user and item embeddings",
+)
 def build_ncf_mlp(config: NCFConfig, meta: DataMeta) -> NCF:
     _check(meta, "ncf_mlp")
     return NCF(meta, config, gmf=False, mlp=True)
 
 
-@MODELS.register("neumf", config=NCFConfig, summary="NeuMF: GMF and the MLP tower together")
+@MODELS.register(
+    "neumf",
+    example_meta=EXAMPLE_META,
+    config=NCFConfig,
+    summary="NeuMF: GMF and the MLP tower together",
+)
 def build_neumf(config: NCFConfig, meta: DataMeta) -> NCF:
     _check(meta, "neumf")
     return NCF(meta, config, gmf=True, mlp=True)
 
 
 @MODELS.register(
-    "two_tower", config=TwoTowerConfig, summary="user and item towers with side features"
+    "two_tower",
+    example_meta=EXAMPLE_META,
+    config=TwoTowerConfig,
+    summary="user and item towers with side features",
 )
 def build_two_tower(config: TwoTowerConfig, meta: DataMeta) -> TwoTower:
     _check(meta, "two_tower")

@@ -117,12 +117,11 @@ class Rating(Task):
 
 
 def example_pairs(meta: DataMeta, batch: int, generator: torch.Generator) -> torch.Tensor:
-    """Random (user, item) index pairs of `meta`'s catalogue."""
+    """Random (user, item) index pairs of `meta`'s catalogue, distinct while there are enough
+    (one pair never gets two ratings)."""
     users, items = len(meta.details.users), len(meta.details.items)
-    return torch.stack(
-        [
-            torch.randint(users, (batch,), generator=generator),
-            torch.randint(items, (batch,), generator=generator),
-        ],
-        1,
-    )
+    if batch <= users * items:
+        flat = torch.randperm(users * items, generator=generator)[:batch]
+    else:
+        flat = torch.randint(users * items, (batch,), generator=generator)
+    return torch.stack([flat // items, flat % items], 1)
