@@ -22,6 +22,8 @@ def test_the_built_in_tasks_are_registered_with_their_own_headline():
     assert TASKS.names() == [
         "classification",
         "language_model",
+        "ranking",
+        "rating",
         "regression",
         "seq2seq",
         "transcription",

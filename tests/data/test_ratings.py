@@ -70,7 +70,12 @@ def test_a_csv_becomes_a_table_with_its_ids_kept(tmp_path):
     [
         ([("a", 1, 3)], "user,item,stars", {}, "no column 'rating'"),
         ([("a", 1, 3)], "user,item,stars", {}, "set data.rating"),
-        ([("a", 1, 3), ("b", 1, 9)], "user,item,rating", {"scale": (1, 5)}, "outside the scale 1-5"),
+        (
+            [("a", 1, 3), ("b", 1, 9)],
+            "user,item,rating",
+            {"scale": (1, 5)},
+            "outside the scale 1-5",
+        ),
         ([("a", 1, 3), ("b", 1, 9)], "user,item,rating", {"scale": (1, 5)}, "row 2, 9"),
         ([("a", 1, "good")], "user,item,rating", {}, "'good' is not a number"),
         ([("a", 1, 3), ("a", 1, 4)], "user,item,rating", {}, "user a, item 1"),

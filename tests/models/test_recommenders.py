@@ -109,7 +109,10 @@ def test_rating_models_start_at_the_training_mean_and_ranking_models_at_zero():
 
     rating = build(MODELS.get("mf").config(name="mf"), EXAMPLE_META)
     assert float(rating.mu) == pytest.approx(3.5)
-    ranking = build(MODELS.get("mf").config(name="mf"), replace(EXAMPLE_META, task="ranking"))
+    implicit = EXAMPLE_META.details.model_copy(update={"explicit": False})
+    ranking = build(
+        MODELS.get("mf").config(name="mf"), replace(EXAMPLE_META, task="ranking", details=implicit)
+    )
     assert float(ranking.mu) == 0.0
     assert math.isclose(float(rating(PAIRS).detach().mean()), 3.5, abs_tol=1e-3)
 
@@ -118,5 +121,5 @@ def test_a_recommender_refuses_data_that_is_not_pairs():
     from dlab.errors import RecipeError
     from dlab.models import MNIST_META
 
-    with pytest.raises(RecipeError, match="scores \\(user, item\\) pairs"):
+    with pytest.raises(RecipeError, match="mf serves rating or ranking of pairs; mnist is"):
         build(MODELS.get("mf").config(name="mf"), MNIST_META)

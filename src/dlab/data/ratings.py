@@ -34,6 +34,8 @@ from dlab.recipe import DataConfig
 from dlab.registry import DATASETS
 
 FOLDS = 5
+# data.task: ratings as they are (explicit feedback), or every rating as an interaction
+EXPLICIT = {"rating": True, "ranking": False}
 
 
 @dataclass
@@ -158,7 +160,7 @@ class SplitConfig(DataConfig):
 def split_rows(table: Ratings, config: SplitConfig) -> dict[str, np.ndarray]:
     """Row indices of train / val / test."""
     n, rng = len(table), np.random.default_rng(config.split_seed)
-    if config.task == "ranking" and config.split != "leave_last_out":
+    if not EXPLICIT[config.task] and config.split != "leave_last_out":
         raise DataError(
             "data.split: ranking is evaluated leave-one-out (NCF protocol); use split: leave_last_out"
         )
@@ -305,6 +307,7 @@ def details_of(table: Ratings, train: np.ndarray, config: SplitConfig) -> dict[s
         "global_mean": mean,
         "popularity": counts.tolist(),
         "item_mean": [round(float(v), 4) for v in item_mean],
+        "explicit": EXPLICIT[config.task],
         "cold_start": config.cold_start,
         "candidates": config.candidates,
     }
@@ -325,7 +328,7 @@ def ratings_bundle(name: str, table: Ratings, config: SplitConfig, seed: int) ->
         details=details_of(table, train, config),
     )
     loaders: dict[str, Any] = {}
-    if config.task == "rating":
+    if EXPLICIT[config.task]:
         for split, rows in splits.items():
             targets = torch.from_numpy(table.ratings[rows].astype(np.float32))
             size = config.batch_size if split == "train" else config.eval_batch_size

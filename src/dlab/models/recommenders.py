@@ -54,7 +54,7 @@ class TwoTowerConfig(NCFConfig):
 
 def _start(meta: DataMeta) -> float:
     """μ's initial value: the training mean for ratings, 0 for ranking logits."""
-    return float(meta.details.global_mean) if meta.task == "rating" else 0.0
+    return float(meta.details.global_mean) if meta.details.explicit else 0.0
 
 
 def _embedding(count: int, dim: int, std: float) -> nn.Embedding:
@@ -229,6 +229,7 @@ class TwoTower(Recommender):
         return [self.user_id(u), self.item_id(i)]
 
 
+SERVES = {"tasks": ("rating", "ranking"), "inputs": ("pairs",)}  # checked by models.build
 # what registry-wide tests and FLOP counts show a recommender: 12 users, 20 items, side features
 EXAMPLE_META = DataMeta(
     dataset="example_ratings",
@@ -249,63 +250,56 @@ EXAMPLE_META = DataMeta(
 )
 
 
-def _check(meta: DataMeta, name: str) -> None:
-    from dlab.errors import RecipeError
-
-    if meta.input_kind != "pairs":
-        raise RecipeError(
-            f"model: {name} scores (user, item) pairs; {meta.dataset} is {meta.input_kind} data "
-            "(use movielens_100k or ratings_csv)"
-        )
-
-
 @MODELS.register(
-    "mf", example_meta=EXAMPLE_META, config=RecommenderConfig, summary="biased matrix factorisation"
+    "mf",
+    example_meta=EXAMPLE_META,
+    **SERVES,
+    config=RecommenderConfig,
+    summary="biased matrix factorisation",
 )
 def build_mf(config: RecommenderConfig, meta: DataMeta) -> BiasedMF:
-    _check(meta, "mf")
     return BiasedMF(meta, config)
 
 
 @MODELS.register(
     "gmf",
     example_meta=EXAMPLE_META,
+    **SERVES,
     config=NCFConfig,
     summary="NCF's generalised matrix factorisation",
 )
 def build_gmf(config: NCFConfig, meta: DataMeta) -> NCF:
-    _check(meta, "gmf")
     return NCF(meta, config, gmf=True, mlp=False)
 
 
 @MODELS.register(
     "ncf_mlp",
     example_meta=EXAMPLE_META,
+    **SERVES,
     config=NCFConfig,
     summary="NCF's MLP over user and item embeddings",
 )
 def build_ncf_mlp(config: NCFConfig, meta: DataMeta) -> NCF:
-    _check(meta, "ncf_mlp")
     return NCF(meta, config, gmf=False, mlp=True)
 
 
 @MODELS.register(
     "neumf",
     example_meta=EXAMPLE_META,
+    **SERVES,
     config=NCFConfig,
     summary="NeuMF: GMF and the MLP tower together",
 )
 def build_neumf(config: NCFConfig, meta: DataMeta) -> NCF:
-    _check(meta, "neumf")
     return NCF(meta, config, gmf=True, mlp=True)
 
 
 @MODELS.register(
     "two_tower",
     example_meta=EXAMPLE_META,
+    **SERVES,
     config=TwoTowerConfig,
     summary="user and item towers with side features",
 )
 def build_two_tower(config: TwoTowerConfig, meta: DataMeta) -> TwoTower:
-    _check(meta, "two_tower")
     return TwoTower(meta, config)

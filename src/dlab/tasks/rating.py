@@ -38,6 +38,7 @@ class RecommenderDetails(Details):
     global_mean: float = 0.0  # mean training rating
     popularity: list[int] = Field(default_factory=list)  # training interactions per item
     item_mean: list[float] = Field(default_factory=list)  # shrunk mean training rating per item
+    explicit: bool = True  # ratings (rating task), or interactions scored as logits (ranking)
     cold_start: Literal["popular", "refuse"] = "popular"
     candidates: int = 99  # ranking: negatives each held-out item is ranked against
 

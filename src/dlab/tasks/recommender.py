@@ -29,7 +29,7 @@ class Recommender:
         self.seen, self.rated = seen, rated
         self._users = {u: i for i, u in enumerate(self.details.users)}
         self._items = {v: i for i, v in enumerate(self.details.items)}
-        self.ranks_logits = meta.task == "ranking"
+        self.ranks_logits = not self.details.explicit
 
     def user(self, user_id: Any) -> int | None:
         """The index of `user_id`, None for an unknown one the recipe answers with a fallback."""
