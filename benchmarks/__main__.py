@@ -11,6 +11,7 @@ SUITES = {
     "gpu": "benchmarks.gpu",
     "inference": "benchmarks.inference",
     "overhead": "benchmarks.overhead",
+    "recommend": "benchmarks.recommend",
     "scale": "benchmarks.scale",
     "serve": "benchmarks.serve",
     "speed": "benchmarks.speed",

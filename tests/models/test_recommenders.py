@@ -108,12 +108,12 @@ def test_rating_models_start_at_the_training_mean_and_ranking_models_at_zero():
     from dataclasses import replace
 
     rating = build(MODELS.get("mf").config(name="mf"), EXAMPLE_META)
-    assert float(rating.mu) == pytest.approx(3.5)
+    assert rating.mu.item() == pytest.approx(3.5)
     implicit = EXAMPLE_META.details.model_copy(update={"explicit": False})
     ranking = build(
         MODELS.get("mf").config(name="mf"), replace(EXAMPLE_META, task="ranking", details=implicit)
     )
-    assert float(ranking.mu) == 0.0
+    assert ranking.mu.item() == 0.0
     assert math.isclose(float(rating(PAIRS).detach().mean()), 3.5, abs_tol=1e-3)
 
 

