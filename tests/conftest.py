@@ -91,6 +91,45 @@ def make_blobs(
     return x.astype(np.float32), y.astype(np.int64)
 
 
+def synthetic_ratings(path: Path, users=60, items=45, per_user=24, seed=0) -> Path:
+    """A ratings CSV from a rank-2 model with user and item biases, rounded to 1-5 stars."""
+    rng = np.random.default_rng(seed)
+    p, q = rng.normal(0, 0.8, (users, 2)), rng.normal(0, 0.8, (items, 2))
+    bu, bi = rng.normal(0, 0.5, users), rng.normal(0, 0.7, items)
+    lines = ["user,item,rating,timestamp"]
+    for u in range(users):
+        for t, i in enumerate(rng.choice(items, per_user, replace=False)):
+            stars = np.clip(np.round(3.4 + bu[u] + bi[i] + p[u] @ q[i]), 1, 5)
+            lines.append(f"user{u},film{i},{int(stars)},{1000 + t}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ratings_file(tmp_path_factory) -> Path:
+    return synthetic_ratings(tmp_path_factory.mktemp("ratings") / "ratings.csv")
+
+
+@pytest.fixture(scope="session")
+def rating_run(tmp_path_factory, ratings_file):
+    """Biased MF trained on `ratings_file` (rating prediction, random split)."""
+    import dlab
+
+    recipe = {
+        "name": "toy_rating",
+        "data": {"name": "ratings_csv", "path": str(ratings_file), "timestamp": "timestamp"},
+        "model": {"name": "mf", "dim": 8, "l2": 0.02},
+        "train": {
+            "epochs": 25,
+            "optimizer": {"name": "adam", "lr": 0.02},
+            "loss": "mse",
+            "metrics": ["rmse", "mae"],
+        },
+    }
+    runs = tmp_path_factory.mktemp("rating_runs")
+    return dlab.train(recipe, runs_dir=runs, progress=False, report=False)
+
+
 def dlab_command() -> list[str]:
     """How tests start the CLI in a subprocess (the venv's Python, whatever the PATH)."""
     return [sys.executable, "-m", "dlab.cli"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -19,21 +18,8 @@ from dlab.tasks.ranking import _recall
 from dlab.tasks.recommender import item_knn_scores, ranking_metrics
 
 
-def synthetic_ratings(path, users=60, items=45, per_user=24, seed=0):
-    """Ratings from a rank-2 model with user and item biases, rounded to 1-5 stars."""
-    rng = np.random.default_rng(seed)
-    p, q = rng.normal(0, 0.8, (users, 2)), rng.normal(0, 0.8, (items, 2))
-    bu, bi = rng.normal(0, 0.5, users), rng.normal(0, 0.7, items)
-    lines = ["user,item,rating,timestamp"]
-    for u in range(users):
-        for t, i in enumerate(rng.choice(items, per_user, replace=False)):
-            stars = np.clip(np.round(3.4 + bu[u] + bi[i] + p[u] @ q[i]), 1, 5)
-            lines.append(f"user{u},film{i},{int(stars)},{1000 + t}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def recipe(path, task="rating", model=None, **data):
+    """A recipe over the ratings file (conftest's `ratings_file`) for `task`."""
     ranking = task == "ranking"
     return {
         "name": f"toy_{task}",
@@ -55,17 +41,6 @@ def recipe(path, task="rating", model=None, **data):
             "metrics": ["hit_rate", "ndcg"] if ranking else ["rmse", "mae"],
         },
     }
-
-
-@pytest.fixture(scope="module")
-def ratings_file(tmp_path_factory):
-    return synthetic_ratings(tmp_path_factory.mktemp("ratings") / "ratings.csv")
-
-
-@pytest.fixture(scope="module")
-def rating_run(tmp_path_factory, ratings_file):
-    runs = tmp_path_factory.mktemp("runs")
-    return train(recipe(ratings_file), runs_dir=runs, progress=False, report=False)
 
 
 def test_hit_rate_and_ndcg_follow_their_definitions():

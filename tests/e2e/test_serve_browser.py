@@ -154,3 +154,30 @@ def test_idle_connections_cannot_take_the_server_beyond_its_limit(image_run):
                 conn.close()
         assert refused.status_code == 503
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200  # and recovers
+
+
+def test_pick_a_user_and_see_recommendations(rating_run, chromium):
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    errors: list[str] = []
+    with serving(rating_run.path) as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 900, "height": 800})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        page.wait_for_selector("#recommend-panel:not(.hidden)")
+        assert page.input_value("#user") == "user0"  # the picker is filled from /users
+        page.fill("#user", "user7")
+        page.click("#recommend")
+        page.wait_for_function("document.querySelectorAll('#recommended li').length === 10")
+        shown = page.locator("#recommended li").all_inner_texts()
+        liked = page.locator("#liked li").all_inner_texts()
+        page.fill("#user", "stranger")
+        page.click("#recommend")
+        page.wait_for_function("document.querySelector('#fallback').textContent.length > 0")
+        fallback = page.inner_text("#fallback")
+        browser.close()
+    expected = rating_run.recommend("user7", 10)
+    assert [line.split(" — ")[0] for line in shown] == [r["title"] for r in expected["items"]]
+    assert len(liked) == 5 and "unknown user stranger" in fallback
+    assert not errors, errors

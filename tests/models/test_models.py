@@ -32,7 +32,10 @@ def make(name: str, seed: int = 0, **fields):
     torch.manual_seed(seed)
     entry = MODELS.get(name)
     meta = example_meta(name)
-    return build(entry.config(name=name, **fields), meta), meta
+    model = build(entry.config(name=name, **fields), meta)
+    if hasattr(model, "see_training_data"):  # as the trainer does before the first step
+        model.see_training_data(*example_batch(meta, batch=64, seed=1))
+    return model, meta
 
 
 def loss_of(meta, outputs, targets):

@@ -18,6 +18,9 @@ def make(name: str, **fields):
     model = build(MODELS.get(name).config(name=name, **fields), EXAMPLE_META)
     for p in model.parameters():  # away from the near-zero start, so every term shows
         torch.nn.init.normal_(p, std=0.5)
+    if hasattr(model, "see_training_data"):
+        seen = torch.tensor([[u, (3 * u + k) % 20] for u in range(12) for k in range(4)])
+        model.see_training_data(seen, (seen.sum(1) % 5 + 1).float())
     return model.double()
 
 
@@ -54,9 +57,9 @@ def test_gmf_mlp_and_neumf_follow_he_et_al():
     torch.testing.assert_close(neumf(PAIRS), base + parts @ neumf.out.weight[0], rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["mf", "gmf", "ncf_mlp", "neumf", "two_tower"])
+@pytest.mark.parametrize("name", ["mf", "gmf", "ncf_mlp", "neumf", "two_tower", "autorec"])
 def test_gradients_match_finite_differences(name):
-    model = make(name, dim=3)
+    model = make(name, **({"hidden": 4} if name == "autorec" else {"dim": 3}))
     dense = [p for p in model.parameters() if p.requires_grad]
 
     # central differences on five entries of every parameter tensor, in float64
@@ -74,6 +77,31 @@ def test_gradients_match_finite_differences(name):
                 down = float(model(PAIRS).sum())
                 flat[k] = old
             assert (up - down) / (2 * eps) == pytest.approx(float(g.view(-1)[k]), abs=1e-6)
+
+
+def test_autorec_reconstructs_item_columns_leaving_the_asked_rating_out_in_training():
+    model = make("autorec", hidden=5).eval()
+    pairs = torch.tensor([[0, 0], [0, 3], [1, 3], [4, 7], [4, 9]])
+    model.see_training_data(pairs, torch.tensor([5.0, 0.0, 2.0, 4.0, 1.0]))  # 0: a negative
+    column = torch.zeros(12, dtype=torch.float64)
+    column[1] = 2.0  # item 3 was rated only by user 1 (user 0's pair was a negative)
+    assert torch.equal(model.columns[3], column)
+    assert model.columns.sum() == 5 + 2 + 4 + 1
+
+    def by_hand(u, i, columns):
+        h = torch.sigmoid(model.encoder.weight @ columns[i] + model.encoder.bias)
+        return model.decoder.weight[u] @ h + model.decoder.bias[u]
+
+    asked = torch.tensor([[1, 3], [6, 3]])
+    torch.testing.assert_close(
+        model(asked), torch.stack([by_hand(1, 3, model.columns), by_hand(6, 3, model.columns)])
+    )
+    model.train()  # user 1's own rating of item 3 is hidden from the encoder; user 6 had none
+    hidden = model.columns.clone()
+    hidden[3, 1] = 0
+    torch.testing.assert_close(
+        model(asked), torch.stack([by_hand(1, 3, hidden), by_hand(6, 3, model.columns)])
+    )
 
 
 def test_the_batch_penalty_is_l2_over_the_rows_each_pair_reads():

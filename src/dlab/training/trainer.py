@@ -102,6 +102,10 @@ class Trainer:
         self.train_loader = bundle.train.to(self.device)
         self.val_loader = bundle.val.to(self.device) if bundle.val is not None else None
         self._place(model)
+        see = getattr(self.model, "see_training_data", None)
+        if see is not None:  # a model built from its training data (AutoRec's rating columns)
+            inputs, targets = zip(*self.train_loader.epoch(0), strict=True)
+            see(torch.cat(inputs), torch.cat(targets))
 
         self.loss_fn = loss if loss is not None else LOSSES.build(config.loss)
         self._loss_needs_inputs = getattr(self.loss_fn, "needs_inputs", False)
