@@ -36,7 +36,9 @@ def _runs(name: str, runs: str) -> tuple[list[dict], list[float], object]:
 
     recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
     explicit = EXPLICIT[recipe.data.task]
-    settings = [f"data.fold={k}" for k in FOLDS] if explicit else [f"seed={s}" for s in RANKING_SEEDS]
+    settings = (
+        [f"data.fold={k}" for k in FOLDS] if explicit else [f"seed={s}" for s in RANKING_SEEDS]
+    )
     reports, seconds = [], []
     for setting in settings:
         run = dlab.train(recipe, [setting], runs_dir=runs, progress=False, report=False)

@@ -232,6 +232,8 @@ class TwoTower(Recommender):
 
 
 SERVES = {"tasks": ("rating", "ranking"), "inputs": ("pairs",)}  # checked by models.build
+
+
 class AutoRecConfig(ModelConfig):
     """I-AutoRec: each item's ratings by every user -> hidden units -> every user's rating."""
 

@@ -85,13 +85,16 @@ def _cold_start_curve(ax, report: dict, train_users: torch.Tensor) -> None:
     tested = np.asarray(report["ratings_per_user"])
     known = np.bincount(train_users.numpy(), minlength=len(tested))
     edges = np.unique(np.geomspace(1, max(known.max(), 2), 9).astype(int))
-    centres, errors = [], []
+    centres, errors, counts = [], [], []
     for lo, hi in itertools.pairwise(edges):
         members = (known >= lo) & (known < hi) & (tested > 0)
         if members.any():
             centres.append(np.sqrt(lo * hi))
             errors.append(np.sqrt(squared[members].sum() / tested[members].sum()))
+            counts.append(int(members.sum()))
     ax.plot(centres, errors, "o-", color="#c44e52")
+    for x, y, n in zip(centres, errors, counts, strict=True):  # how many users each point is
+        ax.annotate(f"{n}", (x, y), textcoords="offset points", xytext=(0, 6), fontsize=7)
     ax.set_xscale("log")
     ax.set(xlabel="user's training ratings", ylabel="test RMSE", title="the cold-start curve")
 

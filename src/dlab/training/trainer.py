@@ -102,15 +102,10 @@ class Trainer:
         self.train_loader = bundle.train.to(self.device)
         self.val_loader = bundle.val.to(self.device) if bundle.val is not None else None
         self._place(model)
-        see = getattr(self.model, "see_training_data", None)
-        if see is not None:  # a model built from its training data (AutoRec's rating columns)
-            inputs, targets = zip(*self.train_loader.epoch(0), strict=True)
-            see(torch.cat(inputs), torch.cat(targets))
+        self._model_hooks()
 
         self.loss_fn = loss if loss is not None else LOSSES.build(config.loss)
         self._loss_needs_inputs = getattr(self.loss_fn, "needs_inputs", False)
-        # a model may regularise what each batch touches (a recommender's embedding rows)
-        self._batch_penalty = getattr(self.model, "batch_penalty", None)
         self.metrics = build_metrics(config.metrics, bundle.meta)
         self.optimizer = build_optimizer(config.optimizer, self.model)
         self.steps_per_epoch = len(self.train_loader)
@@ -147,6 +142,16 @@ class Trainer:
             self.early_stopping,
         ]
         return [c for c in own if c is not None] + list(extra)
+
+    def _model_hooks(self) -> None:
+        """What a model may ask of training: to read the training data before the first step
+        (AutoRec's rating columns), a regulariser over what each batch touches (a recommender's
+        embedding rows)."""
+        see = getattr(self.model, "see_training_data", None)
+        if see is not None:
+            inputs, targets = zip(*self.train_loader.epoch(0), strict=True)
+            see(torch.cat(inputs), torch.cat(targets))
+        self._batch_penalty = getattr(self.model, "batch_penalty", None)
 
     def _place(self, model: nn.Module) -> None:
         """The model on its device, in its layout, compiled, wrapped; the threads it runs on."""
