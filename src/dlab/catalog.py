@@ -127,12 +127,15 @@ def fetch_dataset(name: str, mirrors: list[str] | None, console: Console | None 
 
 
 def import_dataset(name: str, source: Path) -> Path:
-    """Copy a registered data set's files from a local folder."""
+    """Copy a registered data set's files from a local folder (verified)."""
+    importer = DATASETS.get(name.replace("-", "_")).info.get("importer")
+    if importer is not None:  # a data set that checks a folder its own way (FSDD's recordings)
+        return importer(Path(source))
     return import_files(_remote(name), source)
 
 
 def _remote(name: str) -> RemoteDataset:
-    entry = DATASETS.get(name)
+    entry = DATASETS.get(name.replace("-", "_"))  # `dlab data fetch movielens-100k` too
     remote = entry.info.get("remote")
     if remote is None:
         how = (

@@ -108,3 +108,9 @@ def test_fetch_checks_the_archive_and_reads_the_same_table(packaged, data_dir, m
 def test_asking_for_the_archive_without_it_says_how_to_get_it(data_dir):
     with pytest.raises(DataError, match="dlab data fetch movielens_100k"):
         load_movielens("zip")
+
+
+def test_the_data_set_is_fetched_by_either_spelling():
+    from dlab.catalog import _remote
+
+    assert _remote("movielens-100k") is _remote("movielens_100k")

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from dlab.data.audio import AudioFeatures, features, read_wav
 from dlab.data.bundle import DataBundle, split_off, subsample
+from dlab.data.fsdd_files import FSDD_WAV, import_recordings, present, recordings_dir
 from dlab.data.speech import DIGITS, ConnectedConfig, clips_bundle, connected_bundle
 from dlab.errors import DataError
 from dlab.recipe import DataConfig, SoundAugmentConfig
@@ -45,6 +46,11 @@ class AudioDataConfig(DataConfig):
 class FsddWavConfig(AudioDataConfig):
     """FSDD's recordings folder (`digit_speaker_index.wav`), split by speaker or as published."""
 
+    path: str | None = Field(
+        None,
+        description="a folder of FSDD recordings; default: the release `dlab data fetch "
+        "fsdd_wav` downloaded (or `dlab data import fsdd_wav DIR` copied)",
+    )
     split: Literal["speaker", "official"] = Field(
         "speaker",
         description="speaker: test speakers never heard in training; official: FSDD's own test "
@@ -109,6 +115,9 @@ def build_audio_folder(config: AudioDataConfig, seed: int = 0) -> DataBundle:
     size="3,000+ clips at 8 kHz",
     splits="test: held-out speakers; val: stratified from the others",
     source="github.com/Jakobovski/free-spoken-digit-dataset (recordings/)",
+    remote=FSDD_WAV,
+    importer=import_recordings,
+    available=present,
 )
 def build_fsdd_wav(config: FsddWavConfig, seed: int = 0) -> DataBundle:
     clips, y, splits = fsdd_recordings(config)
@@ -118,7 +127,7 @@ def build_fsdd_wav(config: FsddWavConfig, seed: int = 0) -> DataBundle:
 def fsdd_recordings(config: FsddWavConfig) -> tuple[list[np.ndarray], np.ndarray, dict]:
     """FSDD's recordings as feature frames, their digits, and the train/val/test indices:
     held-out speakers, or the official split (recordings 0-4 of each speaker and digit)."""
-    root = Path(config.path)
+    root = Path(config.path) if config.path else recordings_dir()
     if not root.is_dir():
         raise DataError(f"data.path: {root} is not a folder of FSDD recordings")
     named = [(p, FSDD_NAME.match(p.name)) for p in sorted(root.glob("*.wav"))]
@@ -167,6 +176,9 @@ class FsddWavConnectedConfig(ConnectedConfig, FsddWavConfig):
     size="4,000 train utterances by default, built on the fly",
     splits="utterances of train / val / test clips only (test: held-out speakers)",
     source="github.com/Jakobovski/free-spoken-digit-dataset (recordings/)",
+    remote=FSDD_WAV,
+    importer=import_recordings,
+    available=present,
 )
 def build_fsdd_wav_connected(config: FsddWavConnectedConfig, seed: int = 0) -> DataBundle:
     clips, y, splits = fsdd_recordings(config)

@@ -183,8 +183,10 @@ def download(
             raise
     try:
         file.check(part)
-    except DataError:
+    except DataError as exc:
         part.unlink()
+        if not (file.sha256 or file.md5):  # checked by its contents: say what was wrong
+            raise DataError(f"{url}: {str(exc).replace(str(part), 'the download')}") from None
         which = f"sha256 {file.sha256}" if file.sha256 else f"md5 {file.md5}"
         raise DataError(f"{url}: downloaded file does not have the published {which}") from None
     with open(part, "rb+") as f:  # on disk before it takes the final name
