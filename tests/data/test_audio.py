@@ -181,6 +181,15 @@ def test_fsdd_recordings_hold_a_speaker_out_for_testing(tmp_path):
         build(_recipe(name="fsdd_wav", path=str(tmp_path)).data, 0)
 
 
+def test_log_mel_frames_keep_their_width_through_padding(sound_folder):
+    # log-mel frames (40 filters) once crashed the padding, written for 13 MFCC
+    bundle = build(
+        _recipe(name="audio_folder", path=str(sound_folder), features={"kind": "log_mel"}).data, 0
+    )
+    x, _ = next(bundle.train.epoch(0))
+    assert x.shape[1:] == (bundle.meta.input_shape[0], 40) == (100, 40)
+
+
 def test_an_audio_folder_needs_two_classes(tmp_path):
     (tmp_path / "only").mkdir()
     audio.write_wav(tmp_path / "only" / "a.wav", tone(300), RATE)

@@ -92,8 +92,10 @@ def standardiser(clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pad_front(clips: list[np.ndarray], length: int) -> torch.Tensor:
-    """(N, length, 13): each clip's last `length` frames, zeros in front of shorter ones."""
-    out = np.zeros((len(clips), length, COEFFICIENTS), dtype=np.float32)
+    """(N, length, features): each clip's last `length` frames, zeros in front of shorter ones
+    (features: 13 MFCC in FSDD's packaged copy, or whatever `data.features` computes)."""
+    width = clips[0].shape[1] if clips else COEFFICIENTS
+    out = np.zeros((len(clips), length, width), dtype=np.float32)
     for i, clip in enumerate(clips):
         kept = clip[-length:]
         out[i, length - len(kept) :] = kept
@@ -181,7 +183,7 @@ def connect(
     config: ConnectedConfig,
     rng: np.random.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` utterances from `clips`: inputs (count, frames, 13) padded at the end with
+    """`count` utterances from `clips`: inputs (count, frames, features) padded at the end with
     silence, targets (count, max_digits) with the digits + 1 (0 is CTC's blank), IGNORE after."""
     inputs = np.zeros((count, config.frames, clips[0].shape[1]), dtype=np.float32)
     targets = np.full((count, config.max_digits), IGNORE, dtype=np.int64)
