@@ -21,6 +21,16 @@ def server(image_run):
         yield url
 
 
+def open_page(p, chromium: str, url: str, errors: list[str], height: int = 700):
+    """A headless Chromium page at `url` whose console errors and exceptions land in `errors`."""
+    browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 900, "height": height})
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    return browser, page
+
+
 def stroke(page, points: list[tuple[float, float]]) -> None:
     """Drag the mouse through `points` (fractions of the canvas) with the button held."""
     box = page.locator("#pad").bounding_box()
@@ -36,11 +46,7 @@ def test_draw_a_digit_and_see_its_probabilities(server, chromium, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     errors: list[str] = []
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 900, "height": 700})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server)
+        browser, page = open_page(p, chromium, server, errors)
         page.wait_for_selector("#image-panel:not(.hidden)")
         assert "mnist_cnn" in page.inner_text("#subtitle")
         stroke(page, [(0.5, 0.15), (0.5, 0.5), (0.5, 0.85)])  # a one: a single upright stroke
@@ -160,11 +166,7 @@ def test_pick_a_user_and_see_recommendations(rating_run, chromium):
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     errors: list[str] = []
     with serving(rating_run.path) as url, playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 900, "height": 800})
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url)
+        browser, page = open_page(p, chromium, url, errors, height=800)
         page.wait_for_selector("#recommend-panel:not(.hidden)")
         assert page.input_value("#user") == "user0"  # the picker is filled from /users
         page.fill("#user", "user7")

@@ -307,67 +307,31 @@ EXAMPLE_META = DataMeta(
 )
 
 
-@MODELS.register(
-    "mf",
-    example_meta=EXAMPLE_META,
-    **SERVES,
-    config=RecommenderConfig,
-    summary="biased matrix factorisation",
-)
-def build_mf(config: RecommenderConfig, meta: DataMeta) -> BiasedMF:
-    return BiasedMF(meta, config)
+def _register(name: str, config: type, summary: str, make) -> None:
+    """Register a recommender: it serves rating and ranking of pairs, shown EXAMPLE_META."""
+    MODELS.register(name, config=config, summary=summary, example_meta=EXAMPLE_META, **SERVES)(
+        lambda cfg, meta: make(meta, cfg)
+    )
 
 
-@MODELS.register(
+_register("mf", RecommenderConfig, "biased matrix factorisation", BiasedMF)
+_register(
     "gmf",
-    example_meta=EXAMPLE_META,
-    **SERVES,
-    config=NCFConfig,
-    summary="NCF's generalised matrix factorisation",
+    NCFConfig,
+    "NCF's generalised matrix factorisation",
+    lambda meta, cfg: NCF(meta, cfg, gmf=True, mlp=False),
 )
-def build_gmf(config: NCFConfig, meta: DataMeta) -> NCF:
-    return NCF(meta, config, gmf=True, mlp=False)
-
-
-@MODELS.register(
+_register(
     "ncf_mlp",
-    example_meta=EXAMPLE_META,
-    **SERVES,
-    config=NCFConfig,
-    summary="NCF's MLP over user and item embeddings",
+    NCFConfig,
+    "NCF's MLP over user and item embeddings",
+    lambda meta, cfg: NCF(meta, cfg, gmf=False, mlp=True),
 )
-def build_ncf_mlp(config: NCFConfig, meta: DataMeta) -> NCF:
-    return NCF(meta, config, gmf=False, mlp=True)
-
-
-@MODELS.register(
+_register(
     "neumf",
-    example_meta=EXAMPLE_META,
-    **SERVES,
-    config=NCFConfig,
-    summary="NeuMF: GMF and the MLP tower together",
+    NCFConfig,
+    "NeuMF: GMF and the MLP tower together",
+    lambda meta, cfg: NCF(meta, cfg, gmf=True, mlp=True),
 )
-def build_neumf(config: NCFConfig, meta: DataMeta) -> NCF:
-    return NCF(meta, config, gmf=True, mlp=True)
-
-
-@MODELS.register(
-    "autorec",
-    example_meta=EXAMPLE_META,
-    **SERVES,
-    config=AutoRecConfig,
-    summary="I-AutoRec: an autoencoder over each item's ratings",
-)
-def build_autorec(config: AutoRecConfig, meta: DataMeta) -> AutoRec:
-    return AutoRec(meta, config)
-
-
-@MODELS.register(
-    "two_tower",
-    example_meta=EXAMPLE_META,
-    **SERVES,
-    config=TwoTowerConfig,
-    summary="user and item towers with side features",
-)
-def build_two_tower(config: TwoTowerConfig, meta: DataMeta) -> TwoTower:
-    return TwoTower(meta, config)
+_register("autorec", AutoRecConfig, "I-AutoRec: an autoencoder over each item's ratings", AutoRec)
+_register("two_tower", TwoTowerConfig, "user and item towers with side features", TwoTower)
