@@ -47,8 +47,8 @@ def test_greedy_decoding_merges_repeats_and_drops_blanks():
 def test_error_rates_count_substitutions_deletions_and_insertions():
     rates = error_rates([[1, 2, 3], [4, 5], [6, 7, 8, 9]], [[1, 2, 4], [4, 5, 6], [6, 7, 8]])
     # 1 substitution + 1 deletion + 1 insertion over 3 + 3 + 3 reference words
-    assert rates == {"wer": pytest.approx(3 / 9), "ser": 1.0}
-    assert error_rates([[1], [2]], [[1], [2]]) == {"wer": 0.0, "ser": 0.0}
+    assert rates == {"wer": pytest.approx(3 / 9), "cer": pytest.approx(3 / 9), "ser": 1.0}
+    assert error_rates([[1], [2]], [[1], [2]]) == {"wer": 0.0, "cer": 0.0, "ser": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +77,10 @@ def transcriber(tmp_path_factory):
 
 def test_a_connected_digit_model_learns_to_transcribe(transcriber):
     test = transcriber.dir.meta["evaluation"]["test"]
-    assert list(test) == ["wer", "ser", "loss", "samples"]
+    assert list(test) == ["wer", "cer", "ser", "beam_wer", "loss", "samples"]
     assert test["samples"] == 150
     assert test["wer"] < 0.15  # measured 0.044 after 14 epochs; chance is about 1.0
+    assert test["beam_wer"] <= test["wer"] + 0.02  # beam search is never much worse
 
 
 def test_it_transcribes_through_predict_the_report_and_serve(transcriber):
@@ -155,3 +156,44 @@ def test_a_model_trained_on_wav_recordings_transcribes_a_wav_utterance(tmp_path)
     utterance = tmp_path / "three-one-four.wav"
     write_wav(utterance, said, 8000)
     assert run.predict([utterance])[0].label == "3 1 4"
+
+
+def _brute_force_best(log_probs):
+    """The transcript of highest total probability, summing every alignment (tiny inputs)."""
+    import itertools
+
+    frames, outputs = log_probs.shape
+    totals = {}
+    for path in itertools.product(range(outputs), repeat=frames):
+        collapsed, previous = [], 0
+        for c in path:
+            if c != previous and c != 0:
+                collapsed.append(c - 1)
+            previous = c
+        weight = float(sum(log_probs[t, c] for t, c in enumerate(path)).exp())
+        totals[tuple(collapsed)] = totals.get(tuple(collapsed), 0.0) + weight
+    return list(max(totals, key=totals.get))
+
+
+def test_beam_search_finds_the_most_probable_transcript_over_all_alignments():
+    from dlab.tasks.transcription import beam_search
+
+    generator = torch.Generator().manual_seed(0)
+    disagreements = 0
+    for _ in range(30):
+        logits = torch.randn(1, 5, 3, generator=generator) * 2
+        best = _brute_force_best(logits[0].log_softmax(-1))
+        assert beam_search(logits, width=50, floor=-1e9)[0] == best
+        disagreements += greedy(logits)[0] != best
+    assert disagreements > 0  # greedy's best path is not always the best transcript
+    # "a", "a" with a blank between is two symbols; without, one
+    frames = torch.full((1, 3, 2), -20.0)
+    frames[0, [0, 2], 1], frames[0, 1, 0] = 0.0, 0.0
+    assert beam_search(frames)[0] == [0, 0]
+    frames[0, 1, 1], frames[0, 1, 0] = 0.0, -20.0
+    assert beam_search(frames)[0] == [0]
+
+
+def test_character_error_rate_counts_symbols_without_separators():
+    rates = error_rates([[1, 2, 3], [4]], [[1, 2, 3], [4, 5]])
+    assert rates["cer"] == pytest.approx(1 / 5)

@@ -143,7 +143,9 @@ def _remote(name: str) -> RemoteDataset:
             if entry.info.get("packaged")
             else "it has no published files"
         )
-        raise DataError(f"data: {name} cannot be fetched: {how}")
+        other = entry.info.get("files_as")  # the same data as downloadable files, by its name
+        also = f"; its files are `{other}`: dlab data fetch {other}" if other else ""
+        raise DataError(f"data: {name} cannot be fetched: {how}{also}")
     return remote
 
 

@@ -123,3 +123,10 @@ def test_import_checks_a_folder_and_copies_it(tmp_path, data_dir, pinned, capsys
     (clone / files[3][0]).unlink()
     assert main(["data", "import", "fsdd_wav", str(clone)]) == 2
     assert "29 recordings where FSDD v1.0.10 has 30" in capsys.readouterr().err
+
+
+def test_fetching_the_packaged_set_points_at_the_recordings():
+    from dlab.catalog import fetch_dataset
+
+    with pytest.raises(DataError, match="its files are `fsdd_wav`: dlab data fetch fsdd_wav"):
+        fetch_dataset("fsdd", None)

