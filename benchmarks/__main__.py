@@ -14,6 +14,7 @@ SUITES = {
     "recommend": "benchmarks.recommend",
     "scale": "benchmarks.scale",
     "serve": "benchmarks.serve",
+    "serve_load": "benchmarks.serve_load",
     "speed": "benchmarks.speed",
     "threads": "benchmarks.hardware:main_threads",
     "utilisation": "benchmarks.hardware:main_utilisation",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import httpx
@@ -160,6 +161,31 @@ def test_idle_connections_cannot_take_the_server_beyond_its_limit(image_run):
                 conn.close()
         assert refused.status_code == 503
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200  # and recovers
+
+
+def test_a_request_whose_headers_never_finish_is_cut_off(image_run):
+    """Slowloris: headers trickling in are given --header-timeout seconds, then the connection
+    closes; a whole request sent slowly but within the time, and a second request on the same
+    keep-alive connection, are answered."""
+    import socket
+    from urllib.parse import urlsplit
+
+    with serving(image_run.path, "--header-timeout", "1") as url:
+        address = urlsplit(url)
+        stalled = socket.create_connection((address.hostname, address.port), timeout=5)
+        stalled.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        started = time.monotonic()
+        assert stalled.recv(1024) == b""  # closed by the server
+        assert 0.8 < time.monotonic() - started < 4
+        stalled.close()
+        with socket.create_connection((address.hostname, address.port), timeout=5) as slow:
+            for part in (b"GET /health HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"\r\n"):
+                slow.sendall(part)
+                time.sleep(0.3)
+            assert slow.recv(1024).startswith(b"HTTP/1.1 200")
+            time.sleep(1.5)  # idle between requests is keep-alive's business, not this clock's
+            slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert slow.recv(1024).startswith(b"HTTP/1.1 200")
 
 
 def test_pick_a_user_and_see_recommendations(rating_run, chromium):

@@ -233,6 +233,10 @@ def serve_command(
     keep_alive: Annotated[
         float, typer.Option(min=0.1, help="seconds an idle keep-alive connection stays open")
     ] = 5.0,
+    header_timeout: Annotated[
+        float,
+        typer.Option(min=0.1, help="seconds a request's headers may take to arrive (slowloris)"),
+    ] = 10.0,
     allowed_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -260,4 +264,5 @@ def serve_command(
         allowed_hosts=allowed_host,
         limit_concurrency=limit_concurrency,
         keep_alive_s=keep_alive,
+        header_timeout_s=header_timeout,
     )

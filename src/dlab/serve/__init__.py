@@ -68,12 +68,16 @@ def serve(
     port: int = 8000,
     limit_concurrency: int = 128,
     keep_alive_s: float = 5.0,
+    header_timeout_s: float = 10.0,
     **options: Any,
 ) -> None:
     """Serve until interrupted. Past `limit_concurrency` open connections and requests, uvicorn
     answers 503 at once (a flood of idle connections cannot grow without bound); an idle
-    keep-alive connection closes after `keep_alive_s`."""
+    keep-alive connection closes after `keep_alive_s`, and one whose request headers take
+    longer than `header_timeout_s` to arrive is closed (dlab.serve.connections)."""
     import uvicorn
+
+    from dlab.serve.connections import with_header_timeout
 
     extra = options.pop("allowed_hosts", None) or []
     if is_loopback(host) and "*" not in extra:  # DNS rebinding: only this machine's names
@@ -89,4 +93,5 @@ def serve(
         access_log=False,
         limit_concurrency=limit_concurrency,
         timeout_keep_alive=keep_alive_s,
+        http=with_header_timeout(header_timeout_s),
     )

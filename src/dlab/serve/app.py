@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -40,6 +40,7 @@ from prometheus_client import (
 
 from dlab.data.inputs import accepted_shapes, from_array, from_image_bytes, from_wav
 from dlab.errors import DlabError, InputError
+from dlab.serve import schema
 from dlab.serve.backends import describe
 from dlab.serve.batching import MicroBatcher
 from dlab.tasks import Task, task_of
@@ -227,11 +228,11 @@ def create_app(
     async def health() -> dict:
         return {"status": "ok"}
 
-    @app.get("/metadata")
+    @app.get("/metadata", responses=schema.errors())
     async def metadata() -> dict:
         return describe(backend)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses=schema.errors())
     async def metrics() -> Response:
         return Response(generate_latest(meters.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -329,7 +330,11 @@ def _inference_routes(app: FastAPI, backend: Any, task: Task, batcher: Any, work
 
         rate = recommend_routes(app, backend, worker, ClientError, _json)
 
-    @app.post("/predict")
+    @app.post(
+        "/predict",
+        responses=schema.errors(400, 404, 415, 422, 503),
+        openapi_extra=schema.body(schema.PREDICT, upload=True),
+    )
     async def predict(request: Request) -> dict:
         if rate is not None:  # a recommender: {"user": ..., "item": ...}
             return await rate(request)
@@ -340,7 +345,11 @@ def _inference_routes(app: FastAPI, backend: Any, task: Task, batcher: Any, work
         answers = task.answer(torch.from_numpy(outputs), meta)
         return {"predictions": _rounded(answers), "inputs": sources}
 
-    @app.post("/generate")
+    @app.post(
+        "/generate",
+        responses=schema.errors(400, 404, 415, 422, 503, 504),
+        openapi_extra=schema.body(schema.GENERATE),
+    )
     async def generate(request: Request) -> dict:
         body = await _json(request)
         if "translate" in task.verbs:

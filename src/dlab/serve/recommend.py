@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from dlab.errors import InputError
+from dlab.serve import schema
 
 MAX_K = 200
 
@@ -39,7 +40,11 @@ def recommend_routes(
         except InputError as exc:  # an unknown id the recipe refuses
             raise client_error(404, str(exc)) from None
 
-    @app.post("/recommend")
+    @app.post(
+        "/recommend",
+        responses=schema.errors(400, 404, 415, 422, 503, 504),
+        openapi_extra=schema.body(schema.RECOMMEND),
+    )
     async def recommend(request: Request) -> dict:
         body = await read_json(request)
         k = body.get("k", 10)
@@ -50,7 +55,7 @@ def recommend_routes(
             raise client_error(422, "exclude_seen: should be true or false")
         return await answer(recommender.recommend, _id(body, "user"), k, seen)
 
-    @app.get("/users")
+    @app.get("/users", responses=schema.errors())
     async def users() -> dict:
         return {"users": recommender.details.users}
 
