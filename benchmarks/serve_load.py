@@ -28,7 +28,7 @@ from benchmarks.common import ROOT, markdown_table, real_data_dir, write_results
 TRAIN = {
     "text": (
         "sst2_transformer",
-        ["data.limit=3000", "train.epochs=1", "train.early_stopping=null", "model.layers=1"],
+        ["data.limit=3000", "train.epochs=1", "train.warmup_steps=10", "model.layers=1"],
     ),
     "image": ("demo", ["train.epochs=1"]),
     "gpt": ("shakespeare_char_gpt", ["train.max_steps=200", "model.layers=2"]),
