@@ -200,6 +200,7 @@ def export(
     )
 
 
+# long: one typer option per server setting, each with its help text
 @app.command("serve")
 def serve_command(
     target: Annotated[Path, typer.Argument(help="run directory, or a .onnx file")],

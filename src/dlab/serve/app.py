@@ -58,11 +58,7 @@ ROUTES = {
     "recommend": "/recommend",
 }
 KNOWN_PATHS = {"/", "/health", "/metadata", "/metrics", "/predict", "/generate", "/docs"}
-KNOWN_PATHS |= {
-    "/openapi.json",
-    "/recommend",
-    "/users",
-}  # the rest count as "other" (no label per scanned path)
+KNOWN_PATHS |= {"/openapi.json", "/recommend", "/users"}  # the rest count as "other"
 
 
 class ClientError(Exception):
