@@ -74,3 +74,20 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def latency_summary(latencies: list[float], statuses: Any, elapsed: float) -> dict[str, Any]:
+    """Status counts (5xx apart), p50/p90/p99 latency in ms and throughput of a load test."""
+    import numpy as np
+
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "ok": statuses.get(200, 0),
+        "5xx": sum(n for s, n in statuses.items() if isinstance(s, int) and s >= 500),
+        "errors": {str(s): n for s, n in statuses.items() if s != 200},
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p90_ms": round(float(np.percentile(ms, 90)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "throughput_rps": round(len(latencies) / elapsed, 1),
+    }

@@ -19,9 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.common import ROOT, markdown_table, write_results
+from benchmarks.common import ROOT, latency_summary, markdown_table, write_results
 
 CONFIGS = [("no batching", 1), ("micro-batching (32, 5 ms)", 32)]
 
@@ -56,16 +54,8 @@ async def load(base: str, bodies: list[bytes], requests: int, concurrency: int) 
         metrics = (await client.get("/metrics")).text
     batches = float(metrics.split("dlab_batch_size_count ")[1].split()[0])
     inputs = float(metrics.split("dlab_batch_size_sum ")[1].split()[0])
-    ms = np.asarray(latencies) * 1000
     return {
-        "requests": len(latencies),
-        "ok": statuses.get(200, 0),
-        "5xx": sum(n for s, n in statuses.items() if isinstance(s, int) and s >= 500),
-        "errors": {str(s): n for s, n in statuses.items() if s != 200},
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p90_ms": round(float(np.percentile(ms, 90)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2),
-        "throughput_rps": round(len(latencies) / elapsed, 1),
+        **latency_summary(latencies, statuses, elapsed),
         "mean_batch": round(inputs / batches, 2),
     }
 

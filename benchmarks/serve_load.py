@@ -23,7 +23,7 @@ from collections import Counter
 
 import numpy as np
 
-from benchmarks.common import ROOT, markdown_table, real_data_dir, write_results
+from benchmarks.common import ROOT, latency_summary, markdown_table, real_data_dir, write_results
 
 TRAIN = {
     "text": (
@@ -71,17 +71,7 @@ async def load(base: str, route: str, bodies: list[bytes], requests: int, client
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - started
-    ms = np.asarray(latencies) * 1000
-    return {
-        "requests": len(latencies),
-        "ok": statuses.get(200, 0),
-        "5xx": sum(n for s, n in statuses.items() if isinstance(s, int) and s >= 500),
-        "errors": {str(s): n for s, n in statuses.items() if s != 200},
-        "busy_retries": retried,
-        "p50_ms": round(float(np.percentile(ms, 50)), 1),
-        "p99_ms": round(float(np.percentile(ms, 99)), 1),
-        "throughput_rps": round(len(latencies) / elapsed, 1),
-    }
+    return {**latency_summary(latencies, statuses, elapsed), "busy_retries": retried}
 
 
 def bodies(kind: str) -> tuple[str, list[bytes]]:
