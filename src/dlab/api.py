@@ -224,11 +224,14 @@ class Run:
         resize: bool = False,
         invert: str = "auto",
     ) -> list[Prediction]:
-        """Top-k classes for files (PNG/JPEG/.npy), texts (text models), or a preprocessed batch tensor."""
+        """Top-k classes for files (PNG/JPEG/.npy), texts (text models), cases of a table model
+        (.csv/.json files, a DataFrame or dicts of column values), or a preprocessed batch tensor."""
         meta = self.meta
         task_of(meta).require("predict")
         if isinstance(inputs, torch.Tensor):
             batch, sources = inputs, [f"#{i}" for i in range(len(inputs))]
+        elif meta.input_kind == "table":
+            batch, sources = self._encode_cases(inputs)
         elif meta.input_kind == "tokens":
             batch, sources = self._encode_texts(list(inputs)), [str(t) for t in inputs]
         else:
@@ -246,6 +249,43 @@ class Run:
         return [
             Prediction.of(source, answer) for source, answer in zip(sources, answers, strict=True)
         ]
+
+    def _encode_cases(self, inputs: Any) -> tuple[torch.Tensor, list[str]]:
+        from dlab.data.tables import encode, read_cases
+
+        details = self.meta.details
+        frame, sources = read_cases(inputs, details.columns, details.target)
+        return encode(frame, details.columns, "predict", strict=True)[0], sources
+
+    def explain(self, inputs: Any) -> list[dict[str, Any]]:
+        """Why a table model decided as it did, per case: each column's value and how far the
+        probability of the positive (else the predicted) class moves when that column is set
+        to its typical value; largest first."""
+        from dlab.tasks.tabular import attributions
+        from dlab.tasks.tabular_report import shown
+
+        task_of(self.meta).require("predict")
+        if self.meta.input_kind != "table":
+            raise InputError("--explain: per-column explanations are for table models")
+        batch, sources = self._encode_cases(inputs)
+        details, classes = self.meta.details, self.meta.classes
+        with torch.no_grad():
+            predicted = self.model(batch).argmax(-1)
+        out = []
+        for i, source in enumerate(sources):
+            cls = details.positive if details.positive is not None else int(predicted[i])
+            scores = attributions(self.model, batch[i : i + 1], details, cls)[0]
+            columns = [
+                {
+                    "column": c.name,
+                    "value": shown(c, float(batch[i, j])),
+                    "effect": round(float(scores[j]), 4),
+                }
+                for j, c in enumerate(details.columns)
+            ]
+            columns.sort(key=lambda c: -abs(c["effect"]))
+            out.append({"source": source, "class": classes[cls], "columns": columns})
+        return out
 
     def recommender(self) -> Any:
         """The run's model with its catalogue and training ratings (recommender runs)."""

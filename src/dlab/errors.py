@@ -40,6 +40,10 @@ class TrainingInterrupted(DlabError):
     exit_code = 130
 
 
+class DlabWarning(UserWarning):
+    """Something a user should know that does not stop the work (the CLI prints one line)."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' hint for the closest valid name, or '' when nothing is close."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)

@@ -121,6 +121,7 @@ MODELS: Registry[Any] = Registry(
         "dlab.models.gpt",
         "dlab.models.pretrained",
         "dlab.models.recommenders",
+        "dlab.models.tabular",
     ),
 )
 DATASETS: Registry[Any] = Registry(
@@ -138,6 +139,8 @@ DATASETS: Registry[Any] = Registry(
         "dlab.data.sounds",
         "dlab.data.ratings",
         "dlab.data.movielens",
+        "dlab.data.tables",
+        "dlab.data.tabular_sets",
     ),
 )
 OPTIMIZERS: Registry[Any] = Registry("optimizer", modules=("dlab.training.optim",))

@@ -8,16 +8,26 @@ export, serve, federate).
 from __future__ import annotations
 
 import sys
+import warnings
 
 from dlab.cli import commands, groups, lifecycle  # noqa: F401  (the commands register on app)
 from dlab.cli.app import app
-from dlab.errors import DlabError
+from dlab.errors import DlabError, DlabWarning
 
 __all__ = ["app", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dlab` script: user errors become one line on stderr and exit code 2."""
+    show = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DlabWarning):
+            sys.stderr.write(f"dlab: warning: {message}\n")
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = one_line
     try:
         app(args=argv, prog_name="dlab")  # typer reports its own usage errors and exits 2
     except DlabError as exc:
@@ -28,4 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("dlab: interrupted\n")
         return 130
+    finally:
+        warnings.showwarning = show
     return 0

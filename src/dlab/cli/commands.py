@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -191,9 +192,12 @@ def predict(
         str | None, typer.Option(help="recommenders: the user's id (with --item)")
     ] = None,
     item: Annotated[str | None, typer.Option(help="recommenders: the item's id")] = None,
+    explain: Annotated[
+        bool, typer.Option(help="table models: how much each column moved the decision")
+    ] = False,
 ) -> None:
-    """Predict the class of each input file or --text (top-k with probabilities), or a
-    recommender's rating of --item by --user."""
+    """Predict the class of each input file or --text (top-k with probabilities), each case of
+    a table model (.csv/.json), or a recommender's rating of --item by --user."""
     from dlab.api import load
 
     if invert not in ("auto", "always", "never"):
@@ -206,12 +210,33 @@ def predict(
         return
     if bool(inputs) == bool(text):
         raise DlabError("predict: give input files, or --text for a text model (not both)")
-    for prediction in load(run).predict(text or inputs, top_k=top_k, resize=resize, invert=invert):
+    loaded = load(run)
+    predictions = loaded.predict(text or inputs, top_k=top_k, resize=resize, invert=invert)
+    explained = None
+    if explain:
+        with warnings.catch_warnings():  # predict has already warned about these cases
+            warnings.simplefilter("ignore")
+            explained = loaded.explain(inputs)
+    for k, prediction in enumerate(predictions):
         if prediction.top:
             ranked = "  ".join(f"{label} {prob:.1%}" for label, prob in prediction.top)
             console.print(f"{prediction.source}: {prediction.label}   ({ranked})")
         else:  # a task that answers something other than classes
             console.print(f"{prediction.source}: {json.dumps(prediction.answer)}")
+        if explained:
+            _print_explanation(console, explained[k])
+
+
+def _print_explanation(console: Any, explanation: dict[str, Any]) -> None:
+    """One case's columns, the largest effect on P(class) first."""
+    from rich.table import Table
+
+    table = Table(title=f"what moved P({explanation['class']})", title_justify="left")
+    for name in ("column", "value", "effect"):
+        table.add_column(name, justify="right" if name == "effect" else "left")
+    for c in explanation["columns"]:
+        table.add_row(c["column"], c["value"], f"{c['effect']:+.3f}")
+    console.print(table)
 
 
 @app.command()

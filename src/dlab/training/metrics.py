@@ -71,6 +71,16 @@ METRICS: dict[str, dict[str, tuple[str, Any]]] = {
 }
 
 
+# tables: classification's metrics and ROC AUC (for two classes, macro one-vs-rest AUC is the
+# binary AUC: both classes' curves have the same area)
+METRICS["tabular"] = {
+    **METRICS["classification"],
+    "roc_auc": (
+        "classification.MulticlassAUROC",
+        lambda m: {"num_classes": m.num_classes, "average": "macro"},
+    ),
+}
+
 IGNORE = -100  # target id that scores nothing (padding)
 
 
