@@ -16,6 +16,7 @@ SUITES = {
     "serve": "benchmarks.serve",
     "serve_load": "benchmarks.serve_load",
     "speed": "benchmarks.speed",
+    "tabular": "benchmarks.tabular",
     "threads": "benchmarks.hardware:main_threads",
     "utilisation": "benchmarks.hardware:main_utilisation",
 }

@@ -261,8 +261,8 @@ class Run:
         """Why a table model decided as it did, per case: each column's value and how far the
         probability of the positive (else the predicted) class moves when that column is set
         to its typical value; largest first."""
+        from dlab.data.tables import decode_value
         from dlab.tasks.tabular import attributions
-        from dlab.tasks.tabular_report import shown
 
         task_of(self.meta).require("predict")
         if self.meta.input_kind != "table":
@@ -278,7 +278,7 @@ class Run:
             columns = [
                 {
                     "column": c.name,
-                    "value": shown(c, float(batch[i, j])),
+                    "value": decode_value(c, float(batch[i, j])),
                     "effect": round(float(scores[j]), 4),
                 }
                 for j, c in enumerate(details.columns)

@@ -57,6 +57,11 @@ class TableConfig(DataConfig):
         description="cost of each error, costs[true][predicted]; decisions then minimise the "
         "expected cost",
     )
+    numbers: Literal["standard", "quantile"] = Field(
+        "standard",
+        description="standard: (x - mean) / std; quantile: the training quantile of x mapped "
+        "to a standard normal (long-tailed columns such as capital gains)",
+    )
     min_count: int = Field(
         1, ge=1, description="a level seen fewer times in training goes to the unknown bucket"
     )
@@ -159,10 +164,13 @@ def target_codes(frame: Any, config: TableConfig, where: str) -> tuple[np.ndarra
     return codes.astype(np.int64), [config.labels.get(v, v) for v in levels]
 
 
-def fit_columns(frame: Any, kinds: dict[str, str], rows: np.ndarray, min_count: int) -> list:
-    """Each column's statistics from the training rows: median, mean and std of a numeric
-    column (after filling); levels (by frequency, then name) and the fill level of a
-    categorical one."""
+QUANTILES = 256  # points of each numeric column's training distribution
+
+
+def fit_columns(frame: Any, kinds: dict[str, str], rows: np.ndarray, config: TableConfig) -> list:
+    """Each column's statistics from the training rows: median, mean, std and quantiles of a
+    numeric column (after filling); levels (by frequency, then name), their counts and the fill
+    level of a categorical one. The quantiles also describe the column to explanations."""
     import pandas as pd
 
     columns = []
@@ -173,17 +181,22 @@ def fit_columns(frame: Any, kinds: dict[str, str], rows: np.ndarray, min_count: 
             median = float(numbers.median()) if numbers.notna().any() else 0.0
             filled = numbers.fillna(median)
             std = float(filled.std(ddof=0))
+            standard = config.normalize or config.numbers == "quantile"
+            points = np.linspace(0, 1, min(QUANTILES, len(filled)))
             columns.append(
-                {"name": name, "kind": kind, "fill": median, "mean": float(filled.mean()),
-                 "std": std if std > 1e-12 else 1.0}
+                {"name": name, "kind": kind, "fill": median, "transform": config.numbers,
+                 "mean": float(filled.mean()) if standard else 0.0,
+                 "std": (std if std > 1e-12 else 1.0) if standard else 1.0,
+                 "quantiles": np.quantile(filled.to_numpy(), points).tolist()}
             )  # fmt: skip
             continue
         counts = values.dropna().astype(str).str.strip().value_counts()
-        counts = counts[counts >= min_count]
+        counts = counts[counts >= config.min_count]
         levels = sorted(counts.index, key=lambda v: (-counts[v], v))
         columns.append(
-            {"name": name, "kind": kind, "levels": levels, "fill": levels[0] if levels else UNKNOWN}
-        )
+            {"name": name, "kind": kind, "levels": levels, "counts": [int(counts[v]) for v in levels],
+             "fill": levels[0] if levels else UNKNOWN}
+        )  # fmt: skip
     return columns
 
 
@@ -214,8 +227,8 @@ def encode(
                 raise error(
                     f"{where}: column '{name}', row {row + 1}: {values.iloc[row]!r} is not a number"
                 )
-            filled = numbers.astype(float).fillna(_field(column, "fill"))
-            out[:, j] = (filled.to_numpy() - _field(column, "mean")) / _field(column, "std")
+            filled = numbers.astype(float).fillna(_field(column, "fill")).to_numpy()
+            out[:, j] = scale(column, filled)
             continue
         levels = _field(column, "levels")
         lookup = {level: code for code, level in enumerate(levels, start=1)}
@@ -235,8 +248,27 @@ def encode(
     return torch.from_numpy(out), unseen
 
 
+def normal_scores(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """Each value's position in the training distribution (interpolated between its quantiles;
+    ties spread as scikit-learn's QuantileTransformer spreads them) as a standard normal score,
+    clipped to ±5.2 (the quantile 1e-7 from either end)."""
+    from scipy.special import ndtri
+
+    levels = np.linspace(0, 1, len(quantiles))
+    up = np.interp(values, quantiles, levels)
+    down = -np.interp(-values, -quantiles[::-1], -levels[::-1])
+    return ndtri(np.clip(0.5 * (up + down), 1e-7, 1 - 1e-7)).astype(np.float32)
+
+
+def scale(column: Any, numbers: np.ndarray) -> np.ndarray:
+    """A numeric column's values as the model reads them: standardised, or normal scores."""
+    if _field(column, "transform") == "quantile":
+        return normal_scores(numbers, np.asarray(_field(column, "quantiles")))
+    return ((numbers - _field(column, "mean")) / _field(column, "std")).astype(np.float32)
+
+
 def _field(column: Any, key: str) -> Any:
-    return column[key] if isinstance(column, dict) else getattr(column, key)
+    return column.get(key) if isinstance(column, dict) else getattr(column, key)
 
 
 def _column_list(columns: list) -> str:
@@ -286,11 +318,7 @@ def table_bundle(name: str, frame: Any, config: TableConfig, seed: int, where: s
     y, classes = target_codes(frame, config, where)
     kinds = column_kinds(frame, config, where)
     splits = split_table(y, config)
-    columns = fit_columns(frame, kinds, splits["train"], config.min_count)
-    if not config.normalize:
-        for column in columns:
-            if column["kind"] == "numeric":
-                column["mean"], column["std"] = 0.0, 1.0
+    columns = fit_columns(frame, kinds, splits["train"], config)
     counts = np.bincount(y[splits["train"]], minlength=len(classes))
     positive = int(np.argmin(counts)) if len(classes) == 2 else None
     if config.positive is not None:
@@ -381,3 +409,27 @@ def read_cases(inputs: Any, columns: list, target: str | None = None) -> tuple[A
     if len(frame) == 0:
         raise InputError("predict: the cases have no rows")
     return frame.drop(columns=[target], errors="ignore") if target else frame, names
+
+
+def decode_value(column: Any, encoded: float) -> str:
+    """An encoded value as the user wrote it: the number, or the level's name."""
+    if column.kind == "categorical":
+        code = round(encoded)
+        return column.levels[code - 1] if 1 <= code <= len(column.levels) else UNKNOWN
+    if column.transform == "quantile":
+        from scipy.special import ndtr
+
+        levels = np.linspace(0, 1, len(column.quantiles))
+        return f"{float(np.interp(ndtr(encoded), levels, column.quantiles)):.4g}"
+    return f"{encoded * column.std + column.mean:.4g}"
+
+
+def background(column: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The column's training distribution, encoded: values and their weights (summing to 1).
+    A numeric column's quantiles weigh alike; a level weighs as often as training saw it."""
+    if column.kind == "categorical":
+        counts = torch.tensor(column.counts or [1] * len(column.levels), dtype=torch.float32)
+        codes = torch.arange(1, len(column.levels) + 1, dtype=torch.float32)
+        return codes, counts / counts.sum()
+    values = torch.from_numpy(scale(column, np.asarray(column.quantiles, dtype=np.float64)))
+    return values.float(), torch.full((len(values),), 1 / len(values))

@@ -14,7 +14,9 @@ Code 0 of every categorical column is its unknown bucket: a level never seen in 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -25,7 +27,18 @@ from dlab.registry import MODELS
 from dlab.tasks import task_of
 
 
-class TabMLPConfig(ModelConfig):
+class TableModelConfig(ModelConfig):
+    """How a table model reads numbers."""
+
+    numbers: Literal["linear", "piecewise"] = Field(
+        "linear",
+        description="linear: each number as it is; piecewise: a piecewise-linear encoding over "
+        "bins at the training quantiles (Gorishniy et al. 2022)",
+    )
+    bins: int = Field(16, ge=2, le=256, description="numbers: piecewise: bins per column")
+
+
+class TabMLPConfig(TableModelConfig):
     """An MLP over numeric columns and embedded categories."""
 
     hidden: list[int] = Field(default_factory=lambda: [128, 64], description="hidden widths")
@@ -36,7 +49,7 @@ class TabMLPConfig(ModelConfig):
     )
 
 
-class FTTransformerConfig(ModelConfig):
+class FTTransformerConfig(TableModelConfig):
     """FT-Transformer; the defaults are a small version of the paper's (d 192, 3 layers)."""
 
     dim: int = Field(64, ge=8, description="token size d")
@@ -63,6 +76,35 @@ class Columns(nn.Module):
         return x[:, self.numeric], torch.minimum(codes, self.highest)
 
 
+class PiecewiseLinear(nn.Module):
+    """Piecewise-linear encoding of numbers (Gorishniy, Rubachev & Babenko 2022): with bin edges
+    b_0 < ... < b_T at a column's training quantiles, x becomes T values, component t being
+    clamp((x - b_{t-1}) / (b_t - b_{t-1}), 0, 1): how far x has come through bin t. A model then
+    sees where in the distribution a value lies, step by step, as a tree's splits do."""
+
+    def __init__(self, meta: DataMeta, bins: int):
+        super().__init__()
+        from dlab.data.tables import scale
+
+        columns = [meta.details.columns[j] for j in meta.details.numeric()]
+        left = torch.zeros(len(columns), bins)
+        width = torch.full((len(columns), bins), math.inf)  # unused bins stay 0
+        for k, column in enumerate(columns):
+            quantiles = np.asarray(column.quantiles, dtype=np.float64)
+            if len(quantiles) == 0:
+                continue
+            picked = quantiles[np.round(np.linspace(0, len(quantiles) - 1, bins + 1)).astype(int)]
+            edges = torch.from_numpy(scale(column, np.unique(picked))).double()
+            used = len(edges) - 1
+            left[k, :used], width[k, :used] = edges[:-1].float(), edges.diff().float()
+        self.register_buffer("left", left)
+        self.register_buffer("width", width)
+        self.bins = bins
+
+    def forward(self, numbers: torch.Tensor) -> torch.Tensor:  # (B, n) -> (B, n, bins)
+        return ((numbers.unsqueeze(-1) - self.left) / self.width).clamp(0, 1)
+
+
 def embedding_size(levels: int) -> int:
     return max(2, min(16, round(1.6 * levels**0.56)))
 
@@ -77,8 +119,12 @@ class TabMLP(nn.Module):
         self.embeddings = nn.ModuleList(
             nn.Embedding(n, size) for n, size in zip(self.columns.levels, sizes, strict=True)
         )
+        self.piecewise = (
+            PiecewiseLinear(meta, config.bins) if config.numbers == "piecewise" else None
+        )
+        per_number = config.bins if self.piecewise is not None else 1
         layers: list[nn.Module] = []
-        width = len(self.columns.numeric) + sum(sizes)
+        width = len(self.columns.numeric) * per_number + sum(sizes)
         for size in config.hidden:
             layers.append(nn.Linear(width, size, bias=not config.batch_norm))
             if config.batch_norm:
@@ -90,6 +136,8 @@ class TabMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         numbers, codes = self.columns(x)
+        if self.piecewise is not None:
+            numbers = self.piecewise(numbers).flatten(1)
         parts = [numbers] + [emb(codes[:, k]) for k, emb in enumerate(self.embeddings)]
         return self.layers(torch.cat(parts, dim=1))  # (B, columns) -> (B, classes)
 
@@ -97,11 +145,13 @@ class TabMLP(nn.Module):
 class FeatureTokenizer(nn.Module):
     """Every column -> one d-dimensional token: x_j·W_j + b_j, or E_j[code] + b_j."""
 
-    def __init__(self, columns: Columns, dim: int):
+    def __init__(self, columns: Columns, dim: int, piecewise: PiecewiseLinear | None = None):
         super().__init__()
         numeric, levels = len(columns.numeric), columns.levels
         bound = 1 / math.sqrt(dim)
-        self.weight = nn.Parameter(torch.empty(numeric, dim).uniform_(-bound, bound))
+        self.piecewise = piecewise
+        shape = (numeric, piecewise.bins, dim) if piecewise is not None else (numeric, dim)
+        self.weight = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(numeric + len(levels), dim).uniform_(-bound, bound))
         self.embedding = nn.Embedding(max(sum(levels), 1), dim)
         nn.init.uniform_(self.embedding.weight, -bound, bound)
@@ -109,7 +159,10 @@ class FeatureTokenizer(nn.Module):
         self.register_buffer("offsets", offsets)
 
     def forward(self, numbers: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        tokens = numbers.unsqueeze(-1) * self.weight  # (B, numeric, d)
+        if self.piecewise is not None:  # (B, numeric, bins) @ (numeric, bins, d)
+            tokens = torch.einsum("bnt,ntd->bnd", self.piecewise(numbers), self.weight)
+        else:
+            tokens = numbers.unsqueeze(-1) * self.weight  # (B, numeric, d)
         if codes.shape[1]:
             tokens = torch.cat([tokens, self.embedding(codes + self.offsets)], dim=1)
         return tokens + self.bias  # (B, columns, d)
@@ -125,7 +178,8 @@ class FTTransformer(nn.Module):
 
             raise RecipeError(f"model.heads: {config.heads} does not divide model.dim {config.dim}")
         self.columns = Columns(meta)
-        self.tokenizer = FeatureTokenizer(self.columns, config.dim)
+        piecewise = PiecewiseLinear(meta, config.bins) if config.numbers == "piecewise" else None
+        self.tokenizer = FeatureTokenizer(self.columns, config.dim, piecewise)
         self.cls = nn.Parameter(torch.empty(1, 1, config.dim).uniform_(-0.1, 0.1))
         layer = nn.TransformerEncoderLayer(
             config.dim,
@@ -160,9 +214,23 @@ EXAMPLE_META = DataMeta(
     classes=["no", "yes"],
     details={
         "columns": [
-            {"name": "age", "kind": "numeric", "fill": 40.0, "mean": 40.0, "std": 12.0},
+            {
+                "name": "age",
+                "kind": "numeric",
+                "fill": 40.0,
+                "mean": 40.0,
+                "std": 12.0,
+                "quantiles": [18.0, 25.0, 33.0, 40.0, 52.0, 75.0],
+            },
             {"name": "job", "kind": "categorical", "fill": "a", "levels": ["a", "b", "c"]},
-            {"name": "amount", "kind": "numeric", "fill": 2.0, "mean": 2.5, "std": 1.5},
+            {
+                "name": "amount",
+                "kind": "numeric",
+                "fill": 2.0,
+                "mean": 2.5,
+                "std": 1.5,
+                "quantiles": [0.0, 0.0, 0.0, 1.0, 4.0, 9.0],
+            },
             {"name": "housing", "kind": "categorical", "fill": "own", "levels": ["own", "rent"]},
             {"name": "months", "kind": "numeric", "fill": 12.0, "mean": 18.0, "std": 9.0},
         ],

@@ -40,9 +40,12 @@ class TableColumn(BaseModel):
     name: str
     kind: Literal["numeric", "categorical"]
     fill: float | str  # what a missing value becomes: the median, or the most frequent level
+    transform: Literal["standard", "quantile"] = "standard"  # numeric: how values are scaled
     mean: float = 0.0  # numeric: standardisation (after filling)
     std: float = 1.0
+    quantiles: list[float] = Field(default_factory=list)  # numeric: the training distribution
     levels: list[str] = Field(default_factory=list)  # categorical: code k is levels[k - 1]
+    counts: list[int] = Field(default_factory=list)  # categorical: training rows per level
 
 
 class TableDetails(Details):
@@ -59,16 +62,6 @@ class TableDetails(Details):
 
     def categorical(self) -> list[int]:
         return [j for j, c in enumerate(self.columns) if c.kind == "categorical"]
-
-    def baseline(self) -> torch.Tensor:
-        """The encoded row of fill values (a typical case): what an explanation compares with."""
-        row = [
-            (float(c.fill) - c.mean) / c.std
-            if c.kind == "numeric"
-            else float(c.levels.index(c.fill) + 1 if c.fill in c.levels else 0)
-            for c in self.columns
-        ]
-        return torch.tensor(row)
 
 
 def decide(probs: torch.Tensor, costs: list[list[float]] | None) -> torch.Tensor:
@@ -133,21 +126,25 @@ def permutation_importance(
 def attributions(
     model: nn.Module, inputs: torch.Tensor, details: TableDetails, target: int
 ) -> torch.Tensor:
-    """Per row and column: how much the probability of class `target` moves when that column is
-    set to its typical value (the training median or most frequent level), Captum's feature
-    ablation; positive means the column's actual value raised it."""
-    from captum.attr import FeatureAblation
-
-    def probability(x: torch.Tensor) -> torch.Tensor:
-        return model(x).float().softmax(-1)
+    """Per row and column: P(target | the row) minus its average over the column's training
+    distribution with the other columns kept (a marginal feature ablation; positive: the
+    column's actual value raised the probability). Against one typical value instead, the most
+    common level could never earn credit."""
+    from dlab.data.tables import background
 
     was_training = model.training
     model.eval()
-    baseline = details.baseline().expand_as(inputs)
+    out = torch.zeros(inputs.shape)
     with torch.no_grad():
-        result = FeatureAblation(probability).attribute(inputs, baselines=baseline, target=target)
+        actual = model(inputs).float().softmax(-1)[:, target]
+        for j, column in enumerate(details.columns):
+            values, weights = background(column)
+            varied = inputs.repeat_interleave(len(values), 0)
+            varied[:, j] = values.repeat(len(inputs))
+            probs = model(varied).float().softmax(-1)[:, target].view(len(inputs), -1)
+            out[:, j] = actual - probs @ weights
     model.train(was_training)
-    return result
+    return out
 
 
 @register

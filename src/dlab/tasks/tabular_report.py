@@ -77,6 +77,7 @@ def results(ctx: ReportContext) -> str | None:
 
 def cases(ctx: ReportContext) -> str | None:
     """The most confident correct case, the most confident mistake, and the least sure case."""
+    from dlab.data.tables import decode_value
     from dlab.report.html import escape, note, table
     from dlab.tasks.tabular import attributions
 
@@ -104,7 +105,7 @@ def cases(ctx: ReportContext) -> str | None:
         cls = target if target is not None else int(predicted[i])
         scores = attributions(model, inputs[i : i + 1], details, cls)[0].numpy()
         order = np.argsort(-np.abs(scores))[:COLUMNS_SHOWN]
-        rows = [[details.columns[j].name, shown(details.columns[j], float(inputs[i, j])),
+        rows = [[details.columns[j].name, decode_value(details.columns[j], float(inputs[i, j])),
                  f"{scores[j]:+.3f}"] for j in order]  # fmt: skip
         parts.append(
             f"<h3>{escape(title)}</h3><p>true: {escape(meta.classes[int(targets[i])])}, "
@@ -112,14 +113,7 @@ def cases(ctx: ReportContext) -> str | None:
             + table(rows, ["column", "value", f"moves P({meta.classes[cls]}) by"])
         )
     return (
-        "<p>Each column set to its typical value (the training median or most frequent level): "
-        "how far the probability moves back (Captum's feature ablation).</p>" + "".join(parts)
+        "<p>How much each column's actual value moved the probability, against the same case "
+        "with that column drawn from its training distribution (the others kept).</p>"
+        + "".join(parts)
     )
-
-
-def shown(column, value: float) -> str:
-    """An encoded value as the user wrote it: the number, or the level's name."""
-    if column.kind == "numeric":
-        return f"{value * column.std + column.mean:.4g}"
-    code = round(value)
-    return column.levels[code - 1] if 1 <= code <= len(column.levels) else "(unknown)"
