@@ -243,12 +243,32 @@ class Run:
             raise InputError(
                 f"predict: inputs shaped {tuple(batch.shape[1:])}, the model takes {tuple(meta.input_shape)}"
             )
-        with torch.no_grad():
-            outputs = self.model(batch)
-        answers = task_of(meta).answer(outputs, meta, top_k)
+        answers = task_of(meta).predict(self, batch, top_k)
         return [
             Prediction.of(source, answer) for source, answer in zip(sources, answers, strict=True)
         ]
+
+    def sample_grid(self, n: int, path: str | Path, seed: int | None = None) -> Path:
+        """`n` images drawn by a generative model (a VAE), saved as one PNG grid at `path`."""
+        from dlab.report.images import save_grid
+
+        task_of(self.meta).require("generate")
+        if not hasattr(self.model, "sample"):
+            raise InputError(
+                f"generate: {self.recipe.model.name} encodes images but cannot draw new ones "
+                "(a vae can)"
+            )
+        generator = torch.Generator().manual_seed(seed if seed is not None else 0)
+        return save_grid(self.model.sample(n, generator), Path(path))
+
+    def reconstruct(self, inputs: Sequence[str | Path], path: str | Path) -> Path:
+        """Each input image beside the model's reconstruction of it, as one PNG at `path`."""
+        from dlab.report.images import save_grid
+
+        batch = torch.stack([load_input(p, self.meta) for p in inputs])
+        with torch.no_grad():
+            rebuilt = torch.sigmoid(self.model(batch))
+        return save_grid(torch.cat([batch, rebuilt]), Path(path), columns=len(batch))
 
     def _encode_cases(self, inputs: Any) -> tuple[torch.Tensor, list[str]]:
         from dlab.data.tables import encode, read_cases

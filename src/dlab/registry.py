@@ -122,6 +122,7 @@ MODELS: Registry[Any] = Registry(
         "dlab.models.pretrained",
         "dlab.models.recommenders",
         "dlab.models.tabular",
+        "dlab.models.autoencoders",
     ),
 )
 DATASETS: Registry[Any] = Registry(

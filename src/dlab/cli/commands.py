@@ -152,12 +152,22 @@ def generate(
     beam: Annotated[
         int, typer.Option(min=1, help="beam width for translation models (1: greedy)")
     ] = 4,
+    out: Annotated[
+        Path | None, typer.Option(help="image generators (a VAE): the PNG grid of -n samples")
+    ] = None,
 ) -> None:
-    """Continue a prompt with a language model, or translate it with a seq2seq model."""
+    """Continue a prompt with a language model, translate it with a seq2seq model, or draw -n
+    new images from a VAE into --out."""
     from dlab.api import load
     from dlab.tasks import task_of
 
     model_run = load(run)
+    if model_run.meta.input_kind == "image":
+        if out is None:
+            raise DlabError("generate: an image model writes its samples to --out grid.png")
+        path = model_run.sample_grid(tokens, out, seed=seed)
+        _console().print(f"wrote {tokens} samples to {path}")
+        return
     if "translate" in task_of(model_run.meta).verbs:
         if not prompt.strip():
             raise DlabError(
@@ -195,6 +205,10 @@ def predict(
     explain: Annotated[
         bool, typer.Option(help="table models: how much each column moved the decision")
     ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="autoencoders: a PNG of the inputs (top) and their reconstructions"),
+    ] = None,
 ) -> None:
     """Predict the class of each input file or --text (top-k with probabilities), each case of
     a table model (.csv/.json), or a recommender's rating of --item by --user."""
@@ -217,6 +231,8 @@ def predict(
         with warnings.catch_warnings():  # predict has already warned about these cases
             warnings.simplefilter("ignore")
             explained = loaded.explain(inputs)
+    if out is not None:
+        console.print(f"wrote {loaded.reconstruct(inputs or [], out)}")
     for k, prediction in enumerate(predictions):
         if prediction.top:
             ranked = "  ".join(f"{label} {prob:.1%}" for label, prob in prediction.top)

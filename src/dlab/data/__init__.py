@@ -22,7 +22,10 @@ __all__ = [
 
 def build(config: Any, seed: int = 0) -> DataBundle:
     """The DataBundle described by a recipe's data section; `seed` fixes the training order."""
+    from dlab.tasks import task_of
+
     result = DATASETS.build(config, seed)
-    if isinstance(result, DataBundle):
-        return result
-    return finish(result, config, config.name, seed)
+    if not isinstance(result, DataBundle):
+        result = finish(result, config, config.name, seed)
+    # a task learnt from another's data (an autoencoder on labelled images) reshapes the bundle
+    return task_of(getattr(config, "task", None) or result.meta.task).adapt(result, config)

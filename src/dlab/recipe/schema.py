@@ -153,9 +153,24 @@ class DataConfig(ComponentConfig):
 
 
 class ImageDataConfig(DataConfig):
-    """Fields of image data sets: DataConfig plus augmentation."""
+    """Fields of image data sets: DataConfig plus augmentation, and the task to learn."""
 
     augment: AugmentConfig | None = Field(None, description="training-time augmentation")
+    task: Literal["classification", "reconstruction"] = Field(
+        "classification",
+        description="classification: learn the labels; reconstruction: learn the images alone "
+        "(autoencoders; labels only score the clusters afterwards)",
+    )
+    anomalies: list[str] = Field(
+        default_factory=list,
+        description="reconstruction: classes left out of training and validation; the test split "
+        "measures how well they stand out (anomaly detection)",
+    )
+    clusters: int | None = Field(
+        None,
+        ge=2,
+        description="reconstruction: k of k-means on the codes (default: the class count)",
+    )
 
 
 class ModelConfig(ComponentConfig):

@@ -99,6 +99,19 @@ class Task:
         """The task's report on `split` of `bundle` (what `dlab evaluate` prints and saves)."""
         raise NotImplementedError
 
+    def adapt(self, bundle: DataBundle, config: Any) -> DataBundle:
+        """`bundle` (built by its data set for that data's own task) as this task learns it;
+        most tasks take their data as it comes."""
+        return bundle
+
+    def predict(self, run: Run, batch: torch.Tensor, top_k: int = 5) -> list[dict[str, Any]]:
+        """The answers of `run`'s model to a batch of prepared inputs (what `predict` shows)."""
+        import torch
+
+        with torch.no_grad():
+            outputs = run.model(batch)
+        return self.answer(outputs, run.meta, top_k)
+
     def output_size(self, meta: DataMeta) -> int:
         """How many numbers a model's head emits per prediction for data `meta`."""
         raise NotImplementedError

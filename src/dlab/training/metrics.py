@@ -147,6 +147,11 @@ def build_metrics(names: list[str], meta: DataMeta) -> torchmetrics.MetricCollec
     """The named metrics for `meta.task`, or a RecipeError naming the closest valid one."""
     available = METRICS.get(meta.task, {})
     for name in names:
+        if name not in available and not available:
+            raise RecipeError(
+                f"train.metrics: {meta.task.replace('_', ' ')} has no metrics besides the loss "
+                "during training (its evaluation reports the rest); set metrics: []"
+            )
         if name not in available:
             raise RecipeError(
                 f"train.metrics: unknown metric '{name}' for {meta.task}{did_you_mean(name, available)}; "
