@@ -26,6 +26,7 @@ def test_the_built_in_tasks_are_registered_with_their_own_headline():
         "rating",
         "regression",
         "seq2seq",
+        "tabular",
         "transcription",
     ]
     for entry in TASKS:

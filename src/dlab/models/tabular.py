@@ -155,8 +155,9 @@ class FeatureTokenizer(nn.Module):
         self.bias = nn.Parameter(torch.empty(numeric + len(levels), dim).uniform_(-bound, bound))
         self.embedding = nn.Embedding(max(sum(levels), 1), dim)
         nn.init.uniform_(self.embedding.weight, -bound, bound)
-        offsets = torch.tensor([0, *levels[:-1]], dtype=torch.long).cumsum(0)[: len(levels)]
-        self.register_buffer("offsets", offsets)
+        # each column's first row in the shared table (a fresh tensor: a slice would share storage)
+        offsets = [sum(levels[:k]) for k in range(len(levels))]
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long))
 
     def forward(self, numbers: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         if self.piecewise is not None:  # (B, numeric, bins) @ (numeric, bins, d)
