@@ -10,10 +10,10 @@ from dlab.lessons import code_blocks, includes, lesson_files, render, source_of
 LESSONS = lesson_files()
 
 
-def test_thirteen_lessons_in_course_order():
+def test_fourteen_lessons_in_course_order():
     stems = [p.stem[3:] for p in LESSONS]
-    assert len(LESSONS) == 13
-    assert stems[0] == "linear-and-activation" and stems[-1] == "gpt"
+    assert len(LESSONS) == 14
+    assert stems[0] == "linear-and-activation" and stems[-1] == "autoencoders-vae"
     assert (
         stems.index("backpropagation")
         < stems.index("mlp")

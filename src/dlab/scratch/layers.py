@@ -155,3 +155,35 @@ def embedding_backward(dv: Array, cache: tuple) -> Array:
     dtable = np.zeros(shape)
     np.add.at(dtable, ids.reshape(-1), dv.reshape(-1, shape[1]))
     return dtable
+
+
+def reparameterize_forward(mu: Array, log_var: Array, eps: Array) -> tuple[Array, tuple]:
+    """z = μ + σ·ε with σ = exp(½ log σ²): the noise ε ~ N(0, I) is an input, so z is a
+    differentiable function of μ and log σ²."""
+    sigma = np.exp(0.5 * log_var)
+    return mu + sigma * eps, (sigma, eps)
+
+
+def reparameterize_backward(dz: Array, cache: tuple) -> tuple[Array, Array]:
+    """dμ = dz; d(log σ²) = dz · ε · σ / 2."""
+    sigma, eps = cache
+    return dz, dz * eps * sigma / 2
+
+
+def vae_loss_forward(
+    logits: Array, x: Array, mu: Array, log_var: Array, beta: float = 1.0
+) -> tuple[float, tuple]:
+    """The negative ELBO per sample, averaged over N:
+    mean_n [ Σ_pixels BCE(logits, x) + β · ½ Σ_j (μ_j² + σ_j² − log σ_j² − 1) ]."""
+    n = len(x)
+    bce = np.maximum(logits, 0) - logits * x + np.log1p(np.exp(-np.abs(logits)))  # stable
+    kl = 0.5 * (mu**2 + np.exp(log_var) - log_var - 1)
+    return float((bce.sum() + beta * kl.sum()) / n), (logits, x, mu, log_var, beta)
+
+
+def vae_loss_backward(cache: tuple) -> tuple[Array, Array, Array]:
+    """d/dlogits = (sigmoid(logits) − x) / N; dμ = β μ / N; d(log σ²) = β (σ² − 1) / 2N."""
+    logits, x, mu, log_var, beta = cache
+    n = len(x)
+    probability = 0.5 * (1 + np.tanh(0.5 * logits))  # sigmoid, without overflow
+    return (probability - x) / n, beta * mu / n, beta * (np.exp(log_var) - 1) / (2 * n)

@@ -151,6 +151,38 @@ def _mse(rng: np.random.Generator) -> CheckResult:
     return result
 
 
+@check("vae_loss", "Σ BCE(x̂, x) + β·½Σ(μ² + σ² − log σ² − 1), z = μ + σ·ε")
+def _vae_loss(rng: np.random.Generator) -> CheckResult:
+    from torch.distributions import Normal, kl_divergence
+
+    result = CheckResult("vae_loss", CHECKS["vae_loss"][0])
+    for beta in (1.0, 4.0):
+        logits, x = rng.normal(size=(3, 6)) * 3, rng.uniform(size=(3, 6))
+        mu, log_var = rng.normal(size=(3, 2)), rng.normal(size=(3, 2))
+
+        def forward(logits, mu, log_var, x=x, beta=beta):
+            loss, cache = layers.vae_loss_forward(logits, x, mu, log_var, beta)
+            return np.array(loss), cache
+
+        def reference(logits, mu, log_var, x=x, beta=beta):
+            bce = F.binary_cross_entropy_with_logits(logits, torch.tensor(x), reduction="sum")
+            prior = Normal(torch.zeros_like(mu), torch.ones_like(mu))
+            kl = kl_divergence(Normal(mu, (0.5 * log_var).exp()), prior).sum()
+            return (bce + beta * kl) / len(x)
+
+        compare(result, forward, lambda dy, c: [g * dy for g in layers.vae_loss_backward(c)],
+                reference, [logits, mu, log_var], [0, 1, 2], f"N 3, D 6, z 2, β {beta:g}")  # fmt: skip
+    eps = rng.normal(size=(3, 2))
+
+    def sample(mu, log_var):
+        return layers.reparameterize_forward(mu, log_var, eps)
+
+    compare(result, sample, lambda dz, c: list(layers.reparameterize_backward(dz, c)),
+            lambda mu, log_var: mu + (0.5 * log_var).exp() * torch.tensor(eps),
+            [rng.normal(size=(3, 2)), rng.normal(size=(3, 2))], [0, 1], "z = μ + σ·ε (3, 2)")  # fmt: skip
+    return result
+
+
 @check("l1_l2_penalty", "λ₁Σ|w| + (λ₂/2)Σw²")
 def _penalties(rng: np.random.Generator) -> CheckResult:
     result = CheckResult("l1_l2_penalty", CHECKS["l1_l2_penalty"][0])
