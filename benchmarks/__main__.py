@@ -6,6 +6,7 @@ import sys
 
 SUITES = {
     "accuracy": "benchmarks.accuracy",
+    "clustering": "benchmarks.clustering",
     "compress": "benchmarks.compress",
     "data": "benchmarks.data",
     "gpu": "benchmarks.gpu",

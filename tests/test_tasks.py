@@ -24,6 +24,7 @@ def test_the_built_in_tasks_are_registered_with_their_own_headline():
         "language_model",
         "ranking",
         "rating",
+        "reconstruction",
         "regression",
         "seq2seq",
         "tabular",

@@ -41,6 +41,11 @@ def make(name: str, seed: int = 0, **fields):
 def loss_of(meta, outputs, targets):
     if meta.task in ("regression", "rating"):
         return F.mse_loss(outputs, targets)
+    if meta.task == "reconstruction":  # pixel logits against the image itself, less the floor
+        # (the targets' own entropy): the KL between the pixels and the model's Bernoullis, 0
+        # for a perfect reconstruction
+        floor = F.binary_cross_entropy(targets, targets)
+        return F.binary_cross_entropy_with_logits(outputs, targets) - floor
     return F.cross_entropy(
         outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1), ignore_index=-100
     )
@@ -49,6 +54,8 @@ def loss_of(meta, outputs, targets):
 def expected_shape(meta, batch):
     if meta.task == "rating":  # one rating per (user, item) pair
         return (batch,)
+    if meta.task == "reconstruction":  # the image again
+        return (batch, *meta.input_shape)
     if meta.task in ("language_model", "seq2seq"):
         return (batch, meta.input_shape[0], meta.details.vocab_size)
     return (batch, meta.details.horizon if meta.task == "regression" else meta.num_classes)
