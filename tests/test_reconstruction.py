@@ -132,7 +132,10 @@ def test_a_vae_run_clusters_finds_anomalies_predicts_and_draws(vae_run, tmp_path
     out = "".join(capsys.readouterr().out.splitlines())  # the console wraps long lines
     answer = json.loads(out.split("zero.png: ", 1)[1])
     assert answer["label"].startswith("cluster ") and answer["anomaly_score"] > 0
-    assert Image.open(tmp_path / "r.png").size == (2 * (8 + 4), 2 * (2 * 8 + 6))  # input above recon
+    assert Image.open(tmp_path / "r.png").size == (
+        2 * (8 + 4),
+        2 * (2 * 8 + 6),
+    )  # input above recon
     assert (
         main(["generate", str(vae_run), "-n", "6", "--out", str(tmp_path / "g.png"), "--seed", "1"])
         == 0

