@@ -120,6 +120,32 @@ def test_switching_a_component_drops_the_old_components_settings():
     assert switched.model.name == "mlp" and switched.model.hidden == [128, 64]
 
 
+def test_naming_the_component_already_chosen_keeps_its_settings():
+    """`-o train.optimizer.name=adam` on a recipe already on Adam changes nothing; only a switch
+    to another component drops the old settings."""
+    recipe = load_recipe(RECIPES / "mnist_cnn.yaml", ["train.optimizer.name=adam"])
+    assert recipe.train.optimizer.name == "adam" and recipe.train.optimizer.lr == 0.002
+    shorthand = load_recipe(RECIPES / "mnist_cnn.yaml", ["train.optimizer=adam"])
+    assert shorthand.train.optimizer.lr == 0.002
+
+
+def test_a_shorthand_component_grows_into_a_section_before_its_field_is_set():
+    """mnist_cnn says `scheduler: onecycle`; setting one of its fields keeps the one-cycle."""
+    recipe = load_recipe(RECIPES / "mnist_cnn.yaml", ["train.scheduler.pct_start=0.2"])
+    assert recipe.train.scheduler.name == "onecycle"
+    assert recipe.train.scheduler.pct_start == 0.2
+
+
+def test_override_values_may_hold_equals_signs_and_text_yaml_cannot_parse():
+    recipe = load_recipe(RECIPES / "mnist_cnn.yaml", ["description=lr=0.1 and a=b"])
+    assert recipe.description == "lr=0.1 and a=b"
+    # not valid YAML ("mapping values are not allowed here"): kept as the text typed, not None
+    recipe = load_recipe(RECIPES / "mnist_cnn.yaml", ["description=risk: high: low"])
+    assert recipe.description == "risk: high: low"
+    with pytest.raises(RecipeError, match=r"train.optimizer.lr: .*\(got '\[0.1'\)"):
+        load_recipe(RECIPES / "mnist_cnn.yaml", ["train.optimizer.lr=[0.1"])
+
+
 @pytest.mark.parametrize("bad", ["lr", "train..lr=1", "=3", "train.epochs"])
 def test_malformed_overrides(bad):
     with pytest.raises(RecipeError, match="should look like section.key=value"):

@@ -172,3 +172,57 @@ def test_a_full_disk_stops_training_in_one_line_with_the_last_checkpoint_intact(
     monkeypatch.setattr(checkpoint, "write_model", real)  # space is freed: resume finishes
     resumed = dlab.train(None, resume=run, progress=False)
     assert resumed.dir.meta["status"] == "completed" and resumed.dir.meta["steps"] == 8
+
+
+def test_a_stale_pointer_falls_back_to_the_newest_complete_checkpoint(tmp_path):
+    store = CheckpointStore(tmp_path, keep=3)
+    for step in (5, 10, 15):
+        store.save(nn.Linear(2, 2), state(step))
+    (tmp_path / "latest").write_text("ckpt-000009-step99\n")  # names a folder that is gone
+    assert store.latest().name == "ckpt-000003-step15"
+
+
+def test_the_pointer_names_a_checkpoint_only_once_its_folder_is_in_place(tmp_path, monkeypatch):
+    """A crash between the two steps must leave `latest` naming a complete checkpoint."""
+    from dlab.training import checkpoint
+
+    store = CheckpointStore(tmp_path)
+    store.save(nn.Linear(2, 2), state(5))
+    written = checkpoint.atomic_write_text
+    pointed_at = []
+
+    def check_then_write(path, text):
+        pointed_at.append((tmp_path / text.strip() / "state.json").is_file())
+        written(path, text)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_text", check_then_write)
+    store.save(nn.Linear(2, 2), state(10))
+    assert pointed_at == [True]
+
+    def crash(*args):  # the rename fails: the new checkpoint never appears
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(checkpoint.os, "rename", crash)
+    with pytest.raises(OSError):
+        store.save(nn.Linear(2, 2), state(15))
+    assert (tmp_path / "latest").read_text().strip() == "ckpt-000002-step10"
+
+
+def test_weights_with_keys_the_model_lacks_are_refused(tmp_path):
+    class Wider(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(2, 2)
+            self.extra = nn.Linear(2, 2)
+
+    class Narrower(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(2, 2)
+
+    save_weights(Wider(), tmp_path / "w.safetensors")
+    with pytest.raises(RunError, match=r"unexpected \['extra.bias', 'extra.weight'\]"):
+        load_weights(Narrower(), tmp_path / "w.safetensors")
+    with pytest.raises(RunError, match=r"missing \['extra.bias', 'extra.weight'\]"):
+        save_weights(Narrower(), tmp_path / "n.safetensors")
+        load_weights(Wider(), tmp_path / "n.safetensors")

@@ -1,0 +1,127 @@
+"""Metrics against independent references: scikit-learn's implementations and hand-computed cases.
+
+Every case is built so that the plausible wrong formula gives another number: classes of unequal
+size (micro and macro averages differ), an uneven last batch (the mean of per-batch means differs
+from the mean over samples) and padding inside the targets (counting it changes the accuracy).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+from torch import nn
+from torch.nn import functional as F
+
+from dlab.data.bundle import DataMeta, TensorLoader
+from dlab.training.metrics import IGNORE, build_metrics, evaluate, metric_class
+from dlab.training.tally import Tally
+
+pytestmark = pytest.mark.unit
+
+COUNTS = [20, 10, 8, 5, 4, 2, 1]  # 50 samples of 7 classes, far from balanced
+BATCH = 7  # 50 = 7 batches of 7 and a last one of 1
+
+
+def _scored_split(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits that are right more often for the large classes than for the small ones."""
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.cat([torch.full((n,), c) for c, n in enumerate(COUNTS)])
+    targets = targets[torch.randperm(len(targets), generator=generator)]
+    logits = torch.randn(len(targets), len(COUNTS), generator=generator, dtype=torch.float64)
+    logits[torch.arange(len(targets)), targets] += torch.linspace(2.0, 0.0, len(COUNTS))[targets] * 1.5
+    return logits.float(), targets
+
+
+def _classification_meta() -> DataMeta:
+    return DataMeta(
+        dataset="unequal", task="classification", input_kind="vector", input_shape=(len(COUNTS),),
+        num_classes=len(COUNTS), classes=[str(c) for c in range(len(COUNTS))],
+    )
+
+
+def test_classification_metrics_equal_scikit_learns_over_an_uneven_last_batch():
+    logits, targets = _scored_split()
+    loader = TensorLoader(logits, targets, batch_size=BATCH)
+    assert len(targets) % BATCH == 1  # the last batch holds one sample
+    names = ["accuracy", "balanced_accuracy", "top5_accuracy", "f1", "precision", "recall"]
+    got = evaluate(
+        nn.Identity(), loader, nn.CrossEntropyLoss(), build_metrics(names, _classification_meta()),
+        torch.device("cpu"),
+    )
+    y, scores = targets.numpy(), logits.double().numpy()
+    predicted = scores.argmax(1)
+    expected = {
+        "loss": F.cross_entropy(logits.double(), targets).item(),
+        "accuracy": skm.accuracy_score(y, predicted),
+        "balanced_accuracy": skm.balanced_accuracy_score(y, predicted),
+        "top5_accuracy": skm.top_k_accuracy_score(y, scores, k=5, labels=range(len(COUNTS))),
+        "f1": skm.f1_score(y, predicted, average="macro", zero_division=0),
+        "precision": skm.precision_score(y, predicted, average="macro", zero_division=0),
+        "recall": skm.recall_score(y, predicted, average="macro", zero_division=0),
+    }
+    # the case separates what it must: micro from macro, and the mean over samples from the
+    # mean of the batches' means
+    assert abs(expected["accuracy"] - expected["balanced_accuracy"]) > 0.05
+    batch_means = [F.cross_entropy(logits[i : i + BATCH], targets[i : i + BATCH]).item()
+                   for i in range(0, len(targets), BATCH)]
+    assert abs(np.mean(batch_means) - expected["loss"]) > 0.05
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-6)
+
+
+def test_regression_metrics_equal_scikit_learns_over_an_uneven_last_batch():
+    generator = torch.Generator().manual_seed(1)
+    truth = torch.randn(50, 1, generator=generator) * 3
+    predicted = truth + torch.randn(50, 1, generator=generator) * torch.linspace(0.1, 4, 50)[:, None]
+    meta = DataMeta(dataset="numbers", task="regression", input_kind="series", input_shape=(1,))
+    got = evaluate(
+        nn.Identity(), TensorLoader(predicted, truth, batch_size=BATCH), nn.MSELoss(),
+        build_metrics(["mae", "mse", "rmse"], meta), torch.device("cpu"),
+    )
+    y, p = truth.double().numpy().ravel(), predicted.double().numpy().ravel()
+    mse = skm.mean_squared_error(y, p)
+    assert got == pytest.approx(
+        {"loss": mse, "mae": skm.mean_absolute_error(y, p), "mse": mse, "rmse": math.sqrt(mse)},
+        rel=1e-5,
+    )
+    assert abs(got["rmse"] - got["mse"]) > 1  # the case tells the two apart
+
+
+def _padded_tokens() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sequences of 5 tokens over a vocabulary of 4; the second is padded after 2 tokens."""
+    targets = torch.tensor([[0, 1, 2, 3, 0], [2, 2, IGNORE, IGNORE, IGNORE]])
+    logits = torch.full((2, 5, 4), -2.0)
+    right = [[1, 1, 0, 1, 0], [1, 0, 1, 1, 1]]  # the padded positions "predict" token 0
+    for b in range(2):
+        for t in range(5):
+            token = int(targets[b, t]) if targets[b, t] != IGNORE else 0
+            logits[b, t, token if right[b][t] else (token + 1) % 4] = 3.0
+    return logits, targets
+
+
+def test_token_accuracy_and_perplexity_skip_padding():
+    logits, targets = _padded_tokens()
+    accuracy = metric_class("!TokenAccuracy")()
+    accuracy.update(logits, targets)
+    # scored: 5 + 2 tokens; right: 3 of the first row, 1 of the second (counting padding: 4 of 10)
+    assert float(accuracy.compute()) == pytest.approx(4 / 7)
+    perplexity = metric_class("text.Perplexity")(ignore_index=IGNORE)
+    perplexity.update(logits, targets)
+    scored = targets != IGNORE
+    nll = -logits.log_softmax(-1)[scored].gather(1, targets[scored][:, None]).mean()
+    assert float(perplexity.compute()) == pytest.approx(math.exp(nll.item()), rel=1e-5)
+
+
+def test_the_training_tally_weighs_batches_by_size_and_skips_padding():
+    tally = Tally(torch.device("cpu"), scores_accuracy=True, padded_targets=True)
+    logits, targets = _padded_tokens()
+    tally.add(torch.tensor(3.0), logits, targets, share=1.0)
+    tally.epoch_count += len(targets)
+    tally.add(torch.tensor(0.0), logits[:1], targets[:1], share=1.0)
+    tally.epoch_count += 1
+    # the epoch's loss is the mean over its 3 sequences, not the mean of the two batch means
+    assert float(tally.epoch_loss) / tally.epoch_count == pytest.approx(2.0)
+    assert int(tally.epoch_correct) == 4 + 3 and int(tally.epoch_scored) == 7 + 5
