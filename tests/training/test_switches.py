@@ -50,9 +50,43 @@ def test_gradient_accumulation_takes_the_same_steps_as_the_whole_batch():
     # weights of 1/4 move the first epoch's loss by 7e-4, hundreds of times the floor)
     _, plain = fit(mlp(), blobs())
     _, baseline = fit(nudge_by_one_rounding(mlp()), blobs())
-    accumulated, history = fit(mlp(), blobs(), grad_accumulation=4)
+    model, seen = mlp(), []
+    model.register_forward_pre_hook(
+        lambda module, args: seen.append(len(args[0])) if module.training else None
+    )
+    accumulated, history = fit(model, blobs(), grad_accumulation=4)
     assert_within_measured_drift(history, plain, baseline, CURVES, floor=1e-6)
     assert accumulated.state.step == 15  # optimizer steps count batches, not micro-batches
+    assert seen == [13, 13, 12, 12] * 15  # the batches really were cut: the same sum, in parts
+
+
+def test_grad_clip_bounds_the_norm_of_the_step_taken():
+    """Plain SGD (lr 1) moves the weights by exactly the gradient: clipped, by at most `grad_clip`."""
+
+    def first_step(**fields):
+        model = mlp()
+        before = torch.cat([p.detach().clone().ravel() for p in model.parameters()])
+        fit(model, blobs(), epochs=1, max_steps=1, optimizer={"name": "sgd", "lr": 1.0}, **fields)
+        after = torch.cat([p.detach().ravel() for p in model.parameters()])
+        return torch.linalg.vector_norm(after - before).item()
+
+    free = first_step()
+    assert free > 0.1  # the bound below is far under the unclipped step
+    assert first_step(grad_clip=0.01) == pytest.approx(0.01, rel=1e-3)
+
+
+def test_bf16_runs_the_forward_matmuls_in_bfloat16():
+    dtypes: list[torch.dtype] = []
+    model = mlp()
+    model[0].register_forward_hook(
+        lambda module, args, out: dtypes.append(out.dtype) if module.training else None
+    )
+    fit(model, blobs(), epochs=1, max_steps=2, precision="bf16")
+    assert dtypes == [torch.bfloat16] * 2
+    assert model[0].weight.dtype == torch.float32  # the weights stay in float32
+    dtypes.clear()
+    fit(model, blobs(), epochs=1, max_steps=2)
+    assert dtypes == [torch.float32] * 2
 
 
 def test_gradient_accumulation_needs_a_sample_in_every_micro_batch():
@@ -96,7 +130,11 @@ def test_activation_checkpointing_refuses_a_model_without_blocks():
 def test_torch_compile_trains_like_eager():
     _, plain = fit(mlp(), blobs())
     _, baseline = fit(nudge_by_one_rounding(mlp()), blobs())
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     compiled, history = fit(mlp(), blobs(), compile=True)
+    assert counters["stats"]["unique_graphs"] >= 1  # dynamo really captured and compiled a graph
     assert "_orig_mod" not in "".join(compiled.model.state_dict())  # checkpoints keep their keys
     # inductor fuses and reorders float32 arithmetic: agreement to about 1e-5 relative
     assert_within_measured_drift(history, plain, baseline, CURVES, floor=1e-4)

@@ -159,10 +159,14 @@ class Trainer:
         self.model = self.precision.model(model.to(self.device))
         if config.activation_checkpointing:
             checkpoint_activations(self.model, type(model).__name__)
-        if config.compile:
-            self.model.compile()  # in place: the weights keep their names in checkpoints
         sample = to_device(self.bundle.train.sample_batch()[0], self.device)
         self.forward_flops = runtime.count_forward_flops(model, sample)
+        if config.compile:  # after the FLOP count: a frame first met under its dispatch mode
+            # is marked for dynamo to skip, and the model then never compiles
+            # the instance's forward, not Module.compile(): the weights keep their names in
+            # checkpoints either way, but dynamo skips the frame Module.compile() wraps for
+            # torch's own classes (an nn.Sequential model ran eagerly, uncompiled, on torch 2.13)
+            self.model.forward = torch.compile(self.model.forward)
         self._train_model = self.strategy.wrap(self.model)  # FSDP shards before any forward
         self.threads = torch.get_num_threads()
         if self.device.type == "cpu":
