@@ -292,3 +292,16 @@ def test_a_yaml_alias_bomb_is_refused_in_a_moment(tmp_path):
     with pytest.raises(RecipeError, match="override model.hidden: the recipe expands"):
         load_recipe("mnist_mlp", ["model.hidden=[" + ", ".join(parts) + "]"])
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize("text", ["\x85", "a\u2028b", "end\u2029", "multi\nline é"])
+def test_text_with_yaml_line_break_characters_round_trips(text):
+    """Found by the fuzzing above: PyYAML wrote NEL raw and read it back as a space."""
+    recipe = from_dict({**MINIMAL, "description": text})
+    assert Recipe.from_yaml(recipe.to_yaml()).description == text
+
+
+def test_overrides_leave_the_callers_mapping_as_it_was():
+    given = {"data": {"name": "mnist_sample"}, "model": {"name": "cnn"}}
+    load_recipe(given, ["data.batch_size=7", "model.dropout=0.5"])
+    assert given == {"data": {"name": "mnist_sample"}, "model": {"name": "cnn"}}

@@ -32,14 +32,20 @@ def _scored_split(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     targets = torch.cat([torch.full((n,), c) for c, n in enumerate(COUNTS)])
     targets = targets[torch.randperm(len(targets), generator=generator)]
     logits = torch.randn(len(targets), len(COUNTS), generator=generator, dtype=torch.float64)
-    logits[torch.arange(len(targets)), targets] += torch.linspace(2.0, 0.0, len(COUNTS))[targets] * 1.5
+    logits[torch.arange(len(targets)), targets] += (
+        torch.linspace(2.0, 0.0, len(COUNTS))[targets] * 1.5
+    )
     return logits.float(), targets
 
 
 def _classification_meta() -> DataMeta:
     return DataMeta(
-        dataset="unequal", task="classification", input_kind="vector", input_shape=(len(COUNTS),),
-        num_classes=len(COUNTS), classes=[str(c) for c in range(len(COUNTS))],
+        dataset="unequal",
+        task="classification",
+        input_kind="vector",
+        input_shape=(len(COUNTS),),
+        num_classes=len(COUNTS),
+        classes=[str(c) for c in range(len(COUNTS))],
     )
 
 
@@ -49,7 +55,10 @@ def test_classification_metrics_equal_scikit_learns_over_an_uneven_last_batch():
     assert len(targets) % BATCH == 1  # the last batch holds one sample
     names = ["accuracy", "balanced_accuracy", "top5_accuracy", "f1", "precision", "recall"]
     got = evaluate(
-        nn.Identity(), loader, nn.CrossEntropyLoss(), build_metrics(names, _classification_meta()),
+        nn.Identity(),
+        loader,
+        nn.CrossEntropyLoss(),
+        build_metrics(names, _classification_meta()),
         torch.device("cpu"),
     )
     y, scores = targets.numpy(), logits.double().numpy()
@@ -66,8 +75,10 @@ def test_classification_metrics_equal_scikit_learns_over_an_uneven_last_batch():
     # the case separates what it must: micro from macro, and the mean over samples from the
     # mean of the batches' means
     assert abs(expected["accuracy"] - expected["balanced_accuracy"]) > 0.05
-    batch_means = [F.cross_entropy(logits[i : i + BATCH], targets[i : i + BATCH]).item()
-                   for i in range(0, len(targets), BATCH)]
+    batch_means = [
+        F.cross_entropy(logits[i : i + BATCH], targets[i : i + BATCH]).item()
+        for i in range(0, len(targets), BATCH)
+    ]
     assert abs(np.mean(batch_means) - expected["loss"]) > 0.05
     assert got == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
@@ -75,11 +86,16 @@ def test_classification_metrics_equal_scikit_learns_over_an_uneven_last_batch():
 def test_regression_metrics_equal_scikit_learns_over_an_uneven_last_batch():
     generator = torch.Generator().manual_seed(1)
     truth = torch.randn(50, 1, generator=generator) * 3
-    predicted = truth + torch.randn(50, 1, generator=generator) * torch.linspace(0.1, 4, 50)[:, None]
+    predicted = (
+        truth + torch.randn(50, 1, generator=generator) * torch.linspace(0.1, 4, 50)[:, None]
+    )
     meta = DataMeta(dataset="numbers", task="regression", input_kind="series", input_shape=(1,))
     got = evaluate(
-        nn.Identity(), TensorLoader(predicted, truth, batch_size=BATCH), nn.MSELoss(),
-        build_metrics(["mae", "mse", "rmse"], meta), torch.device("cpu"),
+        nn.Identity(),
+        TensorLoader(predicted, truth, batch_size=BATCH),
+        nn.MSELoss(),
+        build_metrics(["mae", "mse", "rmse"], meta),
+        torch.device("cpu"),
     )
     y, p = truth.double().numpy().ravel(), predicted.double().numpy().ravel()
     mse = skm.mean_squared_error(y, p)

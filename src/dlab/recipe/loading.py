@@ -54,7 +54,9 @@ def load_recipe(
     if isinstance(source, Recipe):
         return source.override(*overrides) if overrides else source
     if isinstance(source, Mapping):
-        data = dict(source)
+        import copy
+
+        data = copy.deepcopy(dict(source))  # overrides write into nested sections: not the caller's
         label = "<recipe>"
     else:
         path = find_recipe(source)

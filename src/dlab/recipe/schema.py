@@ -19,7 +19,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from dlab.errors import RecipeError, did_you_mean
-from dlab.recipe.text import apply_override, format_validation_error, parse_yaml
+from dlab.recipe.text import apply_override, dump_yaml, format_validation_error, parse_yaml
 from dlab.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS, Registry
 
 
@@ -460,7 +460,7 @@ class Recipe(Section):
 
     def to_yaml(self) -> str:
         """The resolved recipe as YAML; `Recipe.from_yaml(r.to_yaml()) == r`."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        return dump_yaml(self.to_dict())
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "<recipe>") -> Recipe:

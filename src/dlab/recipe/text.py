@@ -37,6 +37,25 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
     return data
 
 
+class _RecipeDumper(yaml.SafeDumper):
+    """PyYAML with `allow_unicode` writes NEL, LS and PS raw inside single quotes, where its own
+    reader takes them for line breaks ('\x85' came back as ' '): such strings go double-quoted,
+    where they are escaped (\\N, \\L, \\P)."""
+
+
+def _represent_text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = '"' if any(c in text for c in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_RecipeDumper.add_representer(str, _represent_text)
+
+
+def dump_yaml(data: Any) -> str:
+    """Plain data as readable YAML (unicode kept, key order kept) that reads back unchanged."""
+    return yaml.dump(data, Dumper=_RecipeDumper, sort_keys=False, allow_unicode=True)
+
+
 MAX_VALUES = 20_000  # values in a recipe once YAML aliases are expanded
 
 

@@ -31,7 +31,11 @@ METRICS: dict[str, dict[str, tuple[str, Any]]] = {
         "top5_accuracy": (
             "classification.MulticlassAccuracy",
             # torchmetrics averages per class unless told: top-5 accuracy is over samples
-            lambda m: {"num_classes": m.num_classes, "top_k": min(5, m.num_classes), "average": "micro"},
+            lambda m: {
+                "num_classes": m.num_classes,
+                "top_k": min(5, m.num_classes),
+                "average": "micro",
+            },
         ),
         "f1": (
             "classification.MulticlassF1Score",
