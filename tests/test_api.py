@@ -97,7 +97,11 @@ def test_other_image_sizes_and_modes(run, tmp_path):
         InputError, match=r"big.png: image is 64×64 but the model takes 28×28; pass --resize"
     ):
         run.predict([tmp_path / "big.png"])
-    assert run.predict([tmp_path / "big.png"], resize=True)[0].top
+    resized = run.predict([tmp_path / "big.png"], resize=True)[0].top
+    original = run.predict([path])[0].top
+    assert len(resized) == len(original) == 3  # the default top_k
+    assert resized[0][0] == original[0][0]  # four times the size, shrunk back: the same digit
+    assert resized[0][1] == pytest.approx(original[0][1], abs=0.1)
 
 
 def test_npy_inputs(run, tmp_path):

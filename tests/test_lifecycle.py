@@ -45,7 +45,10 @@ def test_static_int8_cnn_is_smaller_as_accurate_and_reloads_identically(image_ru
     torch.testing.assert_close(
         reloaded.model(x), quantized.model(x)
     )  # re-quantized exactly as measured
-    assert reloaded.predict(x, top_k=1)[0].top
+    (label, probability), = reloaded.predict(x[:1], top_k=1)[0].top
+    expected = reloaded.model(x[:1]).softmax(-1)[0]
+    assert label == reloaded.meta.classes[int(expected.argmax())]
+    assert probability == pytest.approx(float(expected.max()), abs=1e-6)
     html = (quantized.path / "report.html").read_text()
     assert 'id="compression"' in html and "section-error" not in html
     assert reloaded.dir.meta["test"]["accuracy"] == pytest.approx(rows["int8-static"]["accuracy"])

@@ -186,6 +186,12 @@ def test_image_folder_memory_and_worker_paths_agree(tmp_path):
     )
     assert a.shape == b.shape
 
+    def pixels(x, meta):  # undo each loader's own normalisation
+        mean, std = (torch.tensor(v).reshape(1, -1, 1, 1) for v in (meta.mean, meta.std))
+        return x * std + mean
+
+    torch.testing.assert_close(pixels(a, memory.meta), pixels(b, workers.meta), atol=1e-5, rtol=0)
+
 
 def test_image_folder_errors(tmp_path):
     (tmp_path / "one" / "only").mkdir(parents=True)

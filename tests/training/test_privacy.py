@@ -4,6 +4,9 @@ resumed run repeats, and models or settings Opacus cannot handle are refused cle
 from __future__ import annotations
 
 import numpy as np
+
+# the Makefile installs the privacy extra: a missing or broken opacus fails here, never skips
+import opacus  # noqa: F401
 import pytest
 import torch
 from conftest import make_blobs
@@ -16,8 +19,6 @@ from dlab.recipe import TrainConfig
 from dlab.training.callbacks import Callback
 from dlab.training.privacy import PoissonLoader
 from dlab.training.trainer import Trainer
-
-pytest.importorskip("opacus", reason="DP-SGD needs the privacy extra (make installs it)")
 
 PRIVACY = {"epsilon": 3.0, "delta": 1e-4, "max_grad_norm": 1.0}
 
