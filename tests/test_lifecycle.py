@@ -45,7 +45,7 @@ def test_static_int8_cnn_is_smaller_as_accurate_and_reloads_identically(image_ru
     torch.testing.assert_close(
         reloaded.model(x), quantized.model(x)
     )  # re-quantized exactly as measured
-    (label, probability), = reloaded.predict(x[:1], top_k=1)[0].top
+    ((label, probability),) = reloaded.predict(x[:1], top_k=1)[0].top
     expected = reloaded.model(x[:1]).softmax(-1)[0]
     assert label == reloaded.meta.classes[int(expected.argmax())]
     assert probability == pytest.approx(float(expected.max()), abs=1e-6)

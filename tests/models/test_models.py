@@ -284,6 +284,45 @@ def test_beam_of_one_equals_greedy():
     assert len(wide) == 5 and all(isinstance(i, int) for ids in wide for i in ids)
 
 
+@torch.no_grad()
+def test_a_beam_holding_every_prefix_finds_the_best_two_token_output():
+    """Two steps with V² beams keep every output: beam search must return the best of all V + V²
+    outputs by GNMT's length-normalised score, each scored on its own by the teacher-forced
+    decoder. Untied output weights and a per-token score make the answer two real tokens, not
+    the immediate stop that an unnormalised score prefers."""
+    model, meta = make("seq2seq_transformer", tie_embeddings=False)
+    model = model.double().eval()
+    (source, _), _ = example_batch(meta, batch=3)
+    details = meta.details
+    bos, eos, pad, vocab = details.bos_id, details.eos_id, details.pad_id, details.vocab_size
+    memory, padding = model.encode(source)
+    found = model.beam_search(source, beam=vocab**2, max_new=2, length_penalty=1.0)
+    narrow = model.beam_search(source, beam=1, max_new=2, length_penalty=1.0)
+    assert narrow == model.greedy(source, max_new=2)
+    for b in range(len(source)):
+
+        def log_probs(prefix):  # (V,) for the token after `prefix`
+            ids = torch.tensor([[bos, *prefix]])
+            return model.decode(ids, memory[b : b + 1], padding[b : b + 1])[0, -1].log_softmax(-1)
+
+        def per_token(ids, total):  # the score divided by the tokens that are not pad or bos
+            return total / max(1, sum(t not in (pad, bos) for t in ids))
+
+        first = log_probs([])
+        scored = {(eos,): per_token([eos], float(first[eos]))}  # stop at once
+        for t1 in range(vocab):
+            if t1 == eos:
+                continue
+            second = log_probs([t1])
+            scored[(t1, eos)] = per_token([t1, eos], float(first[t1] + second[eos]))
+            for t2 in range(vocab):
+                if t2 != eos:  # out of budget, unfinished
+                    scored[(t1, t2)] = per_token([t1, t2], float(first[t1] + second[t2]))
+        best = max(scored, key=scored.get)
+        assert found[b] == model._strip(list(best)) and len(found[b]) == 2, b
+        assert scored[best] >= scored[(*narrow[b], eos)[:2]]  # never worse than greedy
+
+
 def test_recurrent_models_adapt_to_every_input_kind():
     from dlab.data.bundle import DataMeta
 
