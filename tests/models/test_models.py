@@ -301,7 +301,7 @@ def test_a_beam_holding_every_prefix_finds_the_best_two_token_output():
     assert narrow == model.greedy(source, max_new=2)
     for b in range(len(source)):
 
-        def log_probs(prefix):  # (V,) for the token after `prefix`
+        def log_probs(prefix, b=b):  # (V,) for the token after `prefix` in sentence b
             ids = torch.tensor([[bos, *prefix]])
             return model.decode(ids, memory[b : b + 1], padding[b : b + 1])[0, -1].log_softmax(-1)
 
