@@ -30,7 +30,8 @@ def test_wait_policy_is_passive_before_torch_loads():
     assert out == ["PASSIVE", "False"]  # set, and `import dlab` alone does not load torch
 
 
-def test_choose_threads():
+def test_choose_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the policy itself, not the user's pin
     assert runtime.choose_threads(3, None) == 3
     assert runtime.choose_threads("auto", 1e6) == 1
     assert runtime.choose_threads("auto", 1e10) == runtime.usable_cores()

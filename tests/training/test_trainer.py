@@ -325,7 +325,8 @@ def test_penalty_gradients_are_l1_sign_plus_l2_weight():
     assert weight_penalty(model, 0.0, 0.0) is None
 
 
-def test_thread_policy_follows_step_size():
+def test_thread_policy_follows_step_size(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the policy itself, not the user's pin
     small = Trainer(mlp(), blobs_bundle(), config(), progress=False)
     assert small.threads == 1 and small.forward_flops < 1e6
     pinned = Trainer(mlp(), blobs_bundle(), config(threads=2), progress=False)
