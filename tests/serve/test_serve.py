@@ -278,6 +278,25 @@ def test_a_background_server_that_cannot_start_says_why(tmp_path):
         pass
 
 
+def test_a_port_taken_before_the_server_binds_it_is_tried_again(image_run, monkeypatch):
+    """free_port() releases the port it found: another process may bind it first."""
+    import socket
+    import urllib.request
+
+    from dlab.serve import process
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken, real = squatter.getsockname()[1], process.free_port()
+        ports = iter([taken, real])
+        monkeypatch.setattr(process, "free_port", lambda: next(ports))
+        with process.serving(image_run.path, timeout=120) as url:
+            assert url == f"http://127.0.0.1:{real}"
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                assert answer.status == 200
+
+
 @pytest.mark.parametrize("fixture", ["text_run", "lstm_text_run"])
 def test_concurrent_texts_of_different_lengths_share_a_batch(fixture, request):
     """Each request is padded to its own longest text; requests batched together were once
