@@ -96,20 +96,32 @@ def test_a_killed_study_resumes_to_its_target(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    from sqlalchemy.exc import OperationalError
+
     url, _ = storage_url(load_recipe(path), tmp_path / "runs", None)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill it once two trials are done and a third is running
-        try:
-            trials = optuna.load_study(study_name="tiny", storage=url).trials
-        except Exception:  # the database is not created yet
-            trials = []
-        if sum(t.state.is_finished() for t in trials) >= 2 and any(
-            t.state.name == "RUNNING" for t in trials
-        ):
-            break
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    try:
+        deadline, trials = time.monotonic() + 120, []
+        while time.monotonic() < deadline:  # kill it once two trials are done and a third runs
+            assert process.poll() is None, f"dlab tune exited early with code {process.returncode}"
+            try:
+                trials = optuna.load_study(study_name="tiny", storage=url).trials
+            except (KeyError, OperationalError):  # the study (or its database) is not there yet
+                trials = []
+            if sum(t.state.is_finished() for t in trials) >= 2 and any(
+                t.state.name == "RUNNING" for t in trials
+            ):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(
+                f"no third trial running after 120 s: {[t.state.name for t in trials]}"
+            )
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     result = tune(path, runs_dir=tmp_path / "runs", train_best=False)
     finished = [t for t in result.trials if t["state"] in ("COMPLETE", "PRUNED")]
     assert len(finished) == 5

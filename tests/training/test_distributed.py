@@ -3,6 +3,7 @@ and a killed rank ends the job quickly with a clear message."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -146,6 +147,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def stop_job(job: subprocess.Popen) -> None:
+    """Kill a torchrun job and every process it started, if any still runs."""
+    for pid in [*descendants(job.pid), job.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    job.wait()
+
+
 def rank_of(pid: int) -> str | None:
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -162,21 +171,28 @@ def test_a_killed_rank_fails_the_job_fast_with_a_clear_message(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [*dlab_command(), "train", str(recipe), "--runs-dir", str(tmp_path), "-q"]
     job = subprocess.Popen([*command, "--nproc", "2"], env=env, stderr=subprocess.PIPE, text=True)
-    log = tmp_path / RECIPE["name"]
-    deadline = time.time() + 120
-    while not any(log.glob("*/metrics.jsonl")) and time.time() < deadline:
-        time.sleep(0.5)  # training has started on both ranks
-    victims = [p for p in descendants(job.pid) if rank_of(p) == "1"]
-    assert victims, "rank 1 not found"
-    os.kill(victims[0], signal.SIGKILL)
-    killed = time.perf_counter()
-    _, stderr = job.communicate(timeout=120)
-    assert job.returncode != 0
-    assert time.perf_counter() - killed < 60  # torchrun stops rank 0 instead of letting it hang
-    assert "a process failed" in stderr and "--resume" in stderr
-    # rank 0 marks the run failed when its collective breaks, unless torchrun's SIGKILL comes first
-    meta = json.loads(next(log.glob("*/meta.json")).read_text())
-    assert meta["status"] in ("failed", "interrupted", "running")
+    try:
+        log = tmp_path / RECIPE["name"]
+        deadline = time.time() + 120
+        while not any(log.glob("*/metrics.jsonl")) and time.time() < deadline:
+            time.sleep(0.5)  # training has started on both ranks
+        victims = [p for p in descendants(job.pid) if rank_of(p) == "1"]
+        assert victims, "rank 1 not found"
+        os.kill(victims[0], signal.SIGKILL)
+        killed = time.perf_counter()
+        _, stderr = job.communicate(timeout=120)
+        assert job.returncode != 0
+        assert time.perf_counter() - killed < 60  # torchrun stops rank 0 instead of letting it hang
+        assert "a process failed" in stderr and "--resume" in stderr
+    finally:  # a failed assertion must not leave a two-process job on both cores
+        stop_job(job)
+    # rank 0 marks the run failed when its collective breaks; if torchrun's SIGKILL comes first
+    # the record still says running, and `dlab runs list` reads that as interrupted (no live
+    # process holds the run's lock): either way the user never sees a dead job as running
+    from dlab.runs import RunDir
+
+    (folder,) = log.iterdir()
+    assert RunDir(folder).summary()["status"] in ("failed", "interrupted")
 
 
 def gpt_recipe(tmp_path: Path, **train) -> Path:
