@@ -181,6 +181,17 @@ def image_run(tmp_path_factory):
     )
 
 
+@pytest.fixture
+def own_image_run(image_run, tmp_path):
+    """A private copy of `image_run`, for tests that write into a run (an export, a report):
+    the session's run stays as trained for every other test."""
+    import dlab
+
+    copy = tmp_path / "runs" / image_run.path.parent.name / image_run.path.name
+    shutil.copytree(image_run.path, copy)
+    return dlab.load(copy)
+
+
 def write_reviews_and_series(folder: Path) -> None:
     """reviews.csv (120 short reviews, two labels) and series.csv (200 steps of a sine): also
     the data of the old run folders in tests/fixtures, so they must not change."""

@@ -136,14 +136,14 @@ def test_reports_of_unusual_runs(tmp_path_factory):
     assert stopped.dir.meta["epochs"] < 30
 
 
-def test_regenerating_and_data_missing(image_run, monkeypatch, capsys):
-    assert main(["report", str(image_run.path)]) == 0
+def test_regenerating_and_data_missing(own_image_run, monkeypatch, capsys):
+    assert main(["report", str(own_image_run.path)]) == 0
     assert "report.html" in capsys.readouterr().out
     monkeypatch.setattr(
         "dlab.report.context.ReportContext.bundle",
         property(lambda self: (_ for _ in ()).throw(dlab.DlabError("mnist_sample is not here"))),
     )
-    html = build_report(dlab.load(image_run.path))
+    html = build_report(dlab.load(own_image_run.path))
     assert (
         "not available here: mnist_sample is not here" in html and "section-error" not in html
     )  # the rest still renders

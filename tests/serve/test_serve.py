@@ -228,14 +228,14 @@ def test_no_cors_unless_asked(image_run):
         assert allowed["access-control-allow-origin"] == "https://elsewhere.example"
 
 
-def test_onnx_backend_serves_the_export(image_run):
+def test_onnx_backend_serves_the_export(own_image_run):
     from dlab.export import export_onnx
 
-    export_onnx(image_run.path)
+    export_onnx(own_image_run.path)
     images = np.random.default_rng(0).integers(0, 256, (4, 28, 28)).tolist()
-    with TestClient(build_app(image_run.path, backend="torch")) as torch_client:
+    with TestClient(build_app(own_image_run.path, backend="torch")) as torch_client:
         expected = torch_client.post("/predict", json={"inputs": images}).json()["predictions"]
-    for target, backend in ((image_run.path, "onnx"), (image_run.path / "model.onnx", "auto")):
+    for target, backend in ((own_image_run.path, "onnx"), (own_image_run.path / "model.onnx", "auto")):
         with TestClient(build_app(target, backend=backend)) as client:
             assert client.get("/metadata").json()["backend"] == "onnxruntime"
             served = client.post("/predict", json={"inputs": images}).json()["predictions"]
@@ -244,7 +244,7 @@ def test_onnx_backend_serves_the_export(image_run):
                 for name, p in a["probabilities"].items():
                     assert p == pytest.approx(b["probabilities"][name], abs=1e-4)
     with pytest.raises(DlabError, match="no such ONNX file"):
-        build_app(image_run.path / "missing.onnx")
+        build_app(own_image_run.path / "missing.onnx")
 
 
 def test_concurrent_requests_share_forward_passes(image_run, digits):
