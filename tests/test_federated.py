@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,17 @@ from torch import nn
 
 from dlab.errors import DlabError
 from dlab.federated import FederatedSettings, ProximalLoss, federate, partition
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored():
+    """Ray (under Flower's simulation) installs its own SIGTERM handler, which once raised
+    SystemExit inside a later test's subprocess handling: every test here leaves them as found."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        if handler is not None:  # None: set outside Python, nothing to put back
+            signal.signal(sig, handler)
 
 LABELS = np.repeat(np.arange(10), 200)  # 2,000 samples, 10 balanced classes
 
