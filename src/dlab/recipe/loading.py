@@ -3,6 +3,7 @@ documentation `dlab recipe doc` prints."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,6 @@ def load_recipe(
     if isinstance(source, Recipe):
         return source.override(*overrides) if overrides else source
     if isinstance(source, Mapping):
-        import copy
-
         data = copy.deepcopy(dict(source))  # overrides write into nested sections: not the caller's
         label = "<recipe>"
     else:
