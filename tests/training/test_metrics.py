@@ -12,17 +12,26 @@ import math
 import numpy as np
 import pytest
 import torch
+import torchmetrics
 from sklearn import metrics as skm
 from torch import nn
 from torch.nn import functional as F
 
 from dlab.data.bundle import DataMeta, TensorLoader
-from dlab.training.metrics import IGNORE, build_metrics, evaluate, metric_class
+from dlab.training.metrics import (
+    IGNORE,
+    METRICS,
+    build_metrics,
+    classification_report,
+    evaluate,
+    metric_class,
+)
 from dlab.training.tally import Tally
 
 pytestmark = pytest.mark.unit
 
 COUNTS = [20, 10, 8, 5, 4, 2, 1]  # 50 samples of 7 classes, far from balanced
+RANKING = METRICS["ranking"]
 BATCH = 7  # 50 = 7 batches of 7 and a last one of 1
 
 
@@ -129,6 +138,102 @@ def test_token_accuracy_and_perplexity_skip_padding():
     scored = targets != IGNORE
     nll = -logits.log_softmax(-1)[scored].gather(1, targets[scored][:, None]).mean()
     assert float(perplexity.compute()) == pytest.approx(math.exp(nll.item()), rel=1e-5)
+
+
+def test_token_accuracy_adds_up_over_batches_and_merges_across_processes():
+    logits, targets = _padded_tokens()
+    whole = metric_class("!TokenAccuracy")()
+    whole.update(logits[:1], targets[:1])  # 3 of 5 right
+    whole.update(logits[1:], targets[1:])  # 1 of 2 right
+    assert float(whole.compute()) == pytest.approx(4 / 7)
+    # what a distributed evaluation does: each process counts its share, the counts are summed
+    first, second = metric_class("!TokenAccuracy")(), metric_class("!TokenAccuracy")()
+    first.update(logits[:1], targets[:1])
+    second.update(logits[1:], targets[1:])
+    first.merge_state(second)
+    assert float(first.compute()) == pytest.approx(4 / 7)
+    # counts stay exact integers (float32 stops counting one by one at 2**24 tokens)
+    assert first.correct.dtype == first.total.dtype == torch.long
+
+
+def test_token_accuracy_of_a_single_scored_token_and_of_none():
+    logits, targets = _padded_tokens()
+    one = targets.clone()
+    one[0] = IGNORE
+    one[1, 1] = IGNORE  # only the second row's first token (predicted right) is scored
+    accuracy = metric_class("!TokenAccuracy")()
+    accuracy.update(logits, one)
+    assert float(accuracy.compute()) == 1.0
+    empty = metric_class("!TokenAccuracy")()
+    empty.update(logits, torch.full_like(targets, IGNORE))
+    assert float(empty.compute()) == 0.0  # nothing scored: zero, not a division by zero
+
+
+def _ranked_rows() -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Six users, 12 candidates each, the held-out item ranked 1st, 3rd, 10th, 11th, 12th, 2nd."""
+    ranks = [1, 3, 10, 11, 12, 2]
+    scores = torch.arange(12, 0, -1, dtype=torch.float32).repeat(len(ranks), 1)  # 12 > 11 > ...
+    targets = torch.zeros(len(ranks), 12, dtype=torch.long)
+    for row, rank in enumerate(ranks):
+        targets[row, rank - 1] = 1
+    return scores, targets, ranks
+
+
+def test_hit_rate_and_ndcg_at_10_score_each_row_as_its_own_user():
+    scores, targets, ranks = _ranked_rows()
+    metrics = torchmetrics.MetricCollection(
+        {name: metric_class(path)(**kwargs(None)) for name, (path, kwargs) in RANKING.items()}
+    )
+    got = evaluate(
+        nn.Identity(),
+        TensorLoader(scores, targets.float(), batch_size=4),  # rows 0-3, then 4-5: two batches
+        nn.BCEWithLogitsLoss(),
+        metrics,
+        torch.device("cpu"),
+    )
+    hits = [rank <= 10 for rank in ranks]
+    gains = [1 / math.log2(rank + 1) if rank <= 10 else 0.0 for rank in ranks]
+    assert got["hit_rate"] == pytest.approx(np.mean(hits))  # 4 of 6
+    assert got["ndcg"] == pytest.approx(np.mean(gains), rel=1e-6)
+    y = targets.numpy()
+    assert got["ndcg"] == pytest.approx(
+        np.mean([skm.ndcg_score(y[i : i + 1], scores[i : i + 1].numpy(), k=10) for i in range(6)]),
+        rel=1e-6,
+    )
+
+
+def test_the_classification_report_equals_scikit_learns():
+    logits, targets = _scored_split(seed=3)
+    classes = [f"class {c}" for c in range(len(COUNTS))]
+    report = classification_report(logits.softmax(-1), targets, classes)
+    y, predicted = targets.numpy(), logits.argmax(1).numpy()
+    labels = list(range(len(COUNTS)))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0
+    )
+    assert report["samples"] == 50
+    assert report["accuracy"] == pytest.approx(skm.accuracy_score(y, predicted))
+    assert report["macro_precision"] == pytest.approx(precision.mean())
+    assert report["macro_recall"] == pytest.approx(recall.mean())
+    assert report["macro_f1"] == pytest.approx(f1.mean())
+    assert [row["class"] for row in report["per_class"]] == classes
+    for i, row in enumerate(report["per_class"]):
+        assert row["precision"] == pytest.approx(precision[i])
+        assert row["recall"] == pytest.approx(recall[i])
+        assert row["f1"] == pytest.approx(f1[i])
+        assert row["support"] == support[i] == COUNTS[i]
+    # rows are true classes, columns predictions, as in scikit-learn
+    assert report["confusion_matrix"] == skm.confusion_matrix(y, predicted, labels=labels).tolist()
+    assert len(set(precision.round(6))) > 3  # per-class values differ: a shuffled row would show
+
+
+def test_the_classification_report_keeps_a_class_that_has_no_samples():
+    logits, targets = _scored_split(seed=3)
+    keep = targets != len(COUNTS) - 1  # the last class (one sample) leaves the split
+    classes = [f"class {c}" for c in range(len(COUNTS))]
+    report = classification_report(logits[keep].softmax(-1), targets[keep], classes)
+    assert [row["support"] for row in report["per_class"]] == [*COUNTS[:-1], 0]
+    assert len(report["confusion_matrix"]) == len(COUNTS)
 
 
 def test_the_training_tally_weighs_batches_by_size_and_skips_padding():

@@ -6,6 +6,7 @@ commands that only validate a recipe or predict one image should not pay.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -100,6 +101,8 @@ def metric_class(path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+# the classes below are built once: metrics of one kind must share a class to merge their states
+@cache
 def _token_accuracy_class() -> type:
     import torchmetrics
 
@@ -126,6 +129,7 @@ def _token_accuracy_class() -> type:
     return TokenAccuracy
 
 
+@cache
 def _per_row_class(retrieval: type) -> type:
     """`retrieval` (a torchmetrics retrieval metric) over (B, C) scores of C candidates per query:
     each row is one query (torchmetrics wants flat scores with a query index)."""
