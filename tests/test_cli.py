@@ -5,16 +5,19 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from httpfixture import serve
 from PIL import Image
 
 from dlab.cli import main
 from dlab.data.idx import write_idx
-from dlab.data.mnist import MNIST
+from dlab.data.mnist import MNIST, MnistSampleConfig, build_mnist_sample
 
 TINY = ["-o", "model.channels=[8, 16]", "-o", "model.hidden=32"]
 
@@ -262,3 +265,122 @@ def test_bad_data_is_one_line_and_exit_2(dlab, tmp_path, case):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"data": section, "model": {"name": "mlp"}}))
     assert_user_error(dlab("train", recipe, "--runs-dir", tmp_path / "runs"), message)
+
+
+# --- the success paths of the verbs after training, each checked for what its options asked ---
+
+
+def _only_run(runs: Path) -> Path:
+    """The one run folder below `runs` (at NAME/ID, or at ID inside one recipe's folder)."""
+    (run,) = {p.parent for p in [*runs.glob("*/meta.json"), *runs.glob("*/*/meta.json")]}
+    return run
+
+
+def _meta(run: Path) -> dict:
+    return json.loads((run / "meta.json").read_text())
+
+
+@pytest.mark.slow  # the whole main job: a minute of training
+def test_demo_trains_evaluates_and_predicts_a_real_digit(dlab, tmp_path):
+    _, out, _ = dlab("demo", "--runs-dir", tmp_path, check_ok=True)
+    run = _only_run(tmp_path)
+    printed = re.search(r"test accuracy ([\d.]+)% on (\d+) held-out digits", out)
+    assert printed, out
+    test = _meta(run)["evaluation"]["test"]
+    assert float(printed[1]) == pytest.approx(100 * test["accuracy"], abs=0.005)
+    assert int(printed[2]) == 500 and test["accuracy"] > 0.95  # 5,000 real digits, 8 epochs
+    # the predicted digit is the one the picture shows, and the picture is a real test digit
+    label, top = re.search(r"\(a (\d)\): (\d) [\d.]+%", out).groups()
+    images, labels = build_mnist_sample(MnistSampleConfig(name="mnist_sample")).test
+    assert label == str(labels[0]) and top == label
+    saved = np.asarray(Image.open(run / "samples" / "test_0.png"))
+    assert np.abs(saved.astype(int) - images[0]).max() <= 1  # un-normalised, rounded once
+    assert (run / "eval" / "test_confusion.png").is_file()
+    assert f"dlab predict {run}" in out
+
+
+def test_compress_quantize_from_the_command_line_uses_the_mode_asked_for(dlab, image_run, tmp_path):
+    _, out, _ = dlab(
+        "compress", image_run.path, "--quantize", "int8-dynamic", "--runs-dir", tmp_path,
+        check_ok=True,
+    )  # fmt: skip
+    details = _meta(_only_run(tmp_path))["compression"]
+    assert details["method"] == "quantize" and details["mode"] == "int8-dynamic"  # not the auto
+    rows = {row["model"]: row for row in details["comparison"]}
+    assert set(rows) == {"float32", "int8-dynamic"}
+    for name, row in rows.items():  # the printed table is the measured one
+        assert re.search(rf"{name}\s+│\s+{row['accuracy']:.4f}\s+│", out), out
+
+
+def test_compress_prune_from_the_command_line_passes_its_options(dlab, image_run, tmp_path):
+    dlab(
+        "compress", image_run.path, "--prune", "0.5", "--structured", "--finetune-epochs", "1",
+        "--runs-dir", tmp_path, check_ok=True,
+    )  # fmt: skip
+    meta = _meta(_only_run(tmp_path))
+    details = meta["compression"]
+    assert (details["method"], details["amount"], details["structured"]) == ("prune", 0.5, True)
+    assert details["finetune_epochs"] == 1 and meta["epochs"] == 1
+    assert meta["parameters"] < 0.6 * image_run.dir.meta["parameters"]  # whole channels removed
+
+
+def test_compress_distill_from_the_command_line_passes_alpha_and_temperature(
+    dlab, image_run, tmp_path
+):
+    student = tmp_path / "student.yaml"
+    student.write_text(
+        "name: student\ndata: {name: mnist_sample}\nmodel: {name: mlp, hidden: [16]}\n"
+        "train: {epochs: 1}\n"
+    )
+    _, out, _ = dlab(
+        "compress", image_run.path, "--distill", student, "--alpha", "0.7", "--temperature", "3",
+        "--runs-dir", tmp_path / "runs", check_ok=True,
+    )  # fmt: skip
+    distilled = _only_run(tmp_path / "runs" / "student-distilled")
+    details = _meta(distilled)["compression"]
+    assert (details["method"], details["alpha"], details["temperature"]) == ("distill", 0.7, 3.0)
+    assert details["teacher"] == str(image_run.path)
+    assert "student (distilled)" in out and "student (no teacher, same seed)" in out
+
+
+def test_export_from_the_command_line_writes_an_onnx_file_that_answers_as_the_model(
+    dlab, image_run, tmp_path
+):
+    import onnxruntime
+
+    target = tmp_path / "digits.onnx"
+    _, out, _ = dlab("export", image_run.path, "--output", target, check_ok=True)
+    error = float(re.search(r"onnxruntime\s+matches\s+PyTorch\s+to\s+([\d.e+-]+)\s+on", out)[1])
+    assert error <= 1e-4 and not (image_run.path / "model.onnx").exists()  # only where asked
+    x = torch.randn(3, 1, 28, 28)
+    session = onnxruntime.InferenceSession(str(target))
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = image_run.model.eval()(x)
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+    assert_user_error(dlab("export", image_run.path, "--format", "tflite"), "format 'tflite'")
+
+
+@pytest.mark.slow  # a Flower simulation and the central comparison: about 30 s
+def test_federate_from_the_command_line_passes_every_setting(dlab, tmp_path):
+    recipe = tmp_path / "fl.yaml"
+    recipe.write_text(
+        "name: fl\nseed: 0\ndata: {name: mnist_sample, batch_size: 32, val_size: 400}\n"
+        "model: {name: mlp, hidden: [32]}\ntrain: {optimizer: {name: sgd, lr: 0.1}}\n"
+    )
+    _, out, _ = dlab(
+        "federate", recipe, "--clients", "3", "--rounds", "2", "--local-epochs", "1",
+        "--alpha", "0.5", "--strategy", "fedprox", "--mu", "0.1", "--fraction", "1.0",
+        "--runs-dir", tmp_path / "runs", "-q", check_ok=True,
+    )  # fmt: skip
+    federated = next(
+        p for p in (tmp_path / "runs" / "fl").iterdir() if _meta(p).get("kind") == "federated"
+    )
+    meta = _meta(federated)
+    settings = {k: meta["federated"][k] for k in ("clients", "rounds", "alpha", "strategy", "mu")}
+    assert settings == {"clients": 3, "rounds": 2, "alpha": 0.5, "strategy": "fedprox", "mu": 0.1}
+    assert meta["central"]["epochs"] == 2
+    rounds = [json.loads(x) for x in (federated / "metrics.jsonl").read_text().splitlines()]
+    for r in rounds:  # one table row per round, with the accuracy the run recorded
+        assert re.search(rf"│ {r['epoch']}\s+│ {r['val_accuracy']:.4f}", out), out
+    assert f"centralised, 2 epochs: accuracy {meta['central']['accuracy']:.4f}" in out

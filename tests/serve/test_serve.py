@@ -235,7 +235,10 @@ def test_onnx_backend_serves_the_export(own_image_run):
     images = np.random.default_rng(0).integers(0, 256, (4, 28, 28)).tolist()
     with TestClient(build_app(own_image_run.path, backend="torch")) as torch_client:
         expected = torch_client.post("/predict", json={"inputs": images}).json()["predictions"]
-    for target, backend in ((own_image_run.path, "onnx"), (own_image_run.path / "model.onnx", "auto")):
+    for target, backend in (
+        (own_image_run.path, "onnx"),
+        (own_image_run.path / "model.onnx", "auto"),
+    ):
         with TestClient(build_app(target, backend=backend)) as client:
             assert client.get("/metadata").json()["backend"] == "onnxruntime"
             served = client.post("/predict", json={"inputs": images}).json()["predictions"]
@@ -458,3 +461,35 @@ def test_a_chunked_body_over_the_limit_is_a_413_not_a_reset(image_run):
         )
         assert client.get("/health").status_code == 200
     assert answer.status_code == 413 and "MB limit" in answer.json()["error"]
+
+
+def test_token_cors_and_max_batch_reach_the_server_from_the_command_line(image_run, digits):
+    """`dlab serve RUN --token --cors --max-batch`, as a real process: each option takes effect."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dlab.serve.process import serving
+
+    pixels, _ = digits
+    origin, other = "https://app.example", "https://elsewhere.example"
+    options = ["--token", TOKEN, "--cors", origin, "--max-batch", "2", "--max-wait-ms", "300"]
+    with serving(image_run.path, *options, timeout=120) as url:
+        auth = {"authorization": f"Bearer {TOKEN}"}
+        assert httpx.get(f"{url}/metadata").status_code == 401
+        allowed = httpx.get(f"{url}/metadata", headers={**auth, "origin": origin})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == origin
+        refused = httpx.get(f"{url}/metadata", headers={**auth, "origin": other})
+        assert "access-control-allow-origin" not in refused.headers
+
+        def predict(image: np.ndarray) -> int:
+            answer = httpx.post(
+                f"{url}/predict", json={"inputs": image.tolist()}, headers=auth, timeout=60
+            )
+            return answer.status_code
+
+        with ThreadPoolExecutor(len(pixels)) as pool:  # eight requests at once
+            assert list(pool.map(predict, pixels)) == [200] * len(pixels)
+        metrics = httpx.get(f"{url}/metrics", headers=auth).text
+    passes = float(metrics.split("dlab_batch_size_count ")[1].split()[0])
+    at_most_two = float(metrics.split('dlab_batch_size_bucket{le="2.0"} ')[1].split()[0])
+    assert at_most_two == passes >= len(pixels) / 2  # no forward pass took more than two
