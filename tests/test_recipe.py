@@ -305,3 +305,169 @@ def test_overrides_leave_the_callers_mapping_as_it_was():
     given = {"data": {"name": "mnist_sample"}, "model": {"name": "cnn"}}
     load_recipe(given, ["data.batch_size=7", "model.dropout=0.5"])
     assert given == {"data": {"name": "mnist_sample"}, "model": {"name": "cnn"}}
+
+
+# --- every message of the validator, word for word, and the helpers around loading -------------
+
+EXACT_ERRORS = {
+    "a section that is a number": (
+        {**MINIMAL, "model": 3},
+        "r.yaml: model: should be a mapping with a 'name' key or a model name",
+    ),
+    "a section without a name": (
+        {**MINIMAL, "train": {"optimizer": {"lr": 0.1}}},
+        "r.yaml: train.optimizer.name: needs a 'name': one of adam, adamw, rmsprop, sgd",
+    ),
+    "a name that is not text": (
+        {**MINIMAL, "model": {"name": 3}},
+        "r.yaml: model.name: unknown model '3'; see `dlab list models`",
+    ),
+    "an unknown name": (
+        {**MINIMAL, "train": {"scheduler": "cosin"}},
+        "r.yaml: train.scheduler.name: unknown scheduler 'cosin' (did you mean 'cosine'?); "
+        "see `dlab list schedulers`",
+    ),
+    "a missing section": (
+        {"model": {"name": "cnn"}},
+        "r.yaml: data: missing; this field has no default",
+    ),
+    "a long value, shortened": (
+        {**MINIMAL, "description": ["x" * 100]},
+        "r.yaml: description: should be a valid string (got ['" + "x" * 55 + "...)",
+    ),
+    "three problems": (
+        {**MINIMAL, "train": {"epochs": 0, "log_every": 0, "grad_clip": -1}},
+        "r.yaml: train.epochs: should be greater than or equal to 1 (got 0) (and 2 more problems)",
+    ),
+    "not a mapping at all": (
+        3,
+        "r.yaml: (top level): should be a valid dictionary or instance of Recipe (got 3)",
+    ),
+    "a name that cannot name a folder": (
+        {**MINIMAL, "name": "a b"},
+        "r.yaml: (top level): name should use letters, digits, '_', '-' and '.' only "
+        "(it names a folder)",
+    ),
+    "a search range the recipe refuses": (
+        {
+            **MINIMAL,
+            "tune": {"metric": "val_loss", "space": {"train.optimizer.lr": {"uniform": [-1, 0.1]}}},
+        },
+        "r.yaml: tune.space.train.optimizer.lr: -1 does not fit the recipe: "
+        "train.optimizer.lr: should be greater than 0 (got -1)",
+    ),
+    "an unknown kind of range": (
+        {
+            **MINIMAL,
+            "tune": {"metric": "val_loss", "space": {"train.optimizer.lr": {"gauss": [0, 1]}}},
+        },
+        "r.yaml: tune: space.train.optimizer.lr: use exactly one of log_uniform, uniform, int, choice",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", EXACT_ERRORS, ids=list(EXACT_ERRORS))
+def test_validation_errors_word_for_word(case):
+    data, message = EXACT_ERRORS[case]
+    with pytest.raises(RecipeError) as info:
+        from_dict(data, "r.yaml")
+    assert str(info.value) == message
+
+
+def test_sections_may_be_given_as_built_configs():
+    recipe = from_dict(MINIMAL)
+    rebuilt = from_dict({"data": recipe.data, "model": recipe.model, "train": {"epochs": 3}})
+    assert rebuilt.data == recipe.data and rebuilt.model is recipe.model
+    assert rebuilt.train.epochs == 3
+
+
+def test_recipe_override_is_load_recipe_with_overrides():
+    recipe = load_recipe(RECIPES / "mnist_cnn.yaml")
+    changes = ["train.epochs=3", "model.channels=[4, 8]"]
+    assert recipe.override(*changes) == load_recipe(RECIPES / "mnist_cnn.yaml", changes)
+    assert recipe.override(*changes).train.epochs == 3 and recipe.train.epochs != 3
+    assert load_recipe(recipe, changes) == recipe.override(*changes)
+    assert load_recipe(recipe) is recipe
+    with pytest.raises(RecipeError, match=r"^override: train.epochs: should be a valid integer"):
+        recipe.override("train.epochs=many")
+
+
+@pytest.mark.parametrize(
+    ("metric", "mode", "stopping", "tuning"),
+    [
+        ("val_loss", "auto", "min", "minimize"),
+        ("val_accuracy", "auto", "max", "maximize"),
+        ("val_error", "auto", "min", "minimize"),
+        ("val_mae", "auto", "min", "minimize"),
+        ("val_mse", "auto", "min", "minimize"),
+        ("val_rmse", "auto", "min", "minimize"),
+        ("val_perplexity", "auto", "min", "minimize"),
+        ("val_f1", "auto", "max", "maximize"),
+        ("val_loss", "max", "max", "maximize"),
+        ("val_accuracy", "min", "min", "minimize"),
+    ],
+)
+def test_which_way_is_better_for_early_stopping_and_tuning(metric, mode, stopping, tuning):
+    direction = {"auto": "auto", "min": "minimize", "max": "maximize"}[mode]
+    recipe = from_dict(
+        {
+            **MINIMAL,
+            "train": {"early_stopping": {"monitor": metric, "mode": mode}},
+            "tune": {
+                "metric": metric,
+                "direction": direction,
+                "space": {"train.optimizer.lr": {"log_uniform": [1e-4, 1e-2]}},
+            },
+        }
+    )
+    assert recipe.train.early_stopping.direction() == stopping
+    assert recipe.tune.resolved_direction() == tuning
+
+
+def test_recipes_are_found_by_name_in_the_working_folder_and_dlab_recipes_dir(
+    tmp_path, monkeypatch
+):
+    from dlab.recipe import find_recipe, recipe_dirs
+
+    shipped = find_recipe("mnist_cnn")
+    assert shipped.samefile(RECIPES / "mnist_cnn.yaml")
+    assert find_recipe("mnist_cnn.yaml").samefile(shipped)
+    mine, extra = tmp_path / "work" / "recipes", tmp_path / "extra"
+    mine.mkdir(parents=True)
+    extra.mkdir()
+    (mine / "mine.yaml").write_text("data: {name: mnist_sample}\nmodel: {name: mlp}\n")
+    (extra / "theirs.yaml").write_text("data: {name: mnist_sample}\nmodel: {name: cnn}\n")
+    (mine / "mnist_cnn.yaml").write_text("data: {name: mnist_sample}\nmodel: {name: mlp}\n")
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("DLAB_RECIPES_DIR", str(extra))
+    folders = recipe_dirs()
+    assert folders[:2] == [mine, extra] and len(folders) == 3  # the checkout's comes last
+    assert find_recipe("mine") == mine / "mine.yaml"
+    assert find_recipe("theirs") == extra / "theirs.yaml"
+    assert find_recipe("mnist_cnn") == mine / "mnist_cnn.yaml"  # the working folder's wins
+    assert load_recipe("theirs").name == "theirs" and load_recipe("theirs").model.name == "cnn"
+    monkeypatch.setenv("DLAB_RECIPES_DIR", str(mine.resolve()))  # the same folder twice: once
+    assert len(recipe_dirs()) == 2
+    with pytest.raises(RecipeError) as info:
+        find_recipe("mnist_cn")
+    assert str(info.value) == (
+        "recipe not found: mnist_cn (did you mean 'mnist_cnn'?); see `dlab list recipes`"
+    )
+    with pytest.raises(RecipeError, match=r"recipes: is a directory, not a recipe file$"):
+        find_recipe("recipes")
+    with pytest.raises(RecipeError, match="recipe not found: elsewhere/mine"):
+        find_recipe("elsewhere/mine")  # a path with a folder is a path, never a name to look up
+
+
+def test_field_docs_list_every_field_with_its_default_and_description():
+    from dlab.recipe import field_docs
+
+    rows = {name: (default, doc) for name, default, doc in field_docs(Recipe)}
+    assert rows["seed"] == ("0", "seed for weights, dropout and data order")
+    assert rows["data"][0] == "required" and rows["model"][0] == "required"
+    assert rows["train.epochs"][0] == "10"
+    # nested plain sections are listed field by field; named components (optimizer) are not
+    assert rows["train.early_stopping"][0] == "None"
+    assert "train.optimizer" in rows and not any(n.startswith("train.optimizer.") for n in rows)
+    assert all(doc for name, (_, doc) in rows.items()), [n for n, (_, d) in rows.items() if not d]
+    assert list(rows)[:3] == ["name", "description", "seed"]  # in the schema's order

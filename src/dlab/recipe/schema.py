@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -53,39 +54,42 @@ class ComponentConfig(Section):
 
 def _dispatch(registry: Registry[Any]) -> BeforeValidator:
     """Validate a section with the config class registered under its `name`."""
+    return BeforeValidator(functools.partial(_validate_section, registry))
 
-    def validate(value: Any) -> Any:
-        if isinstance(value, ComponentConfig):
-            return value
-        if isinstance(value, str):
-            value = {"name": value}
-        if not isinstance(value, Mapping):
-            raise PydanticCustomError(
-                "section_type",
-                "should be a mapping with a 'name' key or a {kind} name",
-                {"kind": registry.kind},
-            )
-        if "name" not in value:
-            raise PydanticCustomError(
-                "missing_name",
-                "needs a 'name': one of {names}",
-                {"names": ", ".join(registry.names())},
-            )
-        name = value["name"]
-        if not isinstance(name, str) or name not in registry:
-            raise PydanticCustomError(
-                "unknown_name",
-                "unknown {kind} '{name}'{hint}; see `dlab list {plural}`",
-                {
-                    "kind": registry.kind,
-                    "name": name,
-                    "hint": did_you_mean(str(name), registry.names()),
-                    "plural": registry.plural,
-                },
-            )
-        return registry.config_class(name).model_validate(dict(value))
 
-    return BeforeValidator(validate)
+def _validate_section(registry: Registry[Any], value: Any) -> Any:
+    """A section given as a config, a bare name or a mapping with a 'name' key, validated by the
+    config class of that name (a module-level function, not a closure made at import, so that
+    mutation testing can reach it)."""
+    if isinstance(value, ComponentConfig):
+        return value
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, Mapping):
+        raise PydanticCustomError(
+            "section_type",
+            "should be a mapping with a 'name' key or a {kind} name",
+            {"kind": registry.kind},
+        )
+    if "name" not in value:
+        raise PydanticCustomError(
+            "missing_name",
+            "needs a 'name': one of {names}",
+            {"names": ", ".join(registry.names())},
+        )
+    name = value["name"]
+    if not isinstance(name, str) or name not in registry:
+        raise PydanticCustomError(
+            "unknown_name",
+            "unknown {kind} '{name}'{hint}; see `dlab list {plural}`",
+            {
+                "kind": registry.kind,
+                "name": name,
+                "hint": did_you_mean(str(name), registry.names()),
+                "plural": registry.plural,
+            },
+        )
+    return registry.config_class(name).model_validate(dict(value))
 
 
 # --- base classes of registered components (their subclasses live next to their builders) ---
