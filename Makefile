@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test test-unit test-numerics lint bench bench-accuracy clean
+.PHONY: demo test test-unit test-numerics lint mutation bench bench-accuracy clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,17 @@ test-unit: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
+
+# Mutation testing of the core (pyproject's [tool.mutmut] names the files and the tests): every
+# mutant is one small change to the code that the tests should notice. Slow (about two hours on
+# 2 cores, most of it the trainer), so not part of `make test`; MUTANTS=dlab.recipe* runs a part.
+# Writes mutants/ (git-ignored); the scores per file come last.
+MUTANTS ?=
+mutation: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[mutation]"
+	rm -rf mutants
+	DLAB_TEST_DATA=$${DLAB_TEST_DATA:-$(abspath ..)/shared/data} $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS) || true
+	$(PY) tests/mutation_scores.py mutants
 
 # The performance suite (about 40 minutes on 2 cores; `python -m benchmarks SUITE` runs one).
 # Lightning is only a comparison point, so it lives in the bench extra, not in the package.
