@@ -432,3 +432,142 @@ def test_early_stopping_state_travels_in_checkpoints_old_and_new():
     older = Trainer(mlp(), blobs_bundle(), config(**stopping), progress=False)
     older.load_state_dict(old)
     assert older.early_stopping.state_dict() == kept
+
+
+# --- what the loop records, checked against values measured beside it ---------------------------
+
+
+class Beside(Callback):
+    """Records what each optimizer step used: the model's outputs, the learning rate and the
+    gradient norm (read in a step pre-hook, before the update)."""
+
+    def __init__(self, trainer):
+        self.outputs, self.lrs, self.norms = [], [], []
+        self.interval, self.epoch_mean = {}, {}
+        trainer.model.register_forward_hook(lambda m, i, out: self.outputs.append(out.detach()))
+
+        def before_step(optimizer, args, kwargs):
+            grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+            self.norms.append(
+                float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+            )
+            self.lrs.append(optimizer.param_groups[0]["lr"])
+
+        trainer.optimizer.register_step_pre_hook(before_step)
+
+    def on_step_end(self, trainer):
+        self.interval[trainer.state.step] = trainer.interval_loss()
+        self.epoch_mean[trainer.state.step] = trainer.epoch_loss()
+
+
+def test_step_and_epoch_records_are_the_losses_lr_and_norms_the_loop_used(tmp_path):
+    bundle = blobs_bundle(n=250, val=False)  # 16 batches an epoch, the last one of 10
+    trainer = Trainer(
+        mlp(dropout=0.0),
+        bundle,
+        config(epochs=2, scheduler={"name": "cosine"}),
+        out_dir=tmp_path,
+        progress=False,
+    )
+    beside = Beside(trainer)
+    trainer.callbacks.append(beside)
+    trainer.fit()
+    batches = [b for epoch in range(2) for b in bundle.train.epoch(epoch)]
+    outputs = beside.outputs  # one forward pass per step: no validation split here
+    assert len(outputs) == len(batches) == 32
+    losses = [
+        float(nn.functional.cross_entropy(o, y)) for o, (_, y) in zip(outputs, batches, strict=True)
+    ]
+    sizes = [len(y) for _, y in batches]
+    logged = records(tmp_path)
+    steps = [r for r in logged if r["kind"] == "step"]
+    assert [(r["epoch"], r["step"]) for r in steps] == [
+        (1, 5), (1, 10), (1, 15), (2, 20), (2, 25), (2, 30)
+    ]  # fmt: skip
+    for r in steps:
+        s = r["step"]
+        assert r["loss"] == pytest.approx(np.mean(losses[s - 5 : s]), rel=1e-5)
+        assert r["lr"] == pytest.approx(beside.lrs[s - 1], rel=1e-12)
+        assert r["grad_norm"] == pytest.approx(beside.norms[s - 1], rel=1e-4)
+    assert len({r["lr"] for r in steps}) == 6  # the cosine schedule moved between records
+    epochs = [r for r in logged if r["kind"] == "epoch"]
+    for r, first in zip(epochs, (0, 16), strict=True):
+        part = slice(first, first + 16)
+        expected = np.average(losses[part], weights=sizes[part])  # per sample, not per batch
+        assert r["train_loss"] == pytest.approx(expected, rel=1e-5)
+        assert abs(expected - np.mean(losses[part])) > 1e-4  # the uneven last batch tells
+    for step, value in beside.interval.items():  # the mean since the last step record
+        since = step - step % 5
+        expected = np.mean(losses[since:step]) if step % 5 else 0.0  # a record was just written
+        assert value == pytest.approx(expected, rel=1e-5), step
+    for step, value in beside.epoch_mean.items():
+        first = 0 if step <= 16 else 16
+        part = slice(first, step)
+        assert value == pytest.approx(np.average(losses[part], weights=sizes[part]), rel=1e-5)
+
+
+def test_steps_in_each_epoch_follow_max_steps():
+    trainer = Trainer(mlp(), blobs_bundle(n=250), config(epochs=3, max_steps=20), progress=False)
+    assert trainer.steps_per_epoch == 16
+    assert [trainer.steps_in_epoch(e) for e in range(2)] == [16, 4]
+
+
+def test_a_second_sigint_aborts_but_a_second_sigterm_only_asks_again():
+    from dlab.training.trainer import _GracefulStop
+
+    stop = _GracefulStop()
+    stop._handle(signal.SIGTERM, None)
+    stop._handle(signal.SIGTERM, None)  # asking twice is still asking
+    assert stop.received == signal.SIGTERM
+    with pytest.raises(KeyboardInterrupt):
+        stop._handle(signal.SIGINT, None)
+    first = _GracefulStop()
+    first._handle(signal.SIGINT, None)
+    assert first.received == signal.SIGINT
+
+
+def test_an_interrupted_trainer_without_a_run_folder_says_so():
+    class Interrupt(Callback):
+        def on_step_end(self, trainer):
+            if trainer.state.step == 20:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    trainer = Trainer(mlp(), blobs_bundle(), config(), progress=False, callbacks=[Interrupt()])
+    with pytest.raises(TrainingInterrupted) as info:
+        trainer.fit()
+    assert str(info.value) == (
+        "SIGTERM: stopped at step 20 (epoch 2, batch 5); no checkpoint (no run folder)"
+    )
+
+
+def test_resuming_brings_back_threads_and_history_and_a_finished_run_stays_finished(tmp_path):
+    torch_threads = torch.get_num_threads()
+    try:
+        first = Trainer(
+            mlp(), blobs_bundle(), config(threads=1), out_dir=tmp_path / "a", progress=False
+        )
+        first.fit()
+        latest = CheckpointStore(tmp_path / "a" / "checkpoints").latest()
+        again = Trainer(mlp(), blobs_bundle(), config(threads=2), progress=False)  # no folder
+        assert again.threads == 2
+        again.resume(latest)
+        assert again.threads == 1 and torch.get_num_threads() == 1
+        assert again.history.records == first.history.records
+        assert again.state.stop_reason == "completed"
+        again.fit()  # nothing left to do: no step, no record
+        assert again.state.step == first.state.step == 45
+        assert again.history.records == first.history.records
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def test_resuming_a_run_cut_by_max_steps_adds_nothing_until_given_more(tmp_path):
+    cut = Trainer(mlp(), blobs_bundle(), config(max_steps=20), out_dir=tmp_path, progress=False)
+    cut.fit()
+    logged = (tmp_path / "metrics.jsonl").read_text()
+    latest = CheckpointStore(tmp_path / "checkpoints").latest()
+    same = Trainer(mlp(), blobs_bundle(), config(max_steps=20), out_dir=tmp_path, progress=False)
+    same.resume(latest)
+    assert same.state.stop_reason == "completed"
+    same.fit()
+    assert same.state.step == 20 and (tmp_path / "metrics.jsonl").read_text() == logged
