@@ -226,3 +226,62 @@ def test_weights_with_keys_the_model_lacks_are_refused(tmp_path):
     with pytest.raises(RunError, match=r"missing \['extra.bias', 'extra.weight'\]"):
         save_weights(Narrower(), tmp_path / "n.safetensors")
         load_weights(Wider(), tmp_path / "n.safetensors")
+
+
+class Adapted(nn.Module):
+    """A frozen base with a small trainable part, as a LoRA model is: only that part is saved."""
+
+    saves_trainable_only = True
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.base = nn.Linear(4, 4).requires_grad_(False)
+        self.adapter = nn.Linear(4, 2)
+
+
+def test_a_model_that_saves_only_its_trainable_part(tmp_path):
+    from safetensors import safe_open
+
+    trained = Adapted(seed=0)
+    save_weights(trained, tmp_path / "w.safetensors")
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as f:
+        assert sorted(f.keys()) == ["adapter.bias", "adapter.weight"]  # the frozen base is not
+        assert f.metadata() == {"format": "dlab-weights-1", "subset": "trainable"}
+    fresh = Adapted(seed=1)  # another adapter on the same (re-created) base
+    fresh.base.load_state_dict(trained.base.state_dict())
+    load_weights(fresh, tmp_path / "w.safetensors")
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    save_weights(nn.Linear(4, 2), tmp_path / "other.safetensors")  # keys of another model
+    with pytest.raises(RunError, match=r"missing \['adapter.bias', 'adapter.weight'\]"):
+        load_weights(Adapted(), tmp_path / "other.safetensors")
+
+
+def test_weights_files_say_what_they_are(tmp_path):
+    from safetensors import safe_open
+
+    save_weights(nn.Linear(2, 2), tmp_path / "w.safetensors")
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "dlab-weights-1"}
+    folder = CheckpointStore(tmp_path / "c").save(nn.Linear(2, 2), state(3))
+    for name in ("model.safetensors", "state.safetensors"):
+        with safe_open(str(folder / name), "pt") as f:
+            assert f.metadata()["format"] == "dlab-checkpoint-1"
+
+
+def test_the_pointer_is_followed_when_it_names_a_complete_checkpoint(tmp_path):
+    """`latest` is the authority: pointed back at an older complete checkpoint, it is used."""
+    store = CheckpointStore(tmp_path, keep=3)
+    for step in (5, 10, 15):
+        store.save(nn.Linear(2, 2), state(step))
+    (tmp_path / "latest").write_text("ckpt-000002-step10\n")
+    assert store.latest() == tmp_path / "ckpt-000002-step10"
+
+
+def test_a_checkpoint_of_another_format_is_refused_by_name(tmp_path):
+    folder = CheckpointStore(tmp_path).save(nn.Linear(2, 2), state(1))
+    (folder / "state.json").write_text(json.dumps({"format": "other-9", "state": {}}))
+    with pytest.raises(RunError) as info:
+        CheckpointStore.load_state(folder)
+    assert str(info.value) == f"{folder}: not a dlab-checkpoint-1 checkpoint"
