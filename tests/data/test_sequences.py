@@ -153,3 +153,67 @@ def test_series_errors(tmp_path):
     )  # the gap at step 3 interpolated between 2 and 4
     with pytest.raises(DataError, match="missing values"):
         build(data_config(name="csv_series", path=str(path), column="v", window=4, missing="error"))
+
+
+def _unscaled(bundle, split):
+    """A split's inputs and targets back in the series' units."""
+    loader = getattr(bundle, split)
+    details = bundle.meta.details
+    shift, spread = np.asarray(details.shift), np.asarray(details.spread)
+    inputs = loader.inputs.double().numpy() * spread + shift
+    targets = loader.targets.double().numpy() * spread[details.target_index]
+    return inputs, targets + shift[details.target_index]
+
+
+def _check_against(bundle, reference: np.ndarray, window: int) -> None:
+    """Windows, splits and the naive baseline of `bundle` equal those cut from `reference`."""
+    steps = len(reference)
+    n_test, n_val = round(0.2 * steps), round(0.1 * steps)
+    n_train = steps - n_val - n_test
+    assert bundle.meta.details.steps == {"train": n_train, "val": n_val, "test": n_test}
+    inputs, targets = _unscaled(bundle, "test")  # the test split keeps its order
+    first = n_train + n_val
+    np.testing.assert_allclose(inputs[0], reference[first - window : first], rtol=1e-5)
+    np.testing.assert_allclose(targets[:, 0], reference[first:, 0], rtol=1e-5)
+    inputs, targets = _unscaled(bundle, "train")  # kept in time order (shuffled per epoch)
+    np.testing.assert_allclose(targets[:, 0], reference[window:n_train, 0], rtol=1e-5)
+    np.testing.assert_allclose(inputs[-1], reference[n_train - 1 - window : n_train - 1], rtol=1e-5)
+    naive = np.abs(np.diff(reference[first - 1 :, 0])).mean()  # "the last value seen"
+    assert bundle.meta.details.naive_mae["test"] == pytest.approx(naive, rel=1e-4)
+
+
+def test_co2_is_statsmodels_weekly_series_with_its_gaps_interpolated(data_dir):
+    import statsmodels.api as sm
+
+    co2 = sm.datasets.co2.load_pandas().data["co2"]
+    assert co2.isna().sum() == 59  # the gaps the summary promises to fill
+    reference = co2.interpolate(method="linear").to_numpy()[:, None]
+    bundle = build(data_config(name="co2", window=24), seed=0)
+    _check_against(bundle, reference, 24)
+    assert bundle.meta.details.columns == ["co2"]
+
+
+def test_elnino_is_one_monthly_series_read_year_by_year(data_dir):
+    import statsmodels.api as sm
+
+    table = sm.datasets.elnino.load_pandas().data  # one row per year: YEAR, JAN ... DEC
+    reference = table.iloc[:, 1:].to_numpy().reshape(-1, 1)  # Jan 1950, Feb 1950, ...
+    assert reference.shape == (732, 1) and reference[0, 0] == 23.11
+    bundle = build(data_config(name="elnino", window=12), seed=0)
+    _check_against(bundle, reference, 12)
+    with pytest.raises(DataError, match="elnino is a single monthly series"):
+        build(data_config(name="elnino", features=["JAN"]))
+
+
+def test_macrodata_forecasts_real_gdp_from_chosen_columns(data_dir):
+    import statsmodels.api as sm
+
+    table = sm.datasets.macrodata.load_pandas().data
+    reference = table[["realgdp", "realcons", "unemp"]].to_numpy()
+    bundle = build(data_config(name="macrodata", features=["realcons", "unemp"], window=8), seed=0)
+    assert bundle.meta.details.columns == ["realgdp", "realcons", "unemp"]
+    assert bundle.meta.input_shape == (8, 3)
+    _check_against(bundle, reference, 8)
+    infl = build(data_config(name="macrodata", column="infl", window=8), seed=0)
+    assert infl.meta.details.columns == ["infl"]
+    _check_against(infl, table[["infl"]].to_numpy(), 8)
