@@ -109,3 +109,31 @@ def test_batch_norm_is_refused_with_the_field_to_change():
 def test_settings_that_clash_with_dp_sgd_are_refused(fields, field):
     with pytest.raises(RecipeError, match=field):
         trainer(**fields)
+
+
+def test_a_private_run_reports_what_it_spent(tmp_path):
+    import html
+
+    import dlab
+
+    recipe = {
+        "name": "private",
+        "data": {"name": "mnist_sample", "batch_size": 64, "val_size": 500},
+        "model": {"name": "mlp", "hidden": [32]},
+        "train": {"epochs": 2, "optimizer": {"name": "sgd", "lr": 0.2}, "privacy": PRIVACY},
+    }
+    run = dlab.train(recipe, runs_dir=tmp_path, progress=False)
+    spent = run.dir.meta["privacy"]
+    epochs = [r["epsilon"] for r in run.history.records]
+    assert spent["epsilon_spent"] == pytest.approx(epochs[-1]) and epochs == sorted(epochs)
+    page = html.unescape((run.path / "report.html").read_text())
+    section = page.split('id="privacy"', 1)[1].split("</section>", 1)[0]
+    assert (
+        f"per-sample gradients clipped to 1, Gaussian noise ×{spent['noise_multiplier']:.3f}"
+        in section
+    )
+    assert (
+        f"Spent ε = {spent['epsilon_spent']:.3f} of a budget of 3 at δ = 0.0001 "
+        "(Opacus RDP accountant)" in section
+    )
+    assert "privacy spent per epoch" in section and "<img" in section
