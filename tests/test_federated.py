@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ def signal_handlers_restored():
     for sig, handler in saved.items():
         if handler is not None:  # None: set outside Python, nothing to put back
             signal.signal(sig, handler)
+
 
 LABELS = np.repeat(np.arange(10), 200)  # 2,000 samples, 10 balanced classes
 
@@ -92,6 +94,7 @@ def test_fedprox_adds_mu_times_the_drift_to_the_gradient():
 @pytest.mark.slow
 def test_a_flower_simulation_trains_a_private_fedprox_federation(tmp_path):
     import flwr  # noqa: F401  (the Makefile installs it: a broken Flower fails, never skips)
+
     recipe = {
         "name": "fl",
         "seed": 0,
@@ -131,46 +134,79 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` (or a child of it) holds the socket listening on `port`: Linux's
+    /proc names each listening socket's inode, and each process's descriptors name theirs (a
+    connection test would also succeed against whoever took the port first)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            pids += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+    for owner in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{owner}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{owner}/fd/{fd}") in inodes:
+                        return True
+    return False
+
+
+def start_listening(command, env, started: list, cwd) -> int:
+    """Start `command(port)` on a free port and wait until it listens there; a port taken
+    between `free_port()` and the bind makes the process exit, and it starts again elsewhere."""
+    for _ in range(3):
+        port = free_port()
+        process = subprocess.Popen(
+            command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=cwd
+        )
+        started.append(process)
+        deadline = time.time() + 90
+        while time.time() < deadline and process.poll() is None:  # a few seconds to listen
+            if listens(process.pid, port):
+                return port
+            time.sleep(0.5)
+        if process.poll() is None:
+            raise AssertionError(f"{command(port)[0]} did not listen on {port} within 90 s")
+    raise AssertionError(f"{command(port)[0]} exited three times (ports taken?)")
+
+
 @pytest.mark.slow
 def test_the_flower_app_runs_on_a_superlink_and_two_supernodes(tmp_path):
     """Flower's deployment runtime, on 127.0.0.1: what users run across machines."""
     import flwr  # noqa: F401  (the Makefile installs it: a broken Flower fails, never skips)
+
     recipe = tmp_path / "fl.yaml"
     recipe.write_text(
         "name: fl\nseed: 0\ndata: {name: mnist_sample, batch_size: 32, val_size: 400}\n"
         "model: {name: mlp, hidden: [64]}\ntrain: {optimizer: {name: sgd, lr: 0.1}}\n"
     )
-    home, link = tmp_path / "flwr", free_port()
+    home = tmp_path / "flwr"
     home.mkdir()
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "here"\n\n[superlink.here]\naddress = "127.0.0.1:{link}"\n'
-        "insecure = true\n"
-    )
     binaries = str(Path(sys.executable).parent)  # flower-superlink starts flower-superexec
     env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{binaries}:{os.environ['PATH']}"}
-    started = [
-        subprocess.Popen(
-            [f"{binaries}/flower-superlink", "--insecure", "--port", str(link)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    ]
+    started: list[subprocess.Popen] = []
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:  # the SuperLink takes a few seconds to listen
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", link)) == 0:
-                    break
-            time.sleep(0.5)
+        superlink = [f"{binaries}/flower-superlink", "--insecure", "--port"]
+        link = start_listening(lambda port: [*superlink, str(port)], env, started, tmp_path)
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "here"\n\n[superlink.here]\naddress = "127.0.0.1:{link}"\n'
+            "insecure = true\n"
+        )
         for client in range(2):
             node = [f"{binaries}/flower-supernode", "--insecure", "--superlink"]
-            node += [f"127.0.0.1:{link}", "--port", str(free_port()), "--node-config"]
-            node += [f"partition-id={client} num-partitions=2"]
-            started.append(
-                subprocess.Popen(node, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-            )
+            node += [
+                f"127.0.0.1:{link}",
+                "--node-config",
+                f"partition-id={client} num-partitions=2",
+            ]
+            start_listening(lambda port, n=node: [*n, "--port", str(port)], env, started, tmp_path)
         app = Path(__file__).resolve().parents[1] / "examples" / "flower_app"
         config = f"recipe='{recipe}' clients=2 rounds=2 runs-dir='{tmp_path / 'runs'}'"
         done = subprocess.run(
