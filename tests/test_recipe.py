@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import pytest
 import yaml
@@ -339,6 +341,37 @@ EXACT_ERRORS = {
         {**MINIMAL, "train": {"epochs": 0, "log_every": 0, "grad_clip": -1}},
         "r.yaml: train.epochs: should be greater than or equal to 1 (got 0) (and 2 more problems)",
     ),
+    "a bad item of a list": (
+        {**MINIMAL, "model": {"name": "cnn", "channels": ["x", 8]}},
+        "r.yaml: model.channels.0: should be a valid integer, unable to parse string as an "
+        "integer (got 'x')",
+    ),
+    "an empty list": (
+        {**MINIMAL, "model": {"name": "cnn", "channels": []}},
+        "r.yaml: model.channels: list should have at least 1 item after validation, not 0 (got [])",
+    ),
+    "a value of exactly sixty characters, whole": (
+        {**MINIMAL, "description": ["y" * 55]},
+        "r.yaml: description: should be a valid string (got ['" + "y" * 55 + "'])",
+    ),
+    "no threads": (
+        {**MINIMAL, "train": {"threads": 0}},
+        "r.yaml: train.threads: should be 'auto' or at least 1 (got 0)",
+    ),
+    "a log range from zero": (
+        {
+            **MINIMAL,
+            "tune": {
+                "metric": "val_loss",
+                "space": {"train.optimizer.lr": {"log_uniform": [0, 0.1]}},
+            },
+        },
+        "r.yaml: tune: space.train.optimizer.lr: log_uniform needs a positive low",
+    ),
+    "nothing to search": (
+        {**MINIMAL, "tune": {"metric": "val_loss", "space": {}}},
+        "r.yaml: tune: space is empty: name at least one field to search",
+    ),
     "not a mapping at all": (
         3,
         "r.yaml: (top level): should be a valid dictionary or instance of Recipe (got 3)",
@@ -471,3 +504,66 @@ def test_field_docs_list_every_field_with_its_default_and_description():
     assert "train.optimizer" in rows and not any(n.startswith("train.optimizer.") for n in rows)
     assert all(doc for name, (_, doc) in rows.items()), [n for n, (_, d) in rows.items() if not d]
     assert list(rows)[:3] == ["name", "description", "seed"]  # in the schema's order
+
+
+def test_recipes_are_written_as_readable_yaml_in_their_own_order():
+    from dlab.recipe.text import dump_yaml
+
+    # keys in the order given, unicode as itself, plain strings unquoted; a NEL double-quoted
+    assert dump_yaml({"b": 1, "a": "é plain", "c": "x\x85y"}) == 'b: 1\na: é plain\nc: "x\\Ny"\n'
+    recipe = from_dict(MINIMAL)
+    assert recipe.to_yaml().startswith("name: experiment\ndescription: ''\nseed: 0\ndata:\n")
+    plain = recipe.to_dict()  # JSON types only: the run record and YAML take it as it is
+    assert plain["train"]["optimizer"]["betas"] == [0.9, 0.999]
+    assert json.loads(json.dumps(plain)) == plain
+
+
+def test_messages_name_the_file_or_the_mapping_they_came_from(tmp_path):
+    with pytest.raises(RecipeError, match=r"^my.yaml: data: missing"):
+        Recipe.from_yaml("model: {name: cnn}", "my.yaml")
+    with pytest.raises(RecipeError, match=r"^my.yaml: not valid YAML at line 1, column 8"):
+        Recipe.from_yaml("data: [", "my.yaml")
+    with pytest.raises(RecipeError, match=r"^<recipe>: data: missing"):
+        load_recipe({"model": {"name": "cnn"}})
+    path = tmp_path / "r.yml"
+    path.write_text("model: {name: cnn}\n")
+    with pytest.raises(RecipeError, match=rf"^{re.escape(str(path))}: data: missing"):
+        load_recipe(path)
+
+
+def test_overrides_fill_missing_sections_switch_shorthands_and_refuse_infinities():
+    section = load_recipe(MINIMAL, ["train.early_stopping.patience=5"])  # no train section yet
+    assert section.train.early_stopping.patience == 5
+    assert (
+        load_recipe({**MINIMAL, "train": {"grad_clip": 1.0}}, ["train.grad_clip="]).train.grad_clip
+        is None
+    )
+    on_adam = {**MINIMAL, "train": {"optimizer": {"name": "adam", "lr": 0.002}}}
+    switched = load_recipe(on_adam, ["train.optimizer=sgd"]).train.optimizer
+    assert switched.name == "sgd" and switched.lr == 0.01  # sgd's defaults, not adam's settings
+    kept = load_recipe(on_adam, ["train.optimizer=adam"]).train.optimizer
+    assert kept.name == "adam" and kept.lr == 0.002
+    with pytest.raises(RecipeError) as info:
+        load_recipe(MINIMAL, ["train.optimizer.lr=.inf"])
+    assert str(info.value) == "override train.optimizer.lr: '.inf' is not a finite number"
+    with pytest.raises(RecipeError) as info:
+        load_recipe(RECIPES / "mnist_cnn.yaml", ["train.epochs.x=1"])
+    assert str(info.value) == "override train.epochs.x: train.epochs is a value, not a section"
+
+
+def test_a_yml_recipe_is_found_by_its_file_name(tmp_path, monkeypatch):
+    from dlab.recipe import find_recipe
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "short.yml").write_text(
+        "data: {name: mnist_sample}\nmodel: {name: mlp}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert find_recipe("short.yml") == tmp_path / "recipes" / "short.yml"
+
+
+def test_field_docs_show_the_default_a_factory_makes():
+    from dlab.recipe import field_docs
+
+    rows = {name: default for name, default, _ in field_docs(Recipe)}
+    assert rows["train"].startswith("TrainConfig(epochs=10, ")

@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     SerializeAsAny,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -205,6 +206,11 @@ LossSection = Annotated[SerializeAsAny[LossConfig], _dispatch(LOSSES)]
 SchedulerSection = Annotated[SerializeAsAny[SchedulerConfig], _dispatch(SCHEDULERS)]
 
 
+def lower_is_better(metric: str) -> bool:
+    """Losses and errors: val_loss, val_mae, val_rmse ("mse" is inside it), val_perplexity."""
+    return any(word in metric for word in ("loss", "error", "mae", "mse", "perplexity"))
+
+
 class EarlyStopping(Section):
     """Stop when a validation metric stops improving."""
 
@@ -223,8 +229,7 @@ class EarlyStopping(Section):
         """'min' if lower values of the monitored metric are better, else 'max'."""
         if self.mode != "auto":
             return self.mode
-        lower_is_better = ("loss", "error", "mae", "mse", "rmse", "perplexity")
-        return "min" if any(word in self.monitor for word in lower_is_better) else "max"
+        return "min" if lower_is_better(self.monitor) else "max"
 
 
 class Privacy(Section):
@@ -324,11 +329,13 @@ class TrainConfig(Section):
         description="torch.compile the model for training (a one-off compile, then faster steps)",
     )
 
-    @model_validator(mode="after")
-    def _check_threads(self) -> TrainConfig:
-        if isinstance(self.threads, int) and self.threads < 1:
-            raise PydanticCustomError("threads", "threads should be 'auto' or at least 1")
-        return self
+    @field_validator("threads")
+    @classmethod
+    def _check_threads(cls, threads: int | str) -> int | str:
+        # a field validator, so that the error names train.threads and the value given
+        if isinstance(threads, int) and threads < 1:
+            raise PydanticCustomError("threads", "should be 'auto' or at least 1")
+        return threads
 
 
 SPACE_KINDS = ("log_uniform", "uniform", "int", "choice")
@@ -397,8 +404,7 @@ class TuneConfig(Section):
         """minimize for losses and errors unless told otherwise."""
         if self.direction != "auto":
             return self.direction
-        lower_is_better = ("loss", "error", "mae", "mse", "rmse", "perplexity")
-        return "minimize" if any(word in self.metric for word in lower_is_better) else "maximize"
+        return "minimize" if lower_is_better(self.metric) else "maximize"
 
 
 RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
