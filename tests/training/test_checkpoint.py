@@ -285,3 +285,12 @@ def test_a_checkpoint_of_another_format_is_refused_by_name(tmp_path):
     with pytest.raises(RunError) as info:
         CheckpointStore.load_state(folder)
     assert str(info.value) == f"{folder}: not a dlab-checkpoint-1 checkpoint"
+
+
+def test_an_empty_store_has_no_latest_and_a_missing_weights_file_is_named(tmp_path):
+    assert CheckpointStore(tmp_path / "none").latest() is None
+    (tmp_path / "empty").mkdir()
+    assert CheckpointStore(tmp_path / "empty").latest() is None
+    with pytest.raises(RunError) as info:
+        load_weights(nn.Linear(2, 2), tmp_path / "gone.safetensors")
+    assert str(info.value) == f"{tmp_path / 'gone.safetensors'}: weights file not found"
