@@ -241,9 +241,25 @@ def test_fsdp_shards_a_gpt_takes_the_steps_of_one_process_and_resumes_anywhere(t
     recipe = str(gpt_recipe(tmp_path))
     single, _ = train(tmp_path, recipe, runs="one")
     expected = losses(single)
+    # Two ranks each take the gradient of half of every batch and average the two: in one
+    # process that is gradient accumulation over two micro-batches, the same float32 arithmetic
+    # (halving is exact). Adam's first steps, an update close to the sign of the gradient,
+    # amplify the different summation order against the whole-batch run by a factor that
+    # depends on the processor's kernels: that run is the measured baseline of the drift.
+    halves, _ = train(tmp_path, recipe, "-o", "train.grad_accumulation=2", runs="halves")
+    baseline = losses(halves)
+
+    def assert_same_curve_as_one_process(run: Path) -> None:
+        got = losses(run)
+        assert got.keys() == expected.keys()
+        steps = sorted(expected)
+        curves = [{"loss": [r[s] for s in steps]} for r in (got, expected, baseline)]
+        assert_within_measured_drift(*curves, keys=["loss"], factor=20, floor=1e-5)
+
     sharded, _ = train(tmp_path, recipe, nproc=2, runs="fsdp")
-    # Adam without the chaos of high-lr SGD: 60 steps agree to float32 summation order
-    np.testing.assert_allclose(list(losses(sharded).values()), list(expected.values()), rtol=1e-5)
+    got = losses(sharded)
+    np.testing.assert_allclose([got[s] for s in baseline], list(baseline.values()), rtol=1e-9)
+    assert_same_curve_as_one_process(sharded)
     final = json.loads((single / "meta.json").read_text())["evaluation"]["val"]
     got = json.loads((sharded / "meta.json").read_text())["evaluation"]["val"]
     assert got["loss"] == pytest.approx(final["loss"], rel=1e-4)  # the gathered final weights
@@ -251,4 +267,4 @@ def test_fsdp_shards_a_gpt_takes_the_steps_of_one_process_and_resumes_anywhere(t
         runs = f"resume{first}{then}"
         run, _ = train(tmp_path, recipe, "-o", "train.max_steps=30", nproc=first, runs=runs)
         train(tmp_path, "--resume", str(run), "-o", "train.max_steps=60", nproc=then, runs=runs)
-        np.testing.assert_allclose(list(losses(run).values()), list(expected.values()), rtol=1e-5)
+        assert_same_curve_as_one_process(run)
