@@ -229,3 +229,82 @@ def test_pick_a_user_and_see_recommendations(rating_run, chromium):
     assert [line.split(" — ")[0] for line in shown] == [r["title"] for r in expected["items"]]
     assert len(liked) == 5 and "unknown user stranger" in fallback
     assert not errors, errors
+
+
+TOKEN = "correct-horse-battery-staple"
+
+
+def test_a_locked_server_asks_for_its_token_then_classifies_an_upload(
+    image_run, chromium, tmp_path
+):
+    """The token panel (a server started with --token) and the image upload button."""
+    from dlab.data.mnist import MnistSampleConfig, build_mnist_sample
+
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    images, labels = build_mnist_sample(MnistSampleConfig(name="mnist_sample")).test
+    digit = tmp_path / "digit.png"
+    Image.fromarray(images[120]).save(digit)  # a real test digit
+    errors: list[str] = []
+    with serving(image_run.path, "--token", TOKEN) as url, playwright.sync_playwright() as p:
+        expected = httpx.post(
+            f"{url}/predict",
+            files={"file": ("digit.png", digit.read_bytes(), "image/png")},
+            headers={"authorization": f"Bearer {TOKEN}"},
+        ).json()["predictions"][0]
+        browser, page = open_page(p, chromium, url, errors)
+        page.wait_for_selector("#token-panel:not(.hidden)")
+        assert page.inner_text("#subtitle") == "locked"
+        assert "enter the token above" in page.inner_text("#error")
+        assert page.locator("#image-panel.hidden").count() == 1  # nothing to use yet
+        page.fill("#token", TOKEN)
+        page.press("#token", "Enter")
+        page.wait_for_selector("#image-panel:not(.hidden)")
+        assert page.locator("#token-panel.hidden").count() == 1 and page.inner_text("#error") == ""
+        page.set_input_files("#upload", str(digit))
+        page.wait_for_function("document.querySelector('#result').textContent.length > 0")
+        label = page.inner_text("#result")
+        shown = page.locator("#bars .bar .value").all_inner_texts()
+        browser.close()
+    errors = [e for e in errors if "401" not in e]  # the locked first answer is expected
+    assert not errors, errors
+    assert label == expected["label"] == str(labels[120])
+    best = max(expected["probabilities"].values())
+    assert shown[0] == f"{100 * best:.1f}%"
+
+
+def test_the_text_panel_classifies_what_is_typed(text_run, chromium):
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    errors: list[str] = []
+    review = "a wonderful moving film, great acting"
+    with serving(text_run.path) as url, playwright.sync_playwright() as p:
+        expected = httpx.post(f"{url}/predict", json={"text": review}).json()["predictions"][0]
+        browser, page = open_page(p, chromium, url, errors)
+        page.wait_for_selector("#text-panel:not(.hidden)")
+        page.fill("#text", review)
+        page.click("#classify")
+        page.wait_for_function("document.querySelector('#text-result').textContent.length > 0")
+        label = page.inner_text("#text-result")
+        names = page.locator("#text-bars .bar .name").all_inner_texts()
+        browser.close()
+    assert not errors, errors
+    assert label == expected["label"]
+    ranked = sorted(expected["probabilities"], key=expected["probabilities"].get, reverse=True)
+    assert names == ranked  # every class, most likely first
+
+
+def test_the_generate_panel_continues_the_prompt(gpt_run, text_folder, chromium):
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    errors: list[str] = []
+    with serving(gpt_run.path) as url, playwright.sync_playwright() as p:
+        browser, page = open_page(p, chromium, url, errors)
+        page.wait_for_selector("#generate-panel:not(.hidden)")
+        page.fill("#prompt", "To be")
+        page.click("#generate")
+        page.wait_for_function("document.querySelector('#generated').textContent.length > 8")
+        shown = page.inner_text("#generated")
+        browser.close()
+    assert not errors, errors
+    # the prompt, then the 200 characters the page asks for (a character-level model, sampled:
+    # each request draws anew), every one of them from the text it learned
+    assert shown.startswith("To be") and len(shown) == len("To be") + 200
+    assert set(shown) <= set((text_folder / "story.txt").read_text())
