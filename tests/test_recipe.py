@@ -567,3 +567,41 @@ def test_field_docs_show_the_default_a_factory_makes():
 
     rows = {name: default for name, default, _ in field_docs(Recipe)}
     assert rows["train"].startswith("TrainConfig(epochs=10, ")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "data: [",
+            "not valid YAML at line 1, column 8: expected the node content, but found '<stream end>'",
+        ),
+        (
+            "a: 1\n  b: 2\n",
+            "not valid YAML at line 2, column 4: mapping values are not allowed here",
+        ),
+        ("", "the recipe is empty; it needs at least data and model sections"),
+        ("- 1\n", "a recipe is a mapping of sections (data, model, train), not a list"),
+        ("[" * 2000, "YAML nests too deeply"),
+    ],
+)
+def test_yaml_problems_are_placed_exactly(text, message):
+    from dlab.recipe.text import parse_yaml
+
+    with pytest.raises(RecipeError) as info:
+        parse_yaml(text, "r.yaml")
+    assert str(info.value) == f"r.yaml: {message}"
+
+
+def test_a_recipe_may_hold_exactly_the_largest_number_of_values():
+    from dlab.recipe.text import MAX_VALUES, parse_yaml
+
+    # the mapping, its list and the list's items: MAX_VALUES values in all
+    fits = parse_yaml("v: [" + ",".join(["1"] * (MAX_VALUES - 2)) + "]", "r.yaml")
+    assert len(fits["v"]) == MAX_VALUES - 2
+    with pytest.raises(RecipeError) as info:
+        parse_yaml("v: [" + ",".join(["1"] * (MAX_VALUES - 1)) + "]", "r.yaml")
+    assert str(info.value) == (
+        "r.yaml: the recipe expands to more than 20,000 values (nested YAML aliases?); "
+        "write the values out"
+    )

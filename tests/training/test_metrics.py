@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dlab.data.bundle import DataMeta, TensorLoader
+from dlab.errors import RecipeError
 from dlab.training.metrics import (
     IGNORE,
     METRICS,
@@ -25,6 +26,7 @@ from dlab.training.metrics import (
     classification_report,
     evaluate,
     metric_class,
+    to_device,
 )
 from dlab.training.tally import Tally
 
@@ -246,3 +248,37 @@ def test_the_training_tally_weighs_batches_by_size_and_skips_padding():
     # the epoch's loss is the mean over its 3 sequences, not the mean of the two batch means
     assert float(tally.epoch_loss) / tally.epoch_count == pytest.approx(2.0)
     assert int(tally.epoch_correct) == 4 + 3 and int(tally.epoch_scored) == 7 + 5
+
+
+def test_unknown_metrics_are_refused_with_the_choices():
+    meta = _classification_meta()
+    with pytest.raises(RecipeError) as info:
+        build_metrics(["acuracy"], meta)
+    assert str(info.value) == (
+        "train.metrics: unknown metric 'acuracy' for classification (did you mean 'accuracy'?); "
+        "choose from accuracy, balanced_accuracy, top5_accuracy, f1, precision, recall"
+    )
+    reconstruction = DataMeta(
+        dataset="x", task="reconstruction", input_kind="image", input_shape=(1, 4, 4)
+    )
+    with pytest.raises(RecipeError) as info:
+        build_metrics(["accuracy"], reconstruction)
+    assert str(info.value) == (
+        "train.metrics: reconstruction has no metrics besides the loss during training "
+        "(its evaluation reports the rest); set metrics: []"
+    )
+    assert len(build_metrics([], reconstruction)) == 0  # no metrics asked: none needed
+
+
+def test_metrics_never_wait_for_other_processes():
+    """Every process of a distributed job evaluates the whole split itself."""
+    built = build_metrics(["accuracy", "f1"], _classification_meta())
+    assert [m.sync_on_compute for m in built.values()] == [False, False]
+
+
+def test_to_device_moves_nested_inputs_and_leaves_other_values():
+    a, b = torch.ones(2), torch.zeros(3)
+    moved = to_device((a, (b, "ids")), torch.device("meta"))
+    assert isinstance(moved, tuple) and moved[0].device.type == "meta"
+    assert moved[1][0].device.type == "meta" and moved[1][0].shape == (3,)
+    assert moved[1][1] == "ids"
