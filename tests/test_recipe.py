@@ -351,8 +351,17 @@ EXACT_ERRORS = {
         "r.yaml: model.channels: list should have at least 1 item after validation, not 0 (got [])",
     ),
     "a value of exactly sixty characters, whole": (
-        {**MINIMAL, "description": ["y" * 55]},
-        "r.yaml: description: should be a valid string (got ['" + "y" * 55 + "'])",
+        {**MINIMAL, "description": ["y" * 56]},
+        "r.yaml: description: should be a valid string (got ['" + "y" * 56 + "'])",
+    ),
+    "sixty-one characters, shortened": (
+        {**MINIMAL, "description": ["y" * 57]},
+        "r.yaml: description: should be a valid string (got ['" + "y" * 55 + "...)",
+    ),
+    "neither of a union's alternatives": (
+        {**MINIMAL, "train": {"threads": "many"}},
+        "r.yaml: train.threads: should be a valid integer, unable to parse string as an integer "
+        "or should be 'auto' (got 'many')",
     ),
     "no threads": (
         {**MINIMAL, "train": {"threads": 0}},
@@ -605,3 +614,24 @@ def test_a_recipe_may_hold_exactly_the_largest_number_of_values():
         "r.yaml: the recipe expands to more than 20,000 values (nested YAML aliases?); "
         "write the values out"
     )
+
+
+def test_a_plug_in_validator_that_raises_value_error_reads_like_the_rest():
+    """Task plug-ins bring their own config classes; pydantic prefixes their ValueErrors."""
+    from pydantic import BaseModel, ValidationError, field_validator
+
+    from dlab.recipe.text import format_validation_error
+
+    class Details(BaseModel):
+        size: int
+
+        @field_validator("size")
+        @classmethod
+        def _even(cls, size: int) -> int:
+            if size % 2:
+                raise ValueError("Must be even")
+            return size
+
+    with pytest.raises(ValidationError) as info:
+        Details.model_validate({"size": 3})
+    assert format_validation_error(info.value, {"size": 3}, "d") == "d: size: must be even (got 3)"

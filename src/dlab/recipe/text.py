@@ -83,8 +83,9 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _clean_loc(loc: Sequence[Any], data: Any) -> list[str]:
-    """The part of a pydantic error location that names keys of the recipe (no union tags)."""
+def _clean_loc(loc: Sequence[Any], data: Any, missing: bool = False) -> list[str]:
+    """The part of a pydantic error location that names keys of the recipe: no union tags
+    (`train.threads.int`), and the field's own name where a required field is `missing`."""
     path: list[str] = []
     node = data
     for i, part in enumerate(loc):
@@ -93,25 +94,38 @@ def _clean_loc(loc: Sequence[Any], data: Any) -> list[str]:
         ):
             path.append(str(part))
             node = node[part]
-        elif i == len(loc) - 1 and isinstance(part, str) and part.isidentifier():
-            path.append(part)  # a missing field
+        elif missing and i == len(loc) - 1 and isinstance(part, str):
+            path.append(part)  # the missing field
             break
         else:
             break
     return path
 
 
+# kinds whose message says everything: no "(got ...)" after it
+_NO_INPUT = {
+    "recipe_name",
+    "section_type",
+    "space_kind",
+    "space_values",
+    "empty_space",
+    "space_field",
+}
+
+
 def format_validation_error(exc: ValidationError, data: Any, source: str) -> str:
-    """One line: '<source>: <dotted.path>: <problem> (got <value>)', plus a count of the rest."""
-    errors = exc.errors(include_url=False)
-    seen: dict[str, str] = {}
-    for err in errors:
-        path = _clean_loc(err["loc"], data)
-        ctx = err.get("ctx") or {}
+    """One line: '<source>: <dotted.path>: <problem> (got <value>)', plus a count of the rest.
+    The alternatives of a union (`threads: int | 'auto'`) are one problem: 'should be a valid
+    integer or should be 'auto''."""
+    problems: dict[str, list[str]] = {}
+    given: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
         kind = err["type"]
+        path = _clean_loc(err["loc"], data, missing=kind == "missing")
+        ctx = err.get("ctx") or {}
         if kind == "unknown_key":
             path.append(ctx["key"])
-            message = f"unknown key{ctx.get('hint', '')}"
+            message = f"unknown key{ctx['hint']}"
         elif kind in ("unknown_name", "missing_name"):
             path.append("name")
             message = err["msg"]
@@ -122,23 +136,18 @@ def format_validation_error(exc: ValidationError, data: Any, source: str) -> str
                 err["msg"].replace("Input should be", "should be").replace("Value error, ", "")
             )
             message = message[0].lower() + message[1:] if message else message
-            if kind not in (
-                "unknown_name",
-                "missing_name",
-                "recipe_name",
-                "section_type",
-                "space_kind",
-                "space_values",
-                "empty_space",
-                "space_field",
-            ):
-                message += f" (got {_describe(err.get('input'))})"
+            if kind not in _NO_INPUT:
+                given.setdefault(".".join(path), f" (got {_describe(err.get('input'))})")
         key = ".".join(path) or "(top level)"
-        seen.setdefault(key, message)
-    first_key, first_message = next(iter(seen.items()))
+        if message not in problems.setdefault(key, []):
+            problems[key].append(message)
+    first_key, first_messages = next(iter(problems.items()))
+    first_message = " or ".join(first_messages) + given.get(
+        first_key.replace("(top level)", ""), ""
+    )
     more = (
-        f" (and {len(seen) - 1} more problem{'s' if len(seen) > 2 else ''})"
-        if len(seen) > 1
+        f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
+        if len(problems) > 1
         else ""
     )
     where = (
