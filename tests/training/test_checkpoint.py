@@ -294,3 +294,33 @@ def test_an_empty_store_has_no_latest_and_a_missing_weights_file_is_named(tmp_pa
     with pytest.raises(RunError) as info:
         load_weights(nn.Linear(2, 2), tmp_path / "gone.safetensors")
     assert str(info.value) == f"{tmp_path / 'gone.safetensors'}: weights file not found"
+
+
+def test_a_folder_with_a_checkpoint_name_but_no_state_is_not_a_checkpoint(tmp_path):
+    store = CheckpointStore(tmp_path / "deep" / "er" / "checkpoints")  # parents made as needed
+    store.save(nn.Linear(2, 2), state(5))
+    copied_in_part = store.folder / "ckpt-000009-step99"  # e.g. a copy cut short
+    copied_in_part.mkdir()
+    (copied_in_part / "model.safetensors").write_bytes(b"partial")
+    (store.folder / "latest").unlink()
+    assert store.latest().name == "ckpt-000001-step5"
+    assert store.save(nn.Linear(2, 2), state(10)).name == "ckpt-000002-step10"
+
+
+def test_a_full_disk_before_the_first_checkpoint_says_there_is_none(tmp_path, monkeypatch):
+    import errno
+
+    from dlab.errors import DiskFull
+    from dlab.training import checkpoint
+
+    def full(model, path, metadata):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "write_model", full)
+    with pytest.raises(DiskFull) as info:
+        CheckpointStore(tmp_path).save(nn.Linear(2, 2), state(5))
+    assert str(info.value) == (
+        f"no space left on the disk of {tmp_path} while writing ckpt-000001-step5; "
+        "no checkpoint yet"
+    )
+    assert not list(tmp_path.iterdir())  # the half-written folder is gone
