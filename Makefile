@@ -66,7 +66,7 @@ MUTANTS ?=
 mutation: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[mutation]"
 	rm -rf mutants
-	DLAB_TEST_DATA=$${DLAB_TEST_DATA:-$(abspath ..)/shared/data} $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS) || true
+	set -f; DLAB_TEST_DATA=$${DLAB_TEST_DATA:-$(abspath ..)/shared/data} $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS) || true
 	$(PY) tests/mutation_scores.py mutants
 
 # The performance suite (about 40 minutes on 2 cores; `python -m benchmarks SUITE` runs one).
