@@ -324,3 +324,39 @@ def test_a_full_disk_before_the_first_checkpoint_says_there_is_none(tmp_path, mo
         "no checkpoint yet"
     )
     assert not list(tmp_path.iterdir())  # the half-written folder is gone
+
+
+def test_a_gathered_state_dict_is_saved_as_it_is_and_loads_into_the_model(tmp_path):
+    """FSDP gathers the full weights into a plain dict on rank 0; that dict is what is saved."""
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    save_weights({k: v.clone() for k, v in model.state_dict().items()}, tmp_path / "w.safetensors")
+    with safe_open(str(tmp_path / "w.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "dlab-weights-1"}
+    torch.manual_seed(1)
+    fresh = load_weights(
+        nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)), tmp_path / "w.safetensors"
+    )
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_weights_that_do_not_fit_say_how_in_one_line(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_weights(nn.Linear(2, 2), path)
+    with pytest.raises(RunError) as info:
+        load_weights(nn.Linear(3, 2), path)
+    assert str(info.value) == (
+        f"{path}: weights do not fit the model (size mismatch for weight: copying a param with "
+        "shape torch.Size([2, 2]) from checkpoint, the shape in current model is "
+        "torch.Size([2, 3]).)"
+    )
+    many = nn.Sequential(*[nn.Linear(2, 2) for _ in range(3)])  # six keys the file lacks
+    with pytest.raises(RunError) as info:
+        load_weights(many, path)
+    assert str(info.value) == (
+        f"{path}: weights do not fit the model (missing ['0.bias', '0.weight', '1.bias'], "
+        "unexpected ['bias', 'weight'])"
+    )
