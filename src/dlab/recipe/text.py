@@ -123,6 +123,7 @@ def format_validation_error(exc: ValidationError, data: Any, source: str) -> str
         kind = err["type"]
         path = _clean_loc(err["loc"], data, missing=kind == "missing")
         ctx = err.get("ctx") or {}
+        shows_input = False
         if kind == "unknown_key":
             path.append(ctx["key"])
             message = f"unknown key{ctx['hint']}"
@@ -136,15 +137,14 @@ def format_validation_error(exc: ValidationError, data: Any, source: str) -> str
                 err["msg"].replace("Input should be", "should be").replace("Value error, ", "")
             )
             message = message[0].lower() + message[1:] if message else message
-            if kind not in _NO_INPUT:
-                given.setdefault(".".join(path), f" (got {_describe(err.get('input'))})")
+            shows_input = kind not in _NO_INPUT
         key = ".".join(path) or "(top level)"
+        if shows_input:  # once per field, after all of its alternatives
+            given.setdefault(key, f" (got {_describe(err.get('input'))})")
         if message not in problems.setdefault(key, []):
             problems[key].append(message)
     first_key, first_messages = next(iter(problems.items()))
-    first_message = " or ".join(first_messages) + given.get(
-        first_key.replace("(top level)", ""), ""
-    )
+    first_message = " or ".join(first_messages) + given.get(first_key, "")
     more = (
         f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
         if len(problems) > 1
