@@ -15,6 +15,7 @@ import torch
 from httpfixture import serve
 from PIL import Image
 
+from dlab._io import read_json
 from dlab.cli import main
 from dlab.data.idx import write_idx
 from dlab.data.mnist import MNIST, MnistSampleConfig, build_mnist_sample
@@ -277,7 +278,7 @@ def _only_run(runs: Path) -> Path:
 
 
 def _meta(run: Path) -> dict:
-    return json.loads((run / "meta.json").read_text())
+    return read_json(run / "meta.json")
 
 
 @pytest.mark.slow  # the whole main job: a minute of training
