@@ -123,6 +123,8 @@ MODELS: Registry[Any] = Registry(
         "dlab.models.recommenders",
         "dlab.models.tabular",
         "dlab.models.autoencoders",
+        "dlab.models.unet",
+        "dlab.models.centernet",
     ),
 )
 DATASETS: Registry[Any] = Registry(
@@ -142,11 +144,19 @@ DATASETS: Registry[Any] = Registry(
         "dlab.data.movielens",
         "dlab.data.tables",
         "dlab.data.tabular_sets",
+        "dlab.data.scenes",
+        "dlab.data.annotated",
     ),
 )
 OPTIMIZERS: Registry[Any] = Registry("optimizer", modules=("dlab.training.optim",))
 SCHEDULERS: Registry[Any] = Registry("scheduler", modules=("dlab.training.optim",))
-LOSSES: Registry[Any] = Registry("loss", modules=("dlab.training.losses",), plural="losses")
+# a task that brings its own loss (detection's focal loss, segmentation's per-pixel one) registers
+# it in its own file
+LOSSES: Registry[Any] = Registry(
+    "loss",
+    modules=("dlab.training.losses", "dlab.tasks.detection", "dlab.tasks.segmentation"),
+    plural="losses",
+)
 TASKS: Registry[Any] = Registry(
     "task",
     base_config=dict,  # a task has no recipe section of its own: the data set names it

@@ -17,7 +17,7 @@ from dlab.models.attention import KVCache, MultiHeadAttention
 from dlab.models.blocks import SinusoidalPosition, sample_next
 from dlab.models.examples import example_batch, example_meta
 from dlab.recipe import from_dict
-from dlab.registry import MODELS
+from dlab.registry import LOSSES, MODELS
 from dlab.training.metrics import forward
 
 # pinned losses, overfitting thresholds and parity checks rest on float32 kernels that differ
@@ -39,6 +39,9 @@ def make(name: str, seed: int = 0, **fields):
 
 
 def loss_of(meta, outputs, targets):
+    if meta.task in ("detection", "segmentation"):  # losses of their own (heat maps, pixels)
+        name = "centernet" if meta.task == "detection" else "pixel_cross_entropy"
+        return LOSSES.build(LOSSES.config_class(name)(name=name))(outputs, targets)
     if meta.task in ("regression", "rating"):
         return F.mse_loss(outputs, targets)
     if meta.task == "reconstruction":  # pixel logits against the image itself, less the floor
@@ -52,6 +55,10 @@ def loss_of(meta, outputs, targets):
 
 
 def expected_shape(meta, batch):
+    if meta.task == "detection":  # class heat maps, size and offset at a quarter of the input
+        return (batch, meta.num_classes + 4, *(side // 4 for side in meta.input_shape[1:]))
+    if meta.task == "segmentation":  # a logit per class and background at every pixel
+        return (batch, meta.num_classes + 1, *meta.input_shape[1:])
     if meta.task == "rating":  # one rating per (user, item) pair
         return (batch,)
     if meta.task == "reconstruction":  # the image again
