@@ -22,6 +22,7 @@ import torch
 from pydantic import Field, field_validator
 
 from dlab.data.bundle import DataBundle
+from dlab.data.scene_augment import SceneAugmentConfig
 from dlab.data.scenes import NO_OBJECT, Scenes, scene_bundle
 from dlab.errors import DataError
 from dlab.recipe import DataConfig
@@ -177,6 +178,9 @@ class DetectionFolderConfig(DataConfig):
         None, description="call every box this one class (e.g. 'tree' for Alive and Dead trees)"
     )
     tile: int = Field(256, ge=32, description="side of the square tiles cut from each photo")
+    augment: SceneAugmentConfig | None = Field(
+        None, description="training-time augmentation (flips, quarter turns, colour); boxes follow"
+    )
     test_images: list[str] = Field(
         default_factory=list, description="whole images held out as the test split, by file name"
     )

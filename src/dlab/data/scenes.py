@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from dlab.data.bundle import DataBundle, DataMeta, TensorLoader, split_off, subsample
+from dlab.data.scene_augment import AugmentedScenes, SceneAugmentConfig
 from dlab.errors import DataError
 from dlab.recipe import DataConfig
 from dlab.registry import DATASETS
@@ -146,6 +147,9 @@ class DigitScenesConfig(DataConfig):
     min_scale: float = Field(0.8, gt=0, description="smallest digit scale (1 = 28 pixels)")
     max_scale: float = Field(2.0, gt=0, description="largest digit scale")
     clutter: int = Field(0, ge=0, le=64, description="fragments of other digits per scene (no box)")
+    augment: SceneAugmentConfig | None = Field(
+        None, description="training-time augmentation; boxes and masks follow (no flips for digits)"
+    )
     train_scenes: int = Field(4000, ge=1, description="scenes made from the training digits")
     val_scenes: int = Field(500, ge=0, description="scenes made from the validation digits")
     test_scenes: int = Field(1000, ge=0, description="scenes made from the test digits")
@@ -250,7 +254,11 @@ def scene_bundle(
             x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
         y = task.targets_of(found)
         size = config.batch_size if split == "train" else config.eval_batch_size
-        loaders[split] = TensorLoader(x, y, size, shuffle=split == "train", seed=seed)
+        augment = getattr(config, "augment", None)
+        if split == "train" and augment is not None and augment.active:
+            loaders[split] = AugmentedScenes(x, y, size, shuffle=True, seed=seed, augment=augment)
+        else:
+            loaders[split] = TensorLoader(x, y, size, shuffle=split == "train", seed=seed)
     meta = DataMeta(
         dataset=dataset,
         task=config.task,
