@@ -21,11 +21,13 @@ COMPARISON = re.compile(r"\btask\s*(==|!=|in\s*\()|===\s*\"(classification|regre
 def test_the_built_in_tasks_are_registered_with_their_own_headline():
     assert TASKS.names() == [
         "classification",
+        "detection",
         "language_model",
         "ranking",
         "rating",
         "reconstruction",
         "regression",
+        "segmentation",
         "seq2seq",
         "tabular",
         "transcription",

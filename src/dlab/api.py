@@ -261,14 +261,17 @@ class Run:
         generator = torch.Generator().manual_seed(seed if seed is not None else 0)
         return save_grid(self.model.sample(n, generator), Path(path))
 
+    def draw(self, inputs: Sequence[str | Path], path: str | Path) -> Path:
+        """A picture of the answers for input files, as one PNG at `path`: boxes drawn on a
+        scene, a coloured mask, or each image above an autoencoder's reconstruction."""
+        if not inputs:
+            raise InputError("--out: no input files to draw the answers for")
+        batch = torch.stack([load_input(p, self.meta) for p in inputs])
+        return task_of(self.meta).draw(self, batch, Path(path))
+
     def reconstruct(self, inputs: Sequence[str | Path], path: str | Path) -> Path:
         """Each input image beside the model's reconstruction of it, as one PNG at `path`."""
-        from dlab.report.images import save_grid
-
-        batch = torch.stack([load_input(p, self.meta) for p in inputs])
-        with torch.no_grad():
-            rebuilt = torch.sigmoid(self.model(batch))
-        return save_grid(torch.cat([batch, rebuilt]), Path(path), columns=len(batch))
+        return self.draw(inputs, path)
 
     def _encode_cases(self, inputs: Any) -> tuple[torch.Tensor, list[str]]:
         from dlab.data.tables import encode, read_cases

@@ -207,7 +207,10 @@ def predict(
     ] = False,
     out: Annotated[
         Path | None,
-        typer.Option(help="autoencoders: a PNG of the inputs (top) and their reconstructions"),
+        typer.Option(
+            help="a PNG of the answers: boxes drawn on each scene, a coloured mask, or each "
+            "image above an autoencoder's reconstruction"
+        ),
     ] = None,
 ) -> None:
     """Predict the class of each input file or --text (top-k with probabilities), each case of
@@ -232,15 +235,27 @@ def predict(
             warnings.simplefilter("ignore")
             explained = loaded.explain(inputs)
     if out is not None:
-        console.print(f"wrote {loaded.reconstruct(inputs or [], out)}")
+        console.print(f"wrote {loaded.draw(inputs or [], out)}")
     for k, prediction in enumerate(predictions):
-        if prediction.top:
-            ranked = "  ".join(f"{label} {prob:.1%}" for label, prob in prediction.top)
-            console.print(f"{prediction.source}: {prediction.label}   ({ranked})")
-        else:  # a task that answers something other than classes
-            console.print(f"{prediction.source}: {json.dumps(prediction.answer)}")
+        _print_prediction(console, prediction)
         if explained:
             _print_explanation(console, explained[k])
+
+
+def _print_prediction(console: Any, prediction: Any) -> None:
+    """One input's answer: the top classes, a detector's boxes (one line each), or the task's
+    answer as JSON (pictures, such as a mask, go to --out instead)."""
+    if prediction.top:
+        ranked = "  ".join(f"{label} {prob:.1%}" for label, prob in prediction.top)
+        console.print(f"{prediction.source}: {prediction.label}   ({ranked})")
+    elif "boxes" in (prediction.answer or {}):
+        console.print(f"{prediction.source}: {prediction.label}")
+        for found in prediction.answer["boxes"]:
+            corners = " ".join(f"{v:g}" for v in found["box"])
+            console.print(f"  {found['class']}  {found['score']:.3f}  {corners}")
+    else:
+        shown = {k: v for k, v in (prediction.answer or {}).items() if not k.endswith("_png")}
+        console.print(f"{prediction.source}: {json.dumps(shown)}")
 
 
 def _print_explanation(console: Any, explanation: dict[str, Any]) -> None:

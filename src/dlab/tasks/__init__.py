@@ -18,6 +18,8 @@ from dlab.errors import DataError, InputError
 from dlab.registry import TASKS
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from dlab.api import Run
@@ -128,6 +130,11 @@ class Task:
     def report_sections(self) -> list[Section]:
         """The task's own sections of a run's report (called only when a report is built)."""
         return []
+
+    def draw(self, run: Run, batch: torch.Tensor, path: Path) -> Path:
+        """A PNG at `path` of the model's answers for a batch of inputs (`predict --out`)."""
+        what = self.name.replace("_", " ")
+        raise InputError(f"--out: a {what} model has no picture of its answers to draw")
 
     def headline_of(self, report: dict[str, Any]) -> dict[str, Any]:
         """The headline metrics found in `report`, in the task's order."""

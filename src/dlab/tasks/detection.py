@@ -188,6 +188,30 @@ def _coco_tools() -> tuple[Any, Any]:
     return COCO, COCOeval
 
 
+def coco_files(
+    truth: list[np.ndarray], found: list[np.ndarray], classes: list[str], size: tuple[int, int]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """True boxes as a COCO ground-truth dict and detections as a COCO result list (bbox as
+    x, y, width, height; category ids from 1)."""
+    height, width = size
+    images = [{"id": i + 1, "width": width, "height": height} for i in range(len(truth))]
+    annotations, detections = [], []
+    for i, (true, pred) in enumerate(zip(truth, found, strict=True)):
+        for c, x0, y0, x1, y1 in true.tolist():
+            w, h = x1 - x0, y1 - y0
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(c) + 1,
+                 "bbox": [x0, y0, w, h], "area": w * h, "iscrowd": 0}
+            )  # fmt: skip
+        for x0, y0, x1, y1, score, c in pred.tolist():
+            detections.append(
+                {"image_id": i + 1, "category_id": int(c) + 1,
+                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score}
+            )  # fmt: skip
+    categories = [{"id": k + 1, "name": name} for k, name in enumerate(classes)]
+    return {"images": images, "annotations": annotations, "categories": categories}, detections
+
+
 def coco_map(
     truth: list[np.ndarray], found: list[np.ndarray], classes: list[str], size: tuple[int, int]
 ) -> dict[str, Any]:
@@ -198,38 +222,13 @@ def coco_map(
     precision-recall curve at IoU .5 (101 recall points, as COCO interpolates it).
     """
     COCO, COCOeval = _coco_tools()
-    height, width = size
-    images = [{"id": i + 1, "width": width, "height": height} for i in range(len(truth))]
-    annotations, detections = [], []
-    for i, (true, pred) in enumerate(zip(truth, found, strict=True)):
-        for c, x0, y0, x1, y1 in true.tolist():
-            w, h = x1 - x0, y1 - y0
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": i + 1,
-                    "category_id": int(c) + 1,
-                    "bbox": [x0, y0, w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
-        for x0, y0, x1, y1, score, c in pred.tolist():
-            detections.append(
-                {
-                    "image_id": i + 1,
-                    "category_id": int(c) + 1,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "score": score,
-                }
-            )
-    categories = [{"id": k + 1, "name": name} for k, name in enumerate(classes)]
-    empty = {"map": 0.0, "map50": 0.0, "map75": 0.0, "mar100": 0.0}
-    if not annotations or not detections:
-        return empty | {"ap50_per_class": {c: 0.0 for c in classes}, "pr_curves": {}}
+    dataset, detections = coco_files(truth, found, classes, size)
+    if not dataset["annotations"] or not detections:
+        empty = {"map": 0.0, "map50": 0.0, "map75": 0.0, "mar100": 0.0}
+        return empty | {"ap50_per_class": dict.fromkeys(classes, 0.0), "pr_curves": {}}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": annotations, "categories": categories}
+        gt.dataset = dataset
         gt.createIndex()
         evaluation = COCOeval(gt, gt.loadRes(detections), "bbox")
         evaluation.evaluate()

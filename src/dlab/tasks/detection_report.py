@@ -161,8 +161,8 @@ def masks(ctx: ReportContext) -> str | None:
     fig, axes = plt.subplots(3, SCENES, figsize=(1.6 * SCENES, 5), squeeze=False)
     for j in range(min(SCENES, len(x))):
         axes[0, j].imshow(_shown(x[j], ctx), cmap="gray", vmin=0, vmax=1)
-        axes[1, j].imshow(true[j], cmap="tab20", vmin=0, vmax=max(count - 1, 1))
-        axes[2, j].imshow(predicted[j], cmap="tab20", vmin=0, vmax=max(count - 1, 1))
+        axes[1, j].imshow(true[j].numpy(), cmap="tab20", vmin=0, vmax=max(count - 1, 1))
+        axes[2, j].imshow(predicted[j].numpy(), cmap="tab20", vmin=0, vmax=max(count - 1, 1))
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle("scene (top), true classes (middle), predicted (bottom)", fontsize=9)

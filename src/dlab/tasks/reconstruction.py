@@ -18,6 +18,7 @@ The k-means centres and the training error's percentiles are saved in the run (c
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -106,6 +107,14 @@ class Reconstruction(Task):
             }
             for k, d, e in zip(assigned, distance, errors, strict=True)
         ]
+
+    def draw(self, run: Run, batch: torch.Tensor, path: Path) -> Path:
+        """The inputs (top row) above the model's reconstructions of them."""
+        from dlab.report.images import save_grid
+
+        with torch.no_grad():
+            rebuilt = torch.sigmoid(run.model.eval()(batch))
+        return save_grid(torch.cat([batch, rebuilt]), Path(path), columns=len(batch))
 
     def report_sections(self) -> list[Section]:
         from dlab.tasks.reconstruction_report import sections
