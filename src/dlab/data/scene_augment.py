@@ -28,10 +28,17 @@ class SceneAugmentConfig(Section):
     colour: float = Field(
         0.0, ge=0, le=1, description="scale each channel by 1 ± this and shift it by up to this"
     )
+    zoom: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="enlarge by up to 1 + this: a random window of each image, scaled back to full "
+        "size (one scale per batch); a box whose centre leaves the window is dropped",
+    )
 
     @property
     def active(self) -> bool:
-        return self.flip or self.rotate or self.colour > 0
+        return self.flip or self.rotate or self.colour > 0 or self.zoom > 0
 
 
 def flip_boxes(boxes: torch.Tensor, size: int, axis: int) -> torch.Tensor:
@@ -54,6 +61,58 @@ def turn_boxes(boxes: torch.Tensor, size: int) -> torch.Tensor:
     for index, value in ((1, y0), (2, size - x1), (3, y1), (4, size - x0)):
         out[..., index] = torch.where(real, value, boxes[..., index])
     return out
+
+
+def zoom_in(
+    x: torch.Tensor, y: torch.Tensor, amount: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's random window of 1/scale of its side (scale drawn once per batch from
+    [1, 1 + amount]) scaled back up: bilinear pixels, nearest mask, boxes shifted, scaled and
+    clipped; a box whose centre falls outside its window becomes padding."""
+    import torch.nn.functional as F
+
+    batch, _, height, width = x.shape
+    scale = 1 + amount * float(torch.rand(1, generator=generator))
+    h, w = round(height / scale), round(width / scale)
+    tops = torch.randint(0, height - h + 1, (batch,), generator=generator).tolist()
+    lefts = torch.randint(0, width - w + 1, (batch,), generator=generator).tolist()
+    windows = torch.stack(
+        [
+            x[i, :, top : top + h, left : left + w]
+            for i, (top, left) in enumerate(zip(tops, lefts, strict=True))
+        ]
+    )
+    x = F.interpolate(windows, size=(height, width), mode="bilinear", align_corners=False)
+    sy, sx = height / h, width / w
+    if y.ndim == 3 and y.shape[-1] == 5 and y.dtype.is_floating_point:  # boxes
+        y = y.clone()
+        shift = torch.tensor(
+            [[left, top, left, top] for top, left in zip(tops, lefts, strict=True)], dtype=y.dtype
+        )
+        moved = (y[..., 1:] - shift[:, None].to(y.device)) * torch.tensor(
+            [sx, sy, sx, sy], device=y.device
+        )
+        centre_x, centre_y = (
+            (moved[..., 0] + moved[..., 2]) / 2,
+            (moved[..., 1] + moved[..., 3]) / 2,
+        )
+        inside = (centre_x >= 0) & (centre_x < width) & (centre_y >= 0) & (centre_y < height)
+        real = (y[..., 0] >= 0) & inside
+        clipped = torch.stack(
+            [moved[..., 0].clamp(0, width), moved[..., 1].clamp(0, height),
+             moved[..., 2].clamp(0, width), moved[..., 3].clamp(0, height)], dim=-1
+        )  # fmt: skip
+        y[..., 1:] = torch.where(real[..., None], clipped, y[..., 1:])
+        y[..., 0] = torch.where(real, y[..., 0], torch.full_like(y[..., 0], -1.0))
+        return x, y
+    masks = torch.stack(
+        [
+            y[i, top : top + h, left : left + w]
+            for i, (top, left) in enumerate(zip(tops, lefts, strict=True))
+        ]
+    )
+    masks = F.interpolate(masks[:, None].float(), size=(height, width), mode="nearest-exact")[:, 0]
+    return x, masks.to(y.dtype)
 
 
 def augment_scenes(
@@ -81,6 +140,8 @@ def augment_scenes(
                     y[chosen] = turn_boxes(y[chosen], width)
             else:
                 y[chosen] = torch.rot90(y[chosen], k, dims=(-2, -1))
+    if config.zoom:
+        x, y = zoom_in(x, y, config.zoom, generator)
     if config.colour:
         channels = x.shape[1]
         gain = 1 + config.colour * (2 * torch.rand(batch, channels, 1, 1, generator=generator) - 1)
