@@ -15,6 +15,7 @@ import torch.nn.functional as F
 import dlab
 from dlab.data.scenes import INK, compose_scenes
 from dlab.errors import DlabError, RecipeError
+from dlab.models.unet import scenes_meta
 from dlab.recipe import from_dict
 from dlab.tasks.detection import (
     STRIDE,
@@ -131,7 +132,7 @@ def test_scene_settings_that_cannot_work_are_refused_by_name():
     with pytest.raises(
         RecipeError, match="unet serves segmentation of image; digit_scenes is detection data"
     ):
-        dlab.models.build(recipe.model, dlab.models.centernet.DETECTION_META)
+        dlab.models.build(recipe.model, scenes_meta("detection"))
 
 
 # --- CenterNet's targets and loss ---

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from dlab.data.bundle import DataMeta
-from dlab.models.unet import Trunk, conv_bn, require_divisible
+from dlab.models.unet import Trunk, conv_bn, require_divisible, scenes_meta
 from dlab.recipe import ModelConfig
 from dlab.registry import MODELS
 from dlab.tasks.detection import STRIDE
@@ -61,23 +61,13 @@ class CenterNet(nn.Module):
         return torch.cat([self.heat(features), self.size(features), self.offset(features)], dim=1)
 
 
-DETECTION_META = DataMeta(
-    dataset="digit_scenes",
-    task="detection",
-    input_shape=(1, 64, 64),
-    num_classes=10,
-    classes=[str(d) for d in range(10)],
-    details={"max_objects": 4},
-)
-
-
 @MODELS.register(
     "centernet",
     config=CenterNetConfig,
     summary="CenterNet: objects as heat-map peaks with sizes and offsets (detection)",
     tasks=("detection",),
     inputs=("image",),
-    example_meta=DETECTION_META,
+    example_meta=scenes_meta("detection"),
 )
 def build_centernet(config: CenterNetConfig, meta: DataMeta) -> CenterNet:
     require_divisible("centernet", meta, len(config.widths))

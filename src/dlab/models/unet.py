@@ -110,14 +110,17 @@ def require_divisible(name: str, meta: DataMeta, levels: int) -> None:
         )
 
 
-SCENES_META = DataMeta(
-    dataset="digit_scenes",
-    task="segmentation",
-    input_shape=(1, 64, 64),
-    num_classes=10,
-    classes=[str(d) for d in range(10)],
-    details={"max_objects": 4},
-)
+def scenes_meta(task: str) -> DataMeta:
+    """Small digit scenes of `task` (detection or segmentation): what the scene models are
+    shown with when no data set is given (`dlab list models`, the registry-wide tests)."""
+    return DataMeta(
+        dataset="digit_scenes",
+        task=task,
+        input_shape=(1, 64, 64),
+        num_classes=10,
+        classes=[str(d) for d in range(10)],
+        details={"max_objects": 4},
+    )
 
 
 @MODELS.register(
@@ -126,7 +129,7 @@ SCENES_META = DataMeta(
     summary="U-Net: encoder, decoder and skips; a class for every pixel (segmentation)",
     tasks=("segmentation",),
     inputs=("image",),
-    example_meta=SCENES_META,
+    example_meta=scenes_meta("segmentation"),
 )
 def build_unet(config: UNetConfig, meta: DataMeta) -> UNet:
     from dlab.tasks import task_of
