@@ -9,6 +9,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# torch.compile's inductor keeps compiled kernels and precompiled headers under /tmp for the
+# whole machine, keyed without the CPU capability (torch 2.13): a header built while
+# ATEN_CPU_CAPABILITY=avx2 aborted the next default run (SIGABRT, the whole pytest process), and
+# make test's second kernel pass failed to compile against the first pass's header. Each test
+# session therefore compiles into a folder of its own, without precompiled headers.
+os.environ.setdefault("TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS", "0")
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil as _shutil
+    import tempfile
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="dlab-inductor-")
+    atexit.register(_shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
+
 import shutil
 import subprocess
 import sys
