@@ -102,12 +102,26 @@ def test_overfits_one_small_batch(name):
     model.train()
     for _ in range(400):
         optimizer.zero_grad()
-        loss = loss_of(meta, forward(model, x), y)
+        outputs = forward(model, x)
+        loss = loss_of(meta, outputs, y)
         loss.backward()
         optimizer.step()
         if loss.item() < 0.02:
             break
-    assert loss.item() < 0.05
+    if meta.task == "detection":
+        # CenterNet's loss adds L1 terms on sizes and offsets, which Adam at a fixed rate leaves
+        # oscillating near 0.04 (one thread 0.0506, two 0.0393 at step 400): what overfitting
+        # means for a detector is finding every box of the batch
+        from dlab.tasks.detection import coco_map, decode, kept, real_boxes
+
+        found = kept(decode(outputs.detach(), image_size=tuple(meta.input_shape[1:])))
+        assert (
+            coco_map(real_boxes(y), found, meta.classes, tuple(meta.input_shape[1:]))["map50"]
+            == 1.0
+        )
+        assert loss.item() < 0.1
+    else:
+        assert loss.item() < 0.05
 
 
 @pytest.mark.parametrize("name", NAMES)

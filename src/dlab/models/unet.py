@@ -116,7 +116,7 @@ def scenes_meta(task: str) -> DataMeta:
     return DataMeta(
         dataset="digit_scenes",
         task=task,
-        input_shape=(1, 64, 64),
+        input_shape=(1, 32, 32),
         num_classes=10,
         classes=[str(d) for d in range(10)],
         details={"max_objects": 4},
