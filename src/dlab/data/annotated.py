@@ -44,7 +44,6 @@ class Photo:
 def _open_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, 50_000_000)  # aerial tiles are big
     try:
         with Image.open(path) as picture:
             return np.asarray(picture.convert("RGB"))
