@@ -122,6 +122,22 @@ def test_switching_a_component_drops_the_old_components_settings():
     assert switched.model.name == "mlp" and switched.model.hidden == [128, 64]
 
 
+def test_switching_the_data_set_keeps_how_to_load_but_not_which_data():
+    """`-o data.name=text_file` on the SmolLM2 recipe must keep its pretrained tokenizer and batch
+    sizes (before, the tokenizer fell back to `word` and generation indexed past its vocabulary);
+    the old data set's split sizes and path do not carry over."""
+    recipe = load_recipe("smollm2_shakespeare_lora", ["data.name=text_file", "data.path=my.txt"])
+    assert recipe.data.name == "text_file" and recipe.data.path == "my.txt"
+    assert recipe.data.tokenizer.kind == "pretrained" and recipe.data.tokenizer.path == "smollm2"
+    assert (recipe.data.batch_size, recipe.data.eval_batch_size) == (8, 8)
+    mnist = load_recipe(RECIPES / "mnist_cnn.yaml", [])
+    assert mnist.data.val_size == 5000  # a count fit for MNIST ...
+    digits = load_recipe(RECIPES / "mnist_cnn.yaml", ["data.name=digits"]).data
+    assert digits.val_size == 0.1 and digits.batch_size == mnist.data.batch_size  # ... not digits
+    with pytest.raises(RecipeError, match="data.name: unknown dataset 'nope'"):
+        load_recipe(RECIPES / "mnist_cnn.yaml", ["data.name=nope"])
+
+
 def test_naming_the_component_already_chosen_keeps_its_settings():
     """`-o train.optimizer.name=adam` on a recipe already on Adam changes nothing; only a switch
     to another component drops the old settings."""

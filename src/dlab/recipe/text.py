@@ -166,6 +166,25 @@ _COMPONENT_PATHS = {
 }
 
 
+# data fields that describe which data (and how much of it), not how to load it: they go on a switch
+_WHICH_DATA = {"name", "path", "val_size", "test_size", "limit"}
+
+
+def _settings_kept_by(section: tuple[str, ...], name: Any, node: dict[str, Any]) -> dict[str, Any]:
+    """What survives `data.name=NEW`: the loading fields the new data set's config also has.
+
+    Batch size, block size, the tokenizer and the like describe how to load, not what, so
+    `-o data.name=text_file -o data.path=my.txt` on the SmolLM2 recipe keeps its pretrained
+    tokenizer. A model's, optimizer's, loss's or scheduler's settings are its own and all go.
+    """
+    from dlab.registry import DATASETS
+
+    if section != ("data",) or not isinstance(name, str) or name not in DATASETS:
+        return {}
+    fields = DATASETS.config_class(name).model_fields
+    return {k: v for k, v in node.items() if k in fields and k not in _WHICH_DATA}
+
+
 def apply_override(data: dict[str, Any], assignment: str) -> None:
     """Apply one `dotted.key=value` override in place; the value is parsed as YAML."""
     match = _OVERRIDE.match(assignment.strip())
@@ -200,7 +219,9 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         path[:-1] in _COMPONENT_PATHS and last == "name" and node.get("name") != value
     )
     if switching_component:
-        node.clear()  # the old component's settings do not apply to the new one
+        kept = _settings_kept_by(path[:-1], value, node)
+        node.clear()  # the old component's settings do not apply to the new one ...
+        node.update(kept)  # ... except a data set's loading settings that the new one shares
     if path in _COMPONENT_PATHS and isinstance(value, str) and isinstance(node.get(last), dict):
         value = {"name": value} if node[last].get("name") != value else node[last]
     node[last] = value
