@@ -8,6 +8,8 @@ and the new head are trained and saved, so a checkpoint is megabytes, not the wh
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field
 from torch import nn
@@ -51,6 +53,14 @@ class PretrainedConfig(ModelConfig):
     )
 
 
+def _kv_cache(out: Any) -> dict[str, Any]:
+    """The KV cache of a forward pass, as the keyword the next one takes: `cache` from
+    transformers 5.2x on (where `past_key_values` is deprecated), `past_key_values` before."""
+    if "cache" in out:
+        return {"cache": out["cache"]}
+    return {"past_key_values": out.past_key_values}
+
+
 class Pretrained(nn.Module):
     """dlab's batch conventions around a transformers model."""
 
@@ -82,7 +92,7 @@ class Pretrained(nn.Module):
                 :, None
             ]
             tokens = torch.cat([tokens, next_token], dim=1)
-            out = self.hf(input_ids=next_token, past_key_values=out.past_key_values, use_cache=True)
+            out = self.hf(input_ids=next_token, use_cache=True, **_kv_cache(out))
         self.train(was_training)
         return tokens
 
