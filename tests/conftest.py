@@ -170,6 +170,17 @@ def chromium() -> str:
     return found
 
 
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throw-away PostgreSQL server on loopback for the session (tests/pg_server.py)."""
+    from pg_server import binaries, postgres_server
+
+    if binaries() is None:
+        pytest.skip("PostgreSQL's server binaries are not installed (.ci/run installs them)")
+    with postgres_server() as url:
+        yield url
+
+
 # --- small trained runs shared by the report, compression, export and serving tests ---
 
 

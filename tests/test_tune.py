@@ -88,7 +88,7 @@ def test_a_study_prunes_writes_the_best_recipe_and_trains_it(tmp_path):
 
 @pytest.mark.e2e  # a whole flow, 15-25 s: outside the unit tests
 def test_a_killed_study_resumes_to_its_target(tmp_path):
-    path = write(tmp_path, trials=5)
+    path = write(tmp_path, trials=5, heartbeat=1, grace=3)
     env = {**os.environ, "DLAB_RUNS_DIR": str(tmp_path / "runs")}
     process = subprocess.Popen(
         [*dlab_command(), "tune", str(path), "--no-train-best"],
@@ -125,9 +125,11 @@ def test_a_killed_study_resumes_to_its_target(tmp_path):
     result = tune(path, runs_dir=tmp_path / "runs", train_best=False)
     finished = [t for t in result.trials if t["state"] in ("COMPLETE", "PRUNED")]
     assert len(finished) == 5
-    assert [t["state"] for t in result.trials].count(
-        "RUNNING"
-    ) <= 1  # the killed one, until its heartbeat expires
+    # the killed trial stopped beating: failed after tune.grace, and its parameters run again
+    states = [t["state"] for t in result.trials]
+    assert states.count("FAIL") == 1 and "RUNNING" not in states
+    killed = next(t for t in result.trials if t["state"] == "FAIL")
+    assert killed["values"] in [t["values"] for t in finished]
 
 
 @pytest.mark.e2e
@@ -154,6 +156,16 @@ def test_three_workers_share_one_sqlite_study(tmp_path):
     assert len({t.number for t in trials}) == len(trials)
     values = [tuple(sorted((k, str(v)) for k, v in t.params.items())) for t in finished]
     assert len(set(values)) == len(values)  # no worker repeated another's parameters
+
+
+def test_a_grace_period_shorter_than_the_heartbeat_is_refused(tmp_path):
+    with pytest.raises(
+        RecipeError, match=r"tune: grace \(5 s\) must be longer than heartbeat \(10 s\)"
+    ):
+        load_recipe(write(tmp_path, heartbeat=10, grace=5))
+    assert (
+        load_recipe(write(tmp_path)).tune.grace == 60
+    )  # a dead worker's trial: retried in a minute
 
 
 def test_tune_needs_a_tune_section(tmp_path):
@@ -223,3 +235,99 @@ def test_a_storage_password_never_reaches_an_error_or_the_record(tmp_path):
     with pytest.raises(DlabError) as caught:
         tune(write(tmp_path), storage=url, runs_dir=tmp_path / "runs")
     assert "s3cret-pw" not in str(caught.value) and "dlab:***@127.0.0.1" in str(caught.value)
+
+
+def _study_trials(url, name="tiny"):
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        return optuna.load_study(study_name=name, storage=url).trials
+    except (KeyError, OperationalError):  # the study (or its database) is not there yet
+        return []
+
+
+@pytest.mark.e2e
+def test_three_workers_share_a_postgresql_study_and_outlive_a_killed_one(tmp_path, postgres_url):
+    """Three `dlab tune` processes on one study in a real PostgreSQL server; one is SIGKILLed in
+    the middle of a trial. Its trial is failed by the heartbeat and retried, the other two finish
+    exactly the requested count, and the best recipe is trained once."""
+    path = write(tmp_path, trials=6, heartbeat=1, grace=4)
+    env = {**os.environ, "DLAB_RUNS_DIR": str(tmp_path / "runs")}
+    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+    workers = [
+        subprocess.Popen(
+            [*dlab_command(), "tune", str(path), "--storage", postgres_url],
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        for log in logs
+    ]
+    started = time.monotonic()
+    try:
+        pids = {w.pid: w for w in workers}
+        victim, killed_trial = None, None
+        while victim is None and time.monotonic() - started < 150:
+            trials = _study_trials(postgres_url)
+            done = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+            for t in trials:  # mid-study, a trial that one of our workers has just begun
+                pid = int(t.user_attrs.get("worker", ":0").rsplit(":", 1)[1])
+                fresh = t.state.name == "RUNNING" and not t.intermediate_values
+                if done >= 1 and fresh and pid in pids:
+                    victim, killed_trial = pids[pid], t.number
+                    break
+            time.sleep(0.05)
+        assert victim is not None, [log.read_text()[-500:] for log in logs]
+        victim.send_signal(signal.SIGKILL)
+        for worker in workers:
+            worker.wait(timeout=max(10.0, 170 - (time.monotonic() - started)))
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    outputs = [log.read_text() for log in logs]
+    assert victim.returncode == -signal.SIGKILL
+    assert all(w.returncode == 0 for w in workers if w is not victim), outputs
+
+    trials = _study_trials(postgres_url)
+    by_number = {t.number: t for t in trials}
+    assert by_number[killed_trial].state.name == "FAIL"
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed_trial]
+    assert len(retried) == 1 and retried[0].params == by_number[killed_trial].params
+    done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(done) == 6  # exactly the requested count, across the three workers
+    assert retried[0] in done
+    values = [tuple(sorted((k, str(v)) for k, v in t.params.items())) for t in done]
+    assert len(set(values)) == len(values)
+    ran_by = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in done}
+    assert ran_by <= set(pids)
+    assert int(retried[0].user_attrs["worker"].rsplit(":", 1)[1]) != victim.pid  # a survivor
+
+    # the best recipe is written and trained once, by one worker
+    best = optuna.load_study(study_name="tiny", storage=postgres_url).user_attrs["best"]
+    runs = [p for p in (tmp_path / "runs" / "tiny").iterdir() if p.name != "tune"]
+    assert [str(p) for p in runs] == [best["run"]]
+    assert (tmp_path / "runs" / "tiny" / "tune" / "best.yaml").is_file()
+    assert sum(f"best run: {best['run']}" in text for text in outputs) == 1
+    assert time.monotonic() - started < 180
+
+
+def test_a_postgresql_server_that_refuses_or_is_down_fails_at_start(tmp_path, postgres_url):
+    from dlab.errors import DlabError
+
+    wrong = postgres_url.replace(":pg-test-s3cret@", ":not-the-password@")
+    for url, reason in [
+        (wrong, "password authentication failed"),
+        (postgres_url.rsplit(":", 1)[0] + ":1/dlab", "Connection refused"),
+    ]:
+        started = time.monotonic()
+        with pytest.raises(DlabError) as caught:
+            tune(write(tmp_path), storage=url, runs_dir=tmp_path / "runs")
+        message = str(caught.value)
+        assert message.startswith(
+            "--storage: cannot open the study at postgresql+psycopg://dlab:***@"
+        )
+        assert reason in message and "\n" not in message
+        assert "s3cret" not in message and "not-the-password" not in message
+        assert time.monotonic() - started < 20

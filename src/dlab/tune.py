@@ -48,6 +48,7 @@ class TuneResult:
     best_recipe_path: Path
     trials: list[dict[str, Any]]
     best_run: Any = None
+    trained_elsewhere: str | None = None  # another worker's best run (or "in progress")
 
 
 class OptunaReporter(Callback):
@@ -84,7 +85,21 @@ def redact(url: str, text: str | None = None) -> str:
     return shown
 
 
-def _storage(url: str) -> Any:
+def _driver_url(url: str) -> str:
+    """SQLAlchemy's plain `postgresql://` means psycopg2; without it, use psycopg 3 (the tune
+    extra's driver) for the same URL."""
+    import importlib.util
+
+    if (
+        url.startswith("postgresql://")
+        and importlib.util.find_spec("psycopg2") is None
+        and importlib.util.find_spec("psycopg") is not None
+    ):
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def _storage(url: str, heartbeat: int = 10, grace: int = 60) -> Any:
     import optuna
 
     kwargs: dict[str, Any] = {}
@@ -99,7 +114,9 @@ def _storage(url: str) -> Any:
         )
     else:
         kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=1)
-    return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120, **kwargs)
+    return optuna.storages.RDBStorage(
+        _driver_url(url), heartbeat_interval=heartbeat, grace_period=grace, **kwargs
+    )
 
 
 def _schema_lock(url: str) -> Any:
@@ -112,7 +129,13 @@ def _schema_lock(url: str) -> Any:
 
 
 def _open_study(
-    optuna: Any, name: str, url: str, pruner: Any, direction: str, attempts: int = 6
+    optuna: Any,
+    name: str,
+    url: str,
+    pruner: Any,
+    direction: str,
+    attempts: int = 6,
+    heartbeat: tuple[int, int] = (10, 60),
 ) -> Any:
     """Create or load the study.
 
@@ -125,7 +148,7 @@ def _open_study(
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.create_study(
                     study_name=name,
-                    storage=_storage(url),
+                    storage=_storage(url, *heartbeat),
                     pruner=pruner,
                     direction=direction,
                     load_if_exists=True,
@@ -187,18 +210,10 @@ def tune(
     study = _study(optuna, recipe_obj.name, url, config)
     base = recipe_obj.without_tune()
 
-    objective = _objective(optuna, recipe_obj.name, base, config, folder / "trials", progress)
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    finished = len(study.get_trials(deepcopy=False, states=done))
-    if finished < total:
-        study.optimize(
-            objective,
-            n_trials=total - finished,
-            catch=(TrainingDiverged,),  # a diverged trial is FAIL; any other error stops
-            callbacks=[
-                optuna.study.MaxTrialsCallback(total, states=done)
-            ],  # several workers share the count
-        )
+    objective = _objective(
+        optuna, recipe_obj.name, base, config, folder / "trials", progress, total
+    )
+    _run_to_target(optuna, study, objective, total, config)
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         raise DlabError(
@@ -206,18 +221,129 @@ def tune(
         )
     best_trial = study.best_trial
     values = best_trial.user_attrs.get("values", {})
-    best_recipe = base.override(*[_assignment(p, v) for p, v in values.items()])
     best_path = folder / "best.yaml"
-    atomic_write_text(best_path, best_recipe.to_yaml())
-    history = _trials(study)
-    best = float(best_trial.value)
-    result = TuneResult(recipe_obj.name, redact(url), best, values, best_path, history)
-    if train_best:
-        run = train(best_recipe, runs_dir=runs_dir, progress=progress, report=False)
-        run.dir.update_meta(tuning=_summary(study, config, result))
-        run.write_report()
-        result.best_run = run
+    result = TuneResult(
+        recipe_obj.name, redact(url), float(best_trial.value), values, best_path, _trials(study)
+    )
+    # Every worker ends here; one writes the best recipe and trains it, the others leave it be.
+    with _exclusive(url, f"dlab-best:{recipe_obj.name}") as mine:
+        claimed = study.user_attrs.get("best", {})
+        if not mine or (
+            claimed.get("trial") == best_trial.number and (claimed.get("run") or not train_best)
+        ):
+            result.trained_elsewhere = claimed.get("run") if mine else "in progress"
+            return result
+        best_recipe = base.override(*[_assignment(p, v) for p, v in values.items()])
+        atomic_write_text(best_path, best_recipe.to_yaml())
+        claim = {"trial": best_trial.number, "recipe": str(best_path), "run": None}
+        if train_best:
+            run = train(best_recipe, runs_dir=runs_dir, progress=progress, report=False)
+            run.dir.update_meta(tuning=_summary(study, config, result))
+            run.write_report()
+            result.best_run, claim["run"] = run, str(run.path)
+        study.set_user_attr("best", claim)
     return result
+
+
+class _Surplus(Exception):
+    """A trial created after the study already had its count of trials (workers racing)."""
+
+
+_WAITING_NOTE_EVERY = 30.0  # seconds between "waiting for trial N" lines
+
+
+def _counts(optuna: Any, study: Any) -> tuple[int, int, int]:
+    """(trials done, trials running or waiting, of those waiting) in the study.
+
+    Done: complete, pruned, or failed by divergence (a finished attempt that counts). Trials
+    failed because their worker died are retried and do not count, nor do surplus ones.
+    """
+    state = optuna.trial.TrialState
+    done = pending = waiting = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (state.COMPLETE, state.PRUNED) or (
+            t.state == state.FAIL and "failure" in t.user_attrs
+        ):
+            done += 1
+        elif t.state in (state.RUNNING, state.WAITING):
+            pending += 1
+            waiting += t.state == state.WAITING
+    return done, pending, waiting
+
+
+def _run_to_target(optuna: Any, study: Any, objective: Any, total: int, config: TuneConfig) -> None:
+    """Run trials until the study (all its workers together) has `total` of them done.
+
+    A worker starts a trial only while done + in flight is short of the total; when the last
+    ones run elsewhere it waits for them, because a worker that dies leaves its trial to be
+    failed after `tune.grace` seconds and retried, and someone must run the retry.
+    """
+    last_note = 0.0
+    while True:
+        with warnings.catch_warnings():  # experimental since optuna 2.9, and still there in 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, re-queued
+        done, pending, waiting = _counts(optuna, study)
+        if done >= total:
+            return
+        if done + pending >= total and not waiting:
+            if time.monotonic() - last_note > _WAITING_NOTE_EVERY:
+                print(
+                    f"tune: {done}/{total} trials done; waiting for {pending} running elsewhere "
+                    f"(one whose worker stops beating is retried after {config.grace} s)",
+                    flush=True,
+                )
+                last_note = time.monotonic()
+            time.sleep(min(1.0, config.heartbeat))
+            continue
+        study.optimize(objective, n_trials=1, catch=(TrainingDiverged, _Surplus))
+
+
+@contextlib.contextmanager
+def _exclusive(url: str, key: str) -> Any:
+    """A lock shared by every worker of a study, held for the block; yields False at once if
+    another worker holds it. SQLite: a file lock beside the database; PostgreSQL and MySQL: the
+    server's advisory lock, released by the server if the worker dies."""
+    if url.startswith("sqlite:///"):
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(url.removeprefix("sqlite:///") + ".best.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+        return
+    if not url.startswith(("postgresql", "mysql")):
+        yield True  # no lock to share: every worker writes the best recipe
+        return
+    import hashlib
+
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(_driver_url(url), poolclass=sqlalchemy.pool.NullPool)
+    number = int.from_bytes(
+        hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True
+    )
+    postgres = url.startswith("postgresql")
+    take, give = (
+        ("SELECT pg_try_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)")
+        if postgres
+        else ("SELECT GET_LOCK(:k, 0)", "SELECT RELEASE_LOCK(:k)")
+    )
+    argument = {"k": number if postgres else key[:64]}
+    with engine.connect() as connection:
+        got = bool(connection.execute(sqlalchemy.text(take), argument).scalar())
+        try:
+            yield got
+        finally:
+            if got:
+                connection.execute(sqlalchemy.text(give), argument)
+    engine.dispose()
 
 
 def _study(optuna: Any, name: str, url: str, config: TuneConfig) -> Any:
@@ -228,7 +354,14 @@ def _study(optuna: Any, name: str, url: str, config: TuneConfig) -> Any:
         "hyperband": optuna.pruners.HyperbandPruner(),
         "none": optuna.pruners.NopPruner(),
     }[config.pruner]
-    study = _open_study(optuna, name, url, pruner, config.resolved_direction())
+    study = _open_study(
+        optuna,
+        name,
+        url,
+        pruner,
+        config.resolved_direction(),
+        heartbeat=(config.heartbeat, config.grace),
+    )
     # A restarted study, or a second worker, must not replay the first one's random draws: the
     # sampler's seed mixes in the trials already stored and this process.
     seed = int(
@@ -243,12 +376,35 @@ def _study(optuna: Any, name: str, url: str, config: TuneConfig) -> Any:
 
 
 def _objective(
-    optuna: Any, name: str, base: Recipe, config: TuneConfig, trials_dir: Path, progress: bool
+    optuna: Any,
+    name: str,
+    base: Recipe,
+    config: TuneConfig,
+    trials_dir: Path,
+    progress: bool,
+    total: int,
 ) -> Any:
     """One trial: train the base recipe with the sampled values; score its best epoch."""
+    import socket
+
     from dlab.api import train
 
+    state = optuna.trial.TrialState
+    counted = (state.COMPLETE, state.PRUNED, state.RUNNING, state.WAITING)
+
     def objective(trial: Any) -> float:
+        # Trial numbers order the workers' trials: one with `total` counted trials before it is
+        # surplus (two workers started the last one together) and stops at once.
+        before = [
+            t
+            for t in trial.study.get_trials(deepcopy=False)
+            if t.number < trial.number
+            and (t.state in counted or (t.state == state.FAIL and "failure" in t.user_attrs))
+        ]
+        if len(before) >= total:
+            trial.set_user_attr("surplus", True)
+            raise _Surplus
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         values = {path: _suggest(trial, path, spec) for path, spec in config.space.items()}
         trial.set_user_attr("values", values)
         trial_recipe = base.override(
@@ -292,6 +448,7 @@ def _trials(study: Any) -> list[dict[str, Any]]:
             **({"failure": t.user_attrs["failure"]} if "failure" in t.user_attrs else {}),
         }
         for t in study.get_trials(deepcopy=False)
+        if not t.user_attrs.get("surplus")
     ]
 
 

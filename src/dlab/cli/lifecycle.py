@@ -122,6 +122,12 @@ def tune_command(
     console.print(f"best recipe: {result.best_recipe_path}")
     if result.best_run is not None:
         console.print(f"best run: {result.best_run.path}")
+    elif result.trained_elsewhere == "in progress":
+        console.print("best run: another worker of this study is training it")
+    elif result.trained_elsewhere:
+        console.print(
+            f"best run: {result.trained_elsewhere} (trained before, or by another worker)"
+        )
 
 
 @app.command()

@@ -10,7 +10,7 @@ Sections that name a registered component (`data`, `model`, `train.optimizer`, `
 `train.scheduler`) are validated against that component's own config class, so a misspelt
 key is caught wherever it is. Every field has a default and a description (`dlab recipe doc`).
 
-`schema.py` holds the sections; `text.py` parses YAML, applies `-o` overrides and turns
+`schema.py` holds the sections (`section.py` their base, `tuning.py` the `tune:` section); `text.py` parses YAML, applies `-o` overrides and turns
 validation errors into one line each; `loading.py` finds recipes by name and loads them. All are
 imported from `dlab.recipe`.
 """
@@ -18,7 +18,6 @@ imported from `dlab.recipe`.
 from dlab.recipe.loading import field_docs, find_recipe, load_recipe, recipe_dirs
 from dlab.recipe.schema import (
     RECIPE_NAME,
-    SPACE_KINDS,
     AugmentConfig,
     ComponentConfig,
     DataConfig,
@@ -30,13 +29,13 @@ from dlab.recipe.schema import (
     Privacy,
     Recipe,
     SchedulerConfig,
-    Section,
     SoundAugmentConfig,
     TrainConfig,
-    TuneConfig,
     from_dict,
 )
+from dlab.recipe.section import Section
 from dlab.recipe.text import apply_override, format_validation_error, parse_yaml
+from dlab.recipe.tuning import SPACE_KINDS, TuneConfig
 
 __all__ = [
     "RECIPE_NAME",

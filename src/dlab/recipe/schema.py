@@ -9,9 +9,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SerializeAsAny,
     ValidationError,
@@ -21,30 +19,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from dlab.errors import RecipeError, did_you_mean
+from dlab.recipe.section import Section
 from dlab.recipe.text import apply_override, dump_yaml, format_validation_error, parse_yaml
+from dlab.recipe.tuning import TuneConfig, lower_is_better
 from dlab.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS, Registry
-
-
-class Section(BaseModel):
-    """Base of every recipe section: frozen, no unknown keys, no NaN or infinity."""
-
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _reject_unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            known = set(cls.model_fields)
-            for key in data:
-                if key not in known:
-                    raise PydanticCustomError(
-                        "unknown_key",
-                        "unknown key{hint}",
-                        {"key": str(key), "hint": did_you_mean(str(key), sorted(known))},
-                    )
-        return data
 
 
 class ComponentConfig(Section):
@@ -206,11 +184,6 @@ LossSection = Annotated[SerializeAsAny[LossConfig], _dispatch(LOSSES)]
 SchedulerSection = Annotated[SerializeAsAny[SchedulerConfig], _dispatch(SCHEDULERS)]
 
 
-def lower_is_better(metric: str) -> bool:
-    """Losses and errors: val_loss, val_mae, val_rmse ("mse" is inside it), val_perplexity."""
-    return any(word in metric for word in ("loss", "error", "mae", "mse", "perplexity"))
-
-
 class EarlyStopping(Section):
     """Stop when a validation metric stops improving."""
 
@@ -336,75 +309,6 @@ class TrainConfig(Section):
         if isinstance(threads, int) and threads < 1:
             raise PydanticCustomError("threads", "should be 'auto' or at least 1")
         return threads
-
-
-SPACE_KINDS = ("log_uniform", "uniform", "int", "choice")
-
-
-class TuneConfig(Section):
-    """A hyper-parameter search with Optuna over any recipe fields."""
-
-    space: dict[str, dict[str, list[Any]]] = Field(
-        description="dotted recipe field -> {log_uniform: [lo, hi]} | {uniform: [lo, hi]} | {int: [lo, hi]} | {choice: [a, b, ...]}"
-    )
-    metric: str = Field(
-        "val_loss",
-        description="validation metric to optimise (as logged: val_loss, val_accuracy, ...)",
-    )
-    direction: Literal["auto", "minimize", "maximize"] = Field(
-        "auto", description="auto: minimise losses and errors, maximise the rest"
-    )
-    trials: int = Field(
-        20, ge=1, description="trials the study runs in total (across restarts and workers)"
-    )
-    sampler: Literal["tpe", "random"] = Field("tpe", description="TPE (Bayesian) or random search")
-    pruner: Literal["median", "hyperband", "none"] = Field(
-        "median", description="stop trials whose per-epoch metric lags"
-    )
-    seed: int = Field(
-        0,
-        description="seed of the sampler (mixed with the trials stored and the process, so workers differ)",
-    )
-
-    @model_validator(mode="after")
-    def _check_space(self) -> TuneConfig:
-        if not self.space:
-            raise PydanticCustomError(
-                "empty_space", "space is empty: name at least one field to search"
-            )
-        for path, spec in self.space.items():
-            if len(spec) != 1 or next(iter(spec)) not in SPACE_KINDS:
-                raise PydanticCustomError(
-                    "space_kind",
-                    "space.{path}: use exactly one of {kinds}",
-                    {"path": path, "kinds": ", ".join(SPACE_KINDS)},
-                )
-            kind, values = next(iter(spec.items()))
-            if kind == "choice" and not values:
-                raise PydanticCustomError(
-                    "space_values", "space.{path}: choice needs at least one value", {"path": path}
-                )
-            if kind != "choice" and (
-                len(values) != 2
-                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-                or values[0] >= values[1]
-            ):
-                raise PydanticCustomError(
-                    "space_values",
-                    "space.{path}: {kind} needs [low, high] numbers with low < high",
-                    {"path": path, "kind": kind},
-                )
-            if kind == "log_uniform" and values[0] <= 0:
-                raise PydanticCustomError(
-                    "space_values", "space.{path}: log_uniform needs a positive low", {"path": path}
-                )
-        return self
-
-    def resolved_direction(self) -> Literal["minimize", "maximize"]:
-        """minimize for losses and errors unless told otherwise."""
-        if self.direction != "auto":
-            return self.direction
-        return "minimize" if lower_is_better(self.metric) else "maximize"
 
 
 RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
