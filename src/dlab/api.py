@@ -373,6 +373,10 @@ def train(
     # a torchrun rank (or None); rank 0 holds the run folder against other processes
     with distributed.joined(recipe_obj.train.device) as job, contextlib.ExitStack() as held:
         main = job is None or job.main
+        if run_dir is None and job is not None and distributed.elastic_run_id():
+            restart = steps.elastic_resume(recipe_obj, runs_dir, job)
+            if restart is not None:
+                run_dir, recipe_obj, checkpoint = restart
         if run_dir is not None and main:
             held.enter_context(run_dir.lock())
         seed_everything(recipe_obj.seed)

@@ -53,6 +53,38 @@ def resumable(resume: str | Path, overrides: Sequence[str]) -> tuple[RunDir, Rec
     return run_dir, recipe, checkpoint
 
 
+def elastic_resume(recipe: Recipe, runs_dir: Any, job: Any) -> tuple[RunDir, Recipe, Path] | None:
+    """In a torchrun job with an id: the unfinished run that an earlier attempt of the job
+    started, its recipe and its last checkpoint (rank 0 looks, every rank gets its answer), or
+    None to start afresh (no run of this job id, or none that reached a checkpoint)."""
+    path = _elastic_run(recipe, runs_dir) if job.main else None
+    path = distributed.broadcast_object(path, job)
+    if path is None:
+        return None
+    if job.main:
+        print(f"dlab: job {distributed.elastic_run_id()} resumes {path} from its last checkpoint")
+    return resumable(path, ())
+
+
+def _elastic_run(recipe: Recipe, runs_dir: Any) -> str | None:
+    """The newest unfinished run of this torchrun job id with a checkpoint."""
+    from dlab.runs import runs_root
+
+    job_id, folder = distributed.elastic_run_id(), runs_root(runs_dir) / recipe.name
+    if job_id is None or not folder.is_dir():
+        return None
+    found = []
+    for path in folder.iterdir():
+        if not (path / RunDir.META).is_file():
+            continue
+        run = RunDir(path)
+        meta = run.meta
+        ours = meta.get("elastic_run") == job_id and meta.get("status") != "completed"
+        if ours and run.checkpoints.latest() is not None:
+            found.append((str(meta.get("created", "")), str(path)))
+    return max(found)[1] if found else None
+
+
 def new_run_dir(recipe: Recipe, bundle: DataBundle, runs_dir: Any, job: Any) -> RunDir:
     """Rank 0 creates the run folder (with the tokenizer); every rank of a job gets its path."""
     run_dir = None
@@ -103,6 +135,7 @@ def record_start(
         hardware=runtime.hardware_summary(trainer.device),
         seed=seed,
         **({"processes": job.world} if job is not None else {}),
+        **({"elastic_run": distributed.elastic_run_id()} if job is not None else {}),
         **(meta or {}),
     )
 

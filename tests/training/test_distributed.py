@@ -280,3 +280,111 @@ def test_fsdp_shards_a_gpt_takes_the_steps_of_one_process_and_resumes_anywhere(t
         run, _ = train(tmp_path, recipe, "-o", "train.max_steps=30", nproc=first, runs=runs)
         train(tmp_path, "--resume", str(run), "-o", "train.max_steps=60", nproc=then, runs=runs)
         assert_same_curve_as_one_process(run)
+
+
+# --- two "machines" on loopback: torchrun's c10d rendezvous, restarts after a killed worker ---
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_nodes(tmp_path: Path, recipe: Path, runs: str, *extra: str) -> list[subprocess.Popen]:
+    """`dlab train RECIPE --nnodes 2 --master 127.0.0.1:PORT` twice: the README's two-machine
+    command, both "machines" on this one."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    master = f"127.0.0.1:{_free_port()}"
+    command = [*dlab_command(), "train", str(recipe), "--runs-dir", str(tmp_path / runs), "-q"]
+    command += ["--nnodes", "2", "--master", master, *extra]
+    return [
+        subprocess.Popen(
+            command,
+            env=env,
+            stdout=(tmp_path / f"{runs}-node{n}.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        for n in range(2)
+    ]
+
+
+def kill_rank_after(nodes: list[subprocess.Popen], log: Path, step: int, rank: str = "1") -> None:
+    """SIGKILL the worker of `rank` once the run has logged `step` (between two checkpoints)."""
+    deadline = time.time() + 150
+    while time.time() < deadline:
+        logged = list(log.glob("*/metrics.jsonl"))
+        with contextlib.suppress(json.JSONDecodeError):  # a line being written
+            if logged and step in losses(logged[0].parent):
+                break
+        assert all(n.poll() is None for n in nodes), "a node ended before the kill"
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"step {step} not reached in 150 s")
+    victims = [p for n in nodes for p in descendants(n.pid) if rank_of(p) == rank]
+    assert victims, f"rank {rank} not found"
+    os.kill(victims[0], signal.SIGKILL)
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds ranks through /proc")
+def test_two_nodes_restart_after_a_killed_worker_and_end_as_if_never_stopped(tmp_path):
+    """Two nodes (c10d rendezvous) take the steps of one process that accumulates two halves,
+    to 1e-9 (the DDP test's stated tolerance, same arithmetic); with `--max-restarts 1`, rank 1
+    SIGKILLed between two checkpoints makes torchrun restart both nodes, every rank resumes from
+    the last checkpoint, and the final weights equal the uninterrupted run's bit for bit (the
+    resumed steps repeat the same float32 arithmetic in the same order)."""
+    recipe = write(tmp_path, max_steps=120, checkpoint_every=30)
+    halves, _ = train(tmp_path, str(recipe), "-o", "train.grad_accumulation=2", runs="halves")
+    nodes = start_nodes(tmp_path, recipe, "straight")
+    try:
+        assert [n.wait(timeout=240) for n in nodes] == [0, 0]
+    finally:
+        for n in nodes:
+            stop_job(n)
+    (straight,) = (tmp_path / "straight" / RECIPE["name"]).iterdir()
+    got, expected = losses(straight), losses(halves)
+    assert sorted(got) == list(range(10, 121, 10))
+    np.testing.assert_allclose([got[s] for s in expected], list(expected.values()), rtol=1e-9)
+    assert json.loads((straight / "meta.json").read_text())["processes"] == 2
+
+    nodes = start_nodes(tmp_path, recipe, "killed", "--max-restarts", "1")
+    try:
+        kill_rank_after(nodes, tmp_path / "killed" / RECIPE["name"], step=40)
+        killed = time.perf_counter()
+        assert [n.wait(timeout=240) for n in nodes] == [0, 0]
+        print(f"restarted and finished {time.perf_counter() - killed:.1f} s after the kill")
+    finally:
+        for n in nodes:
+            stop_job(n)
+    (resumed,) = (tmp_path / "killed" / RECIPE["name"]).iterdir()  # the same run, continued
+    logs = [(tmp_path / f"killed-node{n}.log").read_text() for n in range(2)]
+    assert sum("resumes" in text and "from its last checkpoint" in text for text in logs) == 1
+    assert (resumed / "model.safetensors").read_bytes() == (
+        straight / "model.safetensors"
+    ).read_bytes()
+    assert losses(resumed) == got
+    assert json.loads((resumed / "meta.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds ranks through /proc")
+def test_two_nodes_without_restarts_left_both_end_with_one_line(tmp_path):
+    recipe = write(tmp_path, max_steps=100_000, epochs=1000, checkpoint_every=30)
+    nodes = start_nodes(tmp_path, recipe, "runs")
+    try:
+        kill_rank_after(nodes, tmp_path / "runs" / RECIPE["name"], step=20)
+        killed = time.perf_counter()
+        codes = [n.wait(timeout=120) for n in nodes]
+        elapsed = time.perf_counter() - killed
+    finally:
+        for n in nodes:
+            stop_job(n)
+    assert all(code != 0 for code in codes)
+    assert elapsed < 60  # neither node waits out the collective timeout
+    for n in range(2):
+        last = (tmp_path / f"runs-node{n}.log").read_text().strip().splitlines()[-1]
+        assert last.startswith("dlab: error: train --nproc 1 --nnodes 2: a process failed"), last
+        assert "start the same command on every node again to continue it" in last

@@ -35,6 +35,25 @@ def train(
             help="train data-parallel in N processes (torchrun, DDP; gloo on CPU, NCCL on GPU)",
         ),
     ] = 1,
+    nnodes: Annotated[
+        int,
+        typer.Option(
+            "--nnodes", help="machines in the job: start the same command on each (with --master)"
+        ),
+    ] = 1,
+    master: Annotated[
+        str | None,
+        typer.Option(
+            "--master", help="HOST:PORT of the rendezvous, one machine every node reaches"
+        ),
+    ] = None,
+    max_restarts: Annotated[
+        int,
+        typer.Option(
+            "--max-restarts",
+            help="restart the whole job up to N times after a process fails; it resumes from the last checkpoint",
+        ),
+    ] = 0,
 ) -> None:
     """Train a recipe into a new run directory (or resume one)."""
     from dlab.api import train as train_recipe
@@ -45,8 +64,10 @@ def train(
         )
     if recipe is not None and resume is not None:
         raise DlabError("train: give either a recipe or --resume RUN_DIR, not both")
-    if nproc != 1:
-        _train_in_processes(nproc, recipe, override or [], resume, runs_dir, quiet)
+    if nproc != 1 or nnodes != 1 or master is not None or max_restarts:
+        _train_in_processes(
+            nproc, recipe, override or [], resume, runs_dir, quiet, (nnodes, master, max_restarts)
+        )
         return
     run = train_recipe(recipe, override or [], runs_dir=runs_dir, resume=resume, progress=not quiet)
     if os.environ.get("RANK", "0") == "0":  # a single process, or rank 0 of a torchrun job
@@ -60,8 +81,10 @@ def _train_in_processes(
     resume: Path | None,
     runs_dir: Path | None,
     quiet: bool,
+    where: tuple[int, str | None, int] = (1, None, 0),
 ) -> None:
-    """The same command in N processes under torchrun, which stops all of them if one fails."""
+    """The same command in N processes (per machine) under torchrun, which stops all of them if
+    one fails, and restarts them all up to --max-restarts times."""
     from dlab.training import distributed
 
     argv = ["train", *([recipe] if recipe else [])]
@@ -70,13 +93,39 @@ def _train_in_processes(
     argv += ["--resume", str(resume)] if resume else []
     argv += ["--runs-dir", str(runs_dir)] if runs_dir else []
     argv += ["--quiet"] if quiet else []
-    code = distributed.launch(nproc, argv)
+    count, master, restarts = where
+    nodes = distributed.Nodes(count, master, restarts, _job_id(recipe, overrides, resume))
+    code = distributed.launch(nproc, argv, nodes)
     if code != 0:
-        raise DlabError(
-            f"train --nproc {nproc}: a process failed (exit code {code}), so torchrun stopped the "
-            "others; its error is above. Continue from the last checkpoint with "
-            "`dlab train --resume RUN_DIR` (any number of processes)"
+        after = f" and {restarts} restart(s)" if restarts else ""
+        again = (
+            "start the same command on every node again to continue it"
+            if master
+            else "continue from the last checkpoint with `dlab train --resume RUN_DIR`"
         )
+        raise DlabError(
+            f"train --nproc {nproc}"
+            + (f" --nnodes {count}" if master else "")
+            + f": a process failed (exit code {code}){after}, so torchrun stopped the others; "
+            f"its error is above. The run keeps its last checkpoint: {again} (any number of "
+            "processes)"
+        )
+
+
+def _job_id(recipe: str | None, overrides: list[str], resume: Path | None) -> str:
+    """The torchrun job id: the same on every node for the same command, so that the nodes
+    meet, and a new one for another recipe or other overrides (a run of this id that did not
+    complete is continued)."""
+    import hashlib
+
+    from dlab.recipe import load_recipe
+
+    if resume is not None:
+        text, name = str(resume.resolve()), resume.name
+    else:
+        loaded = load_recipe(recipe, overrides)
+        text, name = loaded.to_yaml(), loaded.name
+    return f"dlab-{name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
 
 @app.command()

@@ -13,7 +13,11 @@ process reads RANK/WORLD_SIZE/LOCAL_RANK from torchrun's environment and:
   so that a stuck peer ends the job instead of hanging it; a peer that dies makes torchrun stop
   the others at once;
 - leaves logs, reports and checkpoints to rank 0; a checkpoint holds the unwrapped model and
-  the global position, so it resumes in any number of processes.
+  the global position, so it resumes in any number of processes;
+- continues the unfinished run of its torchrun job id (`--rdzv-id`) from its last checkpoint
+  when there is one, so that a job torchrun restarts after a failure (`--max-restarts`), or the
+  same command started again, resumes instead of starting over (the runs folder must be one
+  that every node reads, as for `--resume`).
 """
 
 from __future__ import annotations
@@ -52,6 +56,16 @@ class Context:
 def launched() -> bool:
     """True when torchrun (or another launcher) started this process as one of several."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def elastic_run_id() -> str | None:
+    """torchrun's id of this job (`--rdzv-id`, the same on every node and in every attempt), or
+    None outside torchrun or where it is torchrun's default "none" (not an id of this job).
+
+    The attempt number (TORCHELASTIC_RESTART_COUNT) cannot say whether this is a restart: a
+    node whose own worker did not fail restarts as a membership change, and keeps 0."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID") if launched() else None
+    return run_id if run_id and run_id != "none" else None
 
 
 def current() -> Context | None:
@@ -267,21 +281,70 @@ def check_batches(num_samples: int, batch_size: int, world: int, parts: int = 1)
         )
 
 
-def launch(nproc: int, argv: Sequence[str]) -> int:
-    """Run `dlab <argv>` in `nproc` processes under torchrun; return its exit code."""
+@dataclass(frozen=True)
+class Nodes:
+    """Where a job runs beyond this machine's processes: torchrun's c10d rendezvous."""
+
+    count: int = 1
+    master: str | None = None  # HOST:PORT of the rendezvous, reachable from every node
+    max_restarts: int = 0
+    job_id: str | None = None  # the same on every node; names the run to resume
+
+    def check(self) -> None:
+        if self.count < 1:
+            raise DlabError(f"--nnodes: {self.count} machines? give 1 or more")
+        if self.max_restarts < 0:
+            raise DlabError(f"--max-restarts: {self.max_restarts}? give 0 or more")
+        if self.count > 1 and self.master is None:
+            raise DlabError(
+                f"--nnodes {self.count}: name the rendezvous with --master HOST:PORT (a machine "
+                "and free port every node reaches, e.g. 10.0.0.1:29500), the same on every node"
+            )
+        if self.master is not None:
+            host, _, port = self.master.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise DlabError(
+                    f"--master: give HOST:PORT, e.g. 10.0.0.1:29500, not {self.master!r}"
+                )
+
+
+def launch(nproc: int, argv: Sequence[str], nodes: Nodes | None = None) -> int:
+    """Run `dlab <argv>` in `nproc` processes per node under torchrun; return its exit code.
+
+    On one machine without restarts torchrun runs standalone. Otherwise its c10d rendezvous
+    joins the nodes at `nodes.master` under `nodes.job_id`, and each node restarts the whole job
+    up to `nodes.max_restarts` times after a failure; every rank then resumes from the last
+    checkpoint. torch 2.13 shares the rendezvous store with the workers by default, and a
+    restarted worker can then read a dead peer's address left from the failed round and fail
+    again (2 of 3 tries here); a store per round (TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1) does
+    not (3 of 3)."""
+    nodes = nodes or Nodes()
     if nproc < 1:
         raise DlabError(f"--nproc: {nproc} processes? give 1 or more")
+    nodes.check()
+    env = dict(os.environ)
+    if nodes.master is None:  # this machine alone
+        where = ["--standalone"]
+    else:
+        where = [
+            f"--nnodes={nodes.count}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={nodes.master}",
+            f"--rdzv-id={nodes.job_id or 'dlab'}",
+        ]
+    if nodes.max_restarts or nodes.master is not None:
+        where.append(f"--max-restarts={nodes.max_restarts}")
+        env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
+        *where,
         f"--nproc-per-node={nproc}",
         "-m",
         "dlab",
         *argv,
     ]
-    env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env and nproc > 1:  # share the cores instead of oversubscribing
         from dlab.runtime import usable_cores
 
