@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -177,36 +178,85 @@ def start_listening(command, env, started: list, cwd) -> int:
     raise AssertionError(f"{command(port)[0]} exited three times (ports taken?)")
 
 
+def _tls_handshake(port: int, cafile: Path | None) -> None:
+    """Open a TLS connection to 127.0.0.1:port, checking its certificate against `cafile`
+    (None: the system's authorities, which do not know our test CA)."""
+    context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+
+
 @pytest.mark.slow
-def test_the_flower_app_runs_on_a_superlink_and_two_supernodes(tmp_path):
-    """Flower's deployment runtime, on 127.0.0.1: what users run across machines."""
+def test_the_flower_app_runs_on_a_secured_superlink_and_two_authenticated_supernodes(tmp_path):
+    """Flower's deployment runtime on 127.0.0.1, secured as the README tells users to run it
+    across machines: the SuperLink serves TLS with a certificate of our own CA, and admits only
+    SuperNodes whose public keys were registered (`flwr supernode register`). Two registered
+    nodes train the dlab app; a node with an unknown key is refused."""
     import flwr  # noqa: F401  (the Makefile installs it: a broken Flower fails, never skips)
+    from tls_files import write_key_pair, write_server_certificates
 
     recipe = tmp_path / "fl.yaml"
     recipe.write_text(
         "name: fl\nseed: 0\ndata: {name: mnist_sample, batch_size: 32, val_size: 400}\n"
         "model: {name: mlp, hidden: [64]}\ntrain: {optimizer: {name: sgd, lr: 0.1}}\n"
     )
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    tls = write_server_certificates(secrets)
+    keys = [write_key_pair(secrets, name) for name in ("node0", "node1", "stranger")]
     home = tmp_path / "flwr"
     home.mkdir()
     binaries = str(Path(sys.executable).parent)  # flower-superlink starts flower-superexec
     env = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{binaries}:{os.environ['PATH']}"}
     started: list[subprocess.Popen] = []
     try:
-        superlink = [f"{binaries}/flower-superlink", "--insecure", "--port"]
+        superlink = [f"{binaries}/flower-superlink", "--ssl-ca-certfile", str(tls["ca"])]
+        superlink += ["--ssl-certfile", str(tls["cert"]), "--ssl-keyfile", str(tls["key"])]
+        superlink += ["--enable-supernode-auth", "--port"]
         link = start_listening(lambda port: [*superlink, str(port)], env, started, tmp_path)
+        _tls_handshake(link, tls["ca"])  # the certificate our CA signed, for 127.0.0.1
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _tls_handshake(link, None)
         (home / "config.toml").write_text(
             f'[superlink]\ndefault = "here"\n\n[superlink.here]\naddress = "127.0.0.1:{link}"\n'
-            "insecure = true\n"
+            f'root-certificates = "{tls["ca"]}"\n'
         )
-        for client in range(2):
-            node = [f"{binaries}/flower-supernode", "--insecure", "--superlink"]
-            node += [
-                f"127.0.0.1:{link}",
-                "--node-config",
-                f"partition-id={client} num-partitions=2",
-            ]
-            start_listening(lambda port, n=node: [*n, "--port", str(port)], env, started, tmp_path)
+        for _, public in keys[:2]:  # the federation's owner admits two nodes by their keys
+            registered = subprocess.run(
+                [f"{binaries}/flwr", "supernode", "register", str(public), "here"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert "registered successfully" in registered.stdout, registered.stdout[-2000:]
+        node = [f"{binaries}/flower-supernode", "--root-certificates", str(tls["ca"])]
+        node += ["--superlink", f"127.0.0.1:{link}"]
+        for client, (private, _) in enumerate(keys[:2]):
+            mine = [*node, "--auth-supernode-private-key", str(private), "--node-config"]
+            mine.append(f"partition-id={client} num-partitions=2")
+            start_listening(lambda port, n=mine: [*n, "--port", str(port)], env, started, tmp_path)
+        # a node with a key nobody registered: refused at activation (it stays up, retrying its
+        # own SuperExec, so the test reads its log and stops it)
+        refused = tmp_path / "stranger.log"
+        stranger = [*node, "--auth-supernode-private-key", str(keys[2][0]), "--max-retries", "1"]
+        with refused.open("w") as log:
+            started.append(
+                subprocess.Popen(
+                    [*stranger, "--port", str(free_port())],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=tmp_path,
+                )
+            )
+        deadline = time.time() + 90
+        while "Failed to activate SuperNode" not in refused.read_text():
+            assert time.time() < deadline, refused.read_text()[-2000:]
+            time.sleep(0.5)
         app = Path(__file__).resolve().parents[1] / "examples" / "flower_app"
         config = f"recipe='{recipe}' clients=2 rounds=2 runs-dir='{tmp_path / 'runs'}'"
         done = subprocess.run(
