@@ -325,6 +325,7 @@ def test_compress_prune_from_the_command_line_passes_its_options(dlab, image_run
     assert meta["parameters"] < 0.6 * image_run.dir.meta["parameters"]  # whole channels removed
 
 
+@pytest.mark.slow  # a real training run of 10-20 s: not a unit test
 def test_compress_distill_from_the_command_line_passes_alpha_and_temperature(
     dlab, image_run, tmp_path
 ):

@@ -33,6 +33,7 @@ def comparison(run):
     return {row["model"]: row for row in run.dir.meta["compression"]["comparison"]}
 
 
+@pytest.mark.slow  # a real training run of 10-20 s: not a unit test
 def test_static_int8_cnn_is_smaller_as_accurate_and_reloads_identically(image_run, tmp_path):
     quantized = compress.quantize_run(image_run.path, "int8", runs_dir=tmp_path)
     rows = comparison(quantized)
@@ -91,6 +92,7 @@ def test_unstructured_pruning_reaches_embeddings_and_recurrent_weights(lstm_text
         assert (weight == 0).float().mean() > 0.1  # global: every kind of matrix lost a share
 
 
+@pytest.mark.slow  # a real training run of 10-20 s: not a unit test
 def test_unstructured_pruning_zeroes_weights_and_fine_tunes(image_run, tmp_path):
     pruned = compress.prune_run(
         image_run.path, 0.7, finetune_epochs=1, runs_dir=tmp_path, progress=False
@@ -143,6 +145,7 @@ def test_structured_slicing_keeps_the_kept_units_exactly(mlp_run):
     torch.testing.assert_close(small(x), model(x))
 
 
+@pytest.mark.slow  # a real training run of 10-20 s: not a unit test
 def test_distillation_trains_a_student_with_and_without_the_teacher(image_run, tmp_path):
     student = tmp_path / "student.yaml"
     student.write_text(
@@ -223,6 +226,7 @@ def test_onnx_export_matches_pytorch_at_new_batch_sizes_and_lengths(fixture, req
     assert dlab.load(run.path).dir.meta["export"]["opset"] == result.opset
 
 
+@pytest.mark.slow  # a real training run of 10-20 s: not a unit test
 def test_export_refuses_quantized_runs_and_failed_verification(image_run, tmp_path, monkeypatch):
     quantized = compress.quantize_run(image_run.path, "int8-dynamic", runs_dir=tmp_path)
     with pytest.raises(DlabError, match="is torch-quantized; export its float source"):

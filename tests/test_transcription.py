@@ -114,6 +114,7 @@ def test_the_speech_models_read_mfcc_frames(name):
     assert model(frames).shape == (3, 10)
 
 
+@pytest.mark.slow  # a real training run of 10-20 s: not a unit test
 def test_a_model_trained_on_wav_recordings_transcribes_a_wav_utterance(tmp_path):
     """fsdd_wav_connected: utterances from recordings, with dlab's own features, so a WAV file
     of several digits is transcribed by `predict` as in training (padded at its end)."""

@@ -373,19 +373,15 @@ def train(
     # a torchrun rank (or None); rank 0 holds the run folder against other processes
     with distributed.joined(recipe_obj.train.device) as job, contextlib.ExitStack() as held:
         main = job is None or job.main
-        if run_dir is None and job is not None and distributed.elastic_run_id():
-            restart = steps.elastic_resume(recipe_obj, runs_dir, job)
-            if restart is not None:
-                run_dir, recipe_obj, checkpoint = restart
-        if run_dir is not None and main:
-            held.enter_context(run_dir.lock())
+        if run_dir is None:  # a torchrun job continues the unfinished run of its id, if any
+            run_dir, recipe_obj, checkpoint = steps.elastic_resume(recipe_obj, runs_dir, job)
+        steps.hold(held, run_dir, main)
         seed_everything(recipe_obj.seed)
         bundle = datasets.build(recipe_obj.data, recipe_obj.seed)
         model = model if model is not None else models.build(recipe_obj.model, bundle.meta)
         if run_dir is None:
             run_dir = steps.new_run_dir(recipe_obj, bundle, runs_dir, job)
-            if main:
-                held.enter_context(run_dir.lock())
+            steps.hold(held, run_dir, main)
         elif overrides and main:
             atomic_write_text(run_dir.path / RunDir.RECIPE, recipe_obj.to_yaml())
 

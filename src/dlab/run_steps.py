@@ -53,14 +53,26 @@ def resumable(resume: str | Path, overrides: Sequence[str]) -> tuple[RunDir, Rec
     return run_dir, recipe, checkpoint
 
 
-def elastic_resume(recipe: Recipe, runs_dir: Any, job: Any) -> tuple[RunDir, Recipe, Path] | None:
+def hold(held: Any, run_dir: RunDir | None, main: bool) -> None:
+    """Rank 0 (or the only process) holds the run folder against other processes until `held`
+    (an ExitStack) closes."""
+    if run_dir is not None and main:
+        held.enter_context(run_dir.lock())
+
+
+def elastic_resume(
+    recipe: Recipe, runs_dir: Any, job: Any
+) -> tuple[RunDir | None, Recipe, Path | None]:
     """In a torchrun job with an id: the unfinished run that an earlier attempt of the job
-    started, its recipe and its last checkpoint (rank 0 looks, every rank gets its answer), or
-    None to start afresh (no run of this job id, or none that reached a checkpoint)."""
+    started, its recipe and its last checkpoint (rank 0 looks, every rank gets its answer);
+    (None, recipe, None) to start afresh: one process, no job id, no run of this id, or none
+    that reached a checkpoint."""
+    if job is None or distributed.elastic_run_id() is None:
+        return None, recipe, None
     path = _elastic_run(recipe, runs_dir) if job.main else None
     path = distributed.broadcast_object(path, job)
     if path is None:
-        return None
+        return None, recipe, None
     if job.main:
         print(f"dlab: job {distributed.elastic_run_id()} resumes {path} from its last checkpoint")
     return resumable(path, ())

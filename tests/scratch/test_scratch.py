@@ -189,6 +189,7 @@ def test_from_scratch_networks_learn_the_digits():
     assert networks.train_cnn().test_accuracy >= 0.95
 
 
+@pytest.mark.slow  # a real training run of 10-20 s: not a unit test
 def test_from_scratch_char_rnn_beats_the_unigram_entropy(shared_data):
     text = (shared_data / "tinyshakespeare" / "input.txt").read_text()[:200_000]
     result = networks.train_char_rnn(text, steps=400)

@@ -111,6 +111,7 @@ def test_settings_that_clash_with_dp_sgd_are_refused(fields, field):
         trainer(**fields)
 
 
+@pytest.mark.slow  # a real training run of 10-20 s: not a unit test
 def test_a_private_run_reports_what_it_spent(tmp_path):
     import html
 
