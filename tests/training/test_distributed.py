@@ -372,10 +372,12 @@ def test_two_nodes_restart_after_a_killed_worker_and_end_as_if_never_stopped(tmp
 @pytest.mark.e2e
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds ranks through /proc")
 def test_two_nodes_without_restarts_left_both_end_with_one_line(tmp_path):
-    recipe = write(tmp_path, max_steps=100_000, epochs=1000, checkpoint_every=30)
+    """No restarts: a killed worker ends the job on both nodes within seconds, each with dlab's
+    one line; the same command started again continues the run from its last checkpoint."""
+    recipe = write(tmp_path, max_steps=120, checkpoint_every=30)
     nodes = start_nodes(tmp_path, recipe, "runs")
     try:
-        kill_rank_after(nodes, tmp_path / "runs" / RECIPE["name"], step=20)
+        kill_rank_after(nodes, tmp_path / "runs" / RECIPE["name"], step=40)
         killed = time.perf_counter()
         codes = [n.wait(timeout=120) for n in nodes]
         elapsed = time.perf_counter() - killed
@@ -388,3 +390,14 @@ def test_two_nodes_without_restarts_left_both_end_with_one_line(tmp_path):
         last = (tmp_path / f"runs-node{n}.log").read_text().strip().splitlines()[-1]
         assert last.startswith("dlab: error: train --nproc 1 --nnodes 2: a process failed"), last
         assert "start the same command on every node again to continue it" in last
+    nodes = start_nodes(tmp_path, recipe, "runs")
+    try:
+        assert [n.wait(timeout=240) for n in nodes] == [0, 0]
+    finally:
+        for n in nodes:
+            stop_job(n)
+    (run,) = (tmp_path / "runs" / RECIPE["name"]).iterdir()  # continued, not started over
+    assert json.loads((run / "meta.json").read_text())["status"] == "completed"
+    assert sorted(losses(run)) == list(range(10, 121, 10))
+    logs = [(tmp_path / f"runs-node{n}.log").read_text() for n in range(2)]
+    assert sum("from its last checkpoint" in text for text in logs) == 1  # rank 0's node says so
