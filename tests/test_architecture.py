@@ -126,3 +126,63 @@ def test_no_function_over_60_lines_without_a_reason():
             if not lines[start - 2].strip().startswith("# long:"):
                 long[f"{path.relative_to(SOURCE)}:{node.name}"] = node.end_lineno - node.lineno + 1
     assert long == {}
+
+
+# --- the core install stays small: no optional library is imported until a verb needs it ---
+
+RUNTIME_EXTRAS = ("data", "recommend", "speech", "pretrained", "llm", "detection", "tune")
+RUNTIME_EXTRAS += ("export", "serve", "privacy", "federated")
+
+
+def _optional_modules() -> set[str]:
+    """The top-level modules of every distribution that an extra (not dev, bench, mutation)
+    adds beyond the core requirements, found through the installed packages' own records."""
+    import importlib.metadata
+    import re
+
+    import tomllib
+
+    project = tomllib.loads((SOURCE.parent / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {
+            re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower().replace("_", "-")
+            for r in requirements
+        }
+
+    core = names(project["dependencies"])
+    for requirement in list(core):  # and what they pull in themselves (torch needs filelock)
+        needs = importlib.metadata.requires(requirement) or []
+        core |= names([n for n in needs if "extra ==" not in n])  # not their own extras
+    extras = project["optional-dependencies"]
+    wanted = set().union(*(names(extras[e]) for e in RUNTIME_EXTRAS)) - core - {"dlab"}
+    modules = set()
+    for module, distributions in importlib.metadata.packages_distributions().items():
+        if {d.lower().replace("_", "-") for d in distributions} & wanted and module.isidentifier():
+            modules.add(module)
+    return modules
+
+
+def test_importing_dlab_or_asking_for_help_imports_no_optional_library():
+    import subprocess
+    import sys
+
+    optional = _optional_modules()
+    assert {"optuna", "transformers", "flwr", "opacus", "onnx", "fastapi", "gguf"} <= optional
+    probe = (
+        "import sys, json, contextlib\n"
+        "import dlab\n"
+        "from dlab.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n"
+        "    main(['--help'])\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n"
+        "    main(['train', '--help'])\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    import json
+
+    loaded = {name.split(".")[0] for name in json.loads(done.stdout.splitlines()[-1])}
+    assert not loaded & optional, sorted(loaded & optional)

@@ -311,6 +311,18 @@ def start_nodes(tmp_path: Path, recipe: Path, runs: str, *extra: str) -> list[su
     ]
 
 
+def run_nodes(tmp_path: Path, recipe: Path, runs: str, *extra: str) -> Path:
+    """Two nodes through to a successful end; the one run folder they wrote."""
+    nodes = start_nodes(tmp_path, recipe, runs, *extra)
+    try:
+        assert [n.wait(timeout=240) for n in nodes] == [0, 0]
+    finally:
+        for n in nodes:
+            stop_job(n)
+    (run,) = (tmp_path / runs / RECIPE["name"]).iterdir()
+    return run
+
+
 def kill_rank_after(nodes: list[subprocess.Popen], log: Path, step: int, rank: str = "1") -> None:
     """SIGKILL the worker of `rank` once the run has logged `step` (between two checkpoints)."""
     deadline = time.time() + 150
@@ -338,13 +350,7 @@ def test_two_nodes_restart_after_a_killed_worker_and_end_as_if_never_stopped(tmp
     resumed steps repeat the same float32 arithmetic in the same order)."""
     recipe = write(tmp_path, max_steps=120, checkpoint_every=30)
     halves, _ = train(tmp_path, str(recipe), "-o", "train.grad_accumulation=2", runs="halves")
-    nodes = start_nodes(tmp_path, recipe, "straight")
-    try:
-        assert [n.wait(timeout=240) for n in nodes] == [0, 0]
-    finally:
-        for n in nodes:
-            stop_job(n)
-    (straight,) = (tmp_path / "straight" / RECIPE["name"]).iterdir()
+    straight = run_nodes(tmp_path, recipe, "straight")
     got, expected = losses(straight), losses(halves)
     assert sorted(got) == list(range(10, 121, 10))
     np.testing.assert_allclose([got[s] for s in expected], list(expected.values()), rtol=1e-9)
@@ -390,13 +396,7 @@ def test_two_nodes_without_restarts_left_both_end_with_one_line(tmp_path):
         last = (tmp_path / f"runs-node{n}.log").read_text().strip().splitlines()[-1]
         assert last.startswith("dlab: error: train --nproc 1 --nnodes 2: a process failed"), last
         assert "start the same command on every node again to continue it" in last
-    nodes = start_nodes(tmp_path, recipe, "runs")
-    try:
-        assert [n.wait(timeout=240) for n in nodes] == [0, 0]
-    finally:
-        for n in nodes:
-            stop_job(n)
-    (run,) = (tmp_path / "runs" / RECIPE["name"]).iterdir()  # continued, not started over
+    run = run_nodes(tmp_path, recipe, "runs")  # one folder: continued, not started over
     assert json.loads((run / "meta.json").read_text())["status"] == "completed"
     assert sorted(losses(run)) == list(range(10, 121, 10))
     logs = [(tmp_path / f"runs-node{n}.log").read_text() for n in range(2)]
