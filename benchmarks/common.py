@@ -44,23 +44,60 @@ def hardware(device: Any = None) -> dict[str, Any]:
     return info
 
 
+def provenance() -> dict[str, Any]:
+    """What every results row carries: the code (git commit, "+dirty" with uncommitted changes
+    to the package, the suites or the recipes), when, torch's version and the thread policy."""
+    import subprocess
+
+    import torch
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--", "src", "benchmarks/*.py", "recipes"):
+        commit += "+dirty"
+    return {
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+    }
+
+
 def write_results(
     suite: str, rows: list[dict[str, Any]], key: str | None = None, device: Any = None
 ) -> Path:
     """Write benchmarks/results/<host>-<date>-<suite>.json and return its path.
 
-    With `key`, rows of an earlier run the same day are kept unless this run measured the same
-    key again (several invocations of one suite make one file).
+    Every row gets the run's provenance (commit, date, torch, threads) and the file names the
+    hardware. With `key`, rows of an earlier run of the same day are kept unless this run
+    measured the same key again, and only if they were measured on the same clean commit: a
+    table never mixes code versions (several invocations of one suite at one commit make one
+    file; after a change, the file holds only the new run's rows).
     """
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{socket.gethostname()}-{time.strftime('%Y%m%d')}-{suite}.json"
-    if key is not None and path.is_file():
+    stamp = provenance()
+    rows = [{**row, **stamp} for row in rows]
+    if key is not None and path.is_file() and not stamp["commit"].endswith("+dirty"):
         fresh = {row[key] for row in rows}
         earlier = json.loads(path.read_text()).get("rows", [])
-        rows = [row for row in earlier if row.get(key) not in fresh] + rows
-    path.write_text(
-        json.dumps({"suite": suite, "hardware": hardware(device), "rows": rows}, indent=2) + "\n"
-    )
+        rows = [
+            row
+            for row in earlier
+            if row.get(key) not in fresh and row.get("commit") == stamp["commit"]
+        ] + rows
+    info = {"suite": suite, "hardware": hardware(device), "rows": rows}
+    path.write_text(json.dumps(info, indent=2) + "\n")
     return path
 
 

@@ -38,6 +38,11 @@ def test_a_run_directory_holds_everything(run):
     assert meta["status"] == "completed" and meta["steps"] == 126 and meta["epochs"] == 2
     assert meta["data"]["sizes"] == {"train": 4000, "val": 500, "test": 500}
     assert meta["hardware"]["torch"] == torch.__version__
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process, in MiB
+    assert 100 < meta["memory"]["peak_rss_mib"] <= peak  # torch alone needs more than 100 MiB
+    assert "cuda_peak_allocated_mib" not in meta["memory"]  # a CPU run
     assert any(p.name.startswith("events.out.tfevents") for p in (run.path / "tb").iterdir())
     assert len(run.history) == 2 and run.history["val_accuracy"][-1] > 0.8
 

@@ -1,8 +1,10 @@
-"""The GPU benchmark suite, checked on the CPU (CI has no GPU): every section runs a few steps
-(`--smoke`) and produces the rows, numbers and refusals a GPU run would."""
+"""The benchmark suites' own code: the GPU suite checked on the CPU (CI has no GPU: every section
+runs a few steps with `--smoke` and produces the rows, numbers and refusals a GPU run would), and
+the results files' provenance."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -68,3 +70,25 @@ def test_the_gpu_suite_refuses_a_missing_gpu_and_unknown_sections(real_data_dir)
             gpu.run_sections(["peak"], device="cuda")
     with pytest.raises(SystemExit, match="unknown section 'speed'; choose from peak, overhead"):
         gpu.run_sections(["speed"], device="cpu", smoke=True)
+
+
+def test_results_rows_carry_their_provenance_and_never_mix_code_versions(tmp_path, monkeypatch):
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    stamp = common.provenance()
+    assert stamp["commit"] != "unknown" and stamp["torch"] == torch.__version__
+    assert stamp["threads"] == torch.get_num_threads() and stamp["omp_wait_policy"] == "PASSIVE"
+
+    def run(commit, rows):
+        monkeypatch.setattr(common, "provenance", lambda: {**stamp, "commit": commit})
+        path = common.write_results("suite", rows, key="model")
+        return [(r["model"], r["value"], r["commit"]) for r in json.loads(path.read_text())["rows"]]
+
+    assert run("aaa", [{"model": "mlp", "value": 1}]) == [("mlp", 1, "aaa")]
+    # the same clean commit, another model: one file holds both invocations
+    assert run("aaa", [{"model": "cnn", "value": 2}]) == [("mlp", 1, "aaa"), ("cnn", 2, "aaa")]
+    assert run("aaa", [{"model": "cnn", "value": 3}]) == [("mlp", 1, "aaa"), ("cnn", 3, "aaa")]
+    # after a change to the code, the earlier rows go: the table is one code version's
+    assert run("bbb", [{"model": "cnn", "value": 4}]) == [("cnn", 4, "bbb")]
+    assert run("bbb+dirty", [{"model": "mlp", "value": 5}]) == [("mlp", 5, "bbb+dirty")]

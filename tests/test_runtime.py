@@ -61,3 +61,24 @@ def test_devices():
 def test_hardware_summary_names_the_machine():
     info = runtime.hardware_summary()
     assert info["cores"] >= 1 and info["torch"] == torch.__version__ and info["cpu"]
+
+
+def test_peak_memory_reads_the_process_and_the_gpu(monkeypatch):
+    import resource
+
+    cpu = runtime.peak_memory(torch.device("cpu"))
+    assert cpu == {
+        "peak_rss_mib": pytest.approx(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, abs=0.1
+        )
+    }
+    # the CUDA path, on a machine without a GPU: torch.cuda's counters stand in
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: calls.append(device))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 3.5 * 2**20)
+    gpu = torch.device("cuda", 0)
+    runtime.reset_peak_memory(gpu)
+    assert calls == [gpu]
+    assert runtime.peak_memory(gpu)["cuda_peak_allocated_mib"] == 3.5
+    runtime.reset_peak_memory(torch.device("cpu"))
+    assert calls == [gpu]  # nothing to reset on the CPU

@@ -138,6 +138,7 @@ def record_start(
     meta: dict[str, Any] | None,
 ) -> None:
     """What the run trains, on what, before its first step."""
+    runtime.reset_peak_memory(trainer.device)
     run_dir.update_meta(
         status="running",
         data=bundle.meta.to_json(),
@@ -184,5 +185,6 @@ def save_final(trainer: Trainer, run_dir: RunDir, history: History) -> None:
             steps=state.step,
             best_epoch=trainer.early_stopping.best_epoch if trainer.early_stopping else None,
             **({"privacy": trainer.privacy.summary()} if trainer.privacy else {}),
+            memory=runtime.peak_memory(trainer.device),
         )
     )

@@ -117,3 +117,31 @@ def hardware_summary(device: Any = None) -> dict[str, Any]:
     if device is not None and getattr(device, "type", "") == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def reset_peak_memory(device: Any = None) -> None:
+    """Start counting the device's peak memory afresh (CUDA; the process's resident peak cannot
+    be reset, see `peak_memory`)."""
+    import torch
+
+    if device is not None and getattr(device, "type", "") == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: Any = None) -> dict[str, float]:
+    """Peak memory in MiB: the process's resident set since it started (`ru_maxrss`: the run's
+    own peak when it trains in a process of its own, as from the CLI), and on a GPU the tensors'
+    peak since `reset_peak_memory` (the run's own)."""
+    import torch
+
+    peaks: dict[str, float] = {}
+    try:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        peaks["peak_rss_mib"] = round(kib / (1024 if sys.platform != "darwin" else 2**20), 1)
+    except (ImportError, OSError):  # Windows has no resource module
+        pass
+    if device is not None and getattr(device, "type", "") == "cuda":
+        peaks["cuda_peak_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return peaks
