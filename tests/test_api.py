@@ -41,7 +41,7 @@ def test_a_run_directory_holds_everything(run):
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process, in MiB
-    assert 100 < meta["memory"]["peak_rss_mib"] <= peak  # torch alone needs more than 100 MiB
+    assert 100 < meta["memory"]["peak_rss_mib"] <= peak + 0.05  # rounded to 0.1; torch > 100 MiB
     assert "cuda_peak_allocated_mib" not in meta["memory"]  # a CPU run
     assert any(p.name.startswith("events.out.tfevents") for p in (run.path / "tb").iterdir())
     assert len(run.history) == 2 and run.history["val_accuracy"][-1] > 0.8
