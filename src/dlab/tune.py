@@ -252,18 +252,22 @@ class _Surplus(Exception):
 _WAITING_NOTE_EVERY = 30.0  # seconds between "waiting for trial N" lines
 
 
-def _counts(optuna: Any, study: Any) -> tuple[int, int, int]:
-    """(trials done, trials running or waiting, of those waiting) in the study.
+def _done(optuna: Any, trial: Any) -> bool:
+    """A trial that counts toward the total: complete, pruned, or failed by divergence (a
+    finished attempt). Trials failed because their worker died are retried and do not count,
+    nor do surplus ones."""
+    state = optuna.trial.TrialState
+    return trial.state in (state.COMPLETE, state.PRUNED) or (
+        trial.state == state.FAIL and "failure" in trial.user_attrs
+    )
 
-    Done: complete, pruned, or failed by divergence (a finished attempt that counts). Trials
-    failed because their worker died are retried and do not count, nor do surplus ones.
-    """
+
+def _counts(optuna: Any, study: Any) -> tuple[int, int, int]:
+    """(trials done, trials running or waiting, of those waiting) in the study."""
     state = optuna.trial.TrialState
     done = pending = waiting = 0
     for t in study.get_trials(deepcopy=False):
-        if t.state in (state.COMPLETE, state.PRUNED) or (
-            t.state == state.FAIL and "failure" in t.user_attrs
-        ):
+        if _done(optuna, t):
             done += 1
         elif t.state in (state.RUNNING, state.WAITING):
             pending += 1
@@ -389,8 +393,7 @@ def _objective(
 
     from dlab.api import train
 
-    state = optuna.trial.TrialState
-    counted = (state.COMPLETE, state.PRUNED, state.RUNNING, state.WAITING)
+    in_flight = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
 
     def objective(trial: Any) -> float:
         # Trial numbers order the workers' trials: one with `total` counted trials before it is
@@ -398,8 +401,7 @@ def _objective(
         before = [
             t
             for t in trial.study.get_trials(deepcopy=False)
-            if t.number < trial.number
-            and (t.state in counted or (t.state == state.FAIL and "failure" in t.user_attrs))
+            if t.number < trial.number and (t.state in in_flight or _done(optuna, t))
         ]
         if len(before) >= total:
             trial.set_user_attr("surplus", True)
