@@ -65,9 +65,10 @@ def train(
     if recipe is not None and resume is not None:
         raise DlabError("train: give either a recipe or --resume RUN_DIR, not both")
     if nproc != 1 or nnodes != 1 or master is not None or max_restarts:
-        _train_in_processes(
-            nproc, recipe, override or [], resume, runs_dir, quiet, (nnodes, master, max_restarts)
-        )
+        from dlab.training.distributed import Nodes
+
+        nodes = Nodes(nnodes, master, max_restarts)
+        _train_in_processes(nproc, recipe, override or [], resume, runs_dir, quiet, nodes)
         return
     run = train_recipe(recipe, override or [], runs_dir=runs_dir, resume=resume, progress=not quiet)
     if os.environ.get("RANK", "0") == "0":  # a single process, or rank 0 of a torchrun job
@@ -81,7 +82,7 @@ def _train_in_processes(
     resume: Path | None,
     runs_dir: Path | None,
     quiet: bool,
-    where: tuple[int, str | None, int] = (1, None, 0),
+    nodes: Any,
 ) -> None:
     """The same command in N processes (per machine) under torchrun, which stops all of them if
     one fails, and restarts them all up to --max-restarts times."""
@@ -93,8 +94,10 @@ def _train_in_processes(
     argv += ["--resume", str(resume)] if resume else []
     argv += ["--runs-dir", str(runs_dir)] if runs_dir else []
     argv += ["--quiet"] if quiet else []
-    count, master, restarts = where
-    nodes = distributed.Nodes(count, master, restarts, _job_id(recipe, overrides, resume))
+    import dataclasses
+
+    nodes = dataclasses.replace(nodes, job_id=_job_id(recipe, overrides, resume))
+    count, master, restarts = nodes.count, nodes.master, nodes.max_restarts
     code = distributed.launch(nproc, argv, nodes)
     if code != 0:
         after = f" and {restarts} restart(s)" if restarts else ""
