@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 
-from benchmarks.common import ROOT, markdown_table, real_data_dir, write_results
+from benchmarks.common import RECIPES, markdown_table, real_data_dir, write_results
 
 TARGETS = {
     "mnist_cnn": ("accuracy", ">= 0.990"),
@@ -56,7 +56,7 @@ def run(recipes: list[str]) -> list[dict]:
     with tempfile.TemporaryDirectory() as runs:
         for name in recipes or ["mnist_cnn", "mnist_mlp"]:
             started = time.perf_counter()
-            recipe = ROOT / "recipes" / f"{name}.yaml"
+            recipe = RECIPES / f"{name}.yaml"
             result = dlab.train(recipe, overrides(name), runs_dir=runs, progress=False)
             meta = result.dir.meta
             task = meta["data"]["task"]

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import ROOT, markdown_table, real_data_dir, write_results
+from benchmarks.common import RECIPES, markdown_table, real_data_dir, write_results
 
 SEEDS = (0, 1, 2)
 KMEANS_SAMPLES = 20_000
@@ -93,7 +93,7 @@ def _autoencoder(seed: int, runs: str, labels: np.ndarray) -> list[dict]:
     from dlab.recipe import load_recipe
     from dlab.tasks.clustering import dec_refine, encode_split, soft_assign
 
-    recipe = load_recipe(ROOT / "recipes" / "mnist_autoencoder.yaml")
+    recipe = load_recipe(RECIPES / "mnist_autoencoder.yaml")
     run = dlab.train(recipe, [f"seed={seed}"], runs_dir=runs, progress=False, report=False)
     bundle, model = build(run.recipe.data, seed), run.model
     train_codes = encode_split(model, bundle.train)["codes"]
@@ -137,7 +137,7 @@ def main(args: list[str]) -> None:
     started = time.perf_counter()
     from dlab.recipe import load_recipe
 
-    bundle = build(load_recipe(ROOT / "recipes" / "mnist_autoencoder.yaml").data, 0)
+    bundle = build(load_recipe(RECIPES / "mnist_autoencoder.yaml").data, 0)
     labels = bundle.extra["labels"]["test"].numpy()
     print("baselines", flush=True)
     raw = _baselines(bundle, labels)

@@ -13,6 +13,7 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see dlab.runtime)
 
 ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "src" / "dlab" / "recipes"  # the recipes that ship inside the package
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -61,7 +62,7 @@ def provenance() -> dict[str, Any]:
         return done.stdout.strip()
 
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--", "src", "benchmarks/*.py", "recipes"):
+    if git("status", "--porcelain", "--", "src", "benchmarks/*.py"):  # recipes live in src
         commit += "+dirty"
     return {
         "commit": commit,

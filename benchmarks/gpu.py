@@ -7,10 +7,10 @@ SECTION (default: all, in this order):
   overhead     hand loop vs dlab vs Lightning on the device (`benchmarks/overhead.py`'s models,
                data already on the device for the hand loop and dlab; Lightning's own DataLoader)
   mnist        time to 99.0% MNIST test accuracy: the seed recipe moved to the GPU, and
-               `recipes/mnist_fast.yaml` on the GPU, eager and compiled (anchor: 0.76 s,
+               the `mnist_fast` recipe on the GPU, eager and compiled (anchor: 0.76 s,
                tuomaso/train_mnist_fast); target < 1 s on an H100
   gpt          time to validation loss 1.47 on Tiny Shakespeare with nanoGPT's full GPU
-               configuration (`recipes/shakespeare_char_gpt_gpu.yaml`), eager and compiled
+               configuration (the `shakespeare_char_gpt_gpu` recipe), eager and compiled
                (anchor: 1.4697 after 5000 steps, about 3 min on an A100); target < 60 s on an H100
   utilisation  achieved training FLOP/s of mnist_fast and the GPU GPT / the matmul peak
   inference    the seed CNN at batch 1 and 64: eager float32, eager bf16, torch.compile, and
@@ -38,7 +38,13 @@ import tempfile
 import time
 from typing import Any
 
-from benchmarks.common import ROOT, markdown_table, real_data_dir, synchronize, write_results
+from benchmarks.common import (
+    RECIPES,
+    markdown_table,
+    real_data_dir,
+    synchronize,
+    write_results,
+)
 
 SECTIONS = ("peak", "overhead", "mnist", "gpt", "utilisation", "inference")
 GPT_TARGET = 1.47
@@ -159,7 +165,7 @@ def char_gpt_to_target(overrides: tuple[str, ...], target: float = GPT_TARGET) -
     stop = StopAtLoss()
     with tempfile.TemporaryDirectory() as runs:
         dlab.train(
-            ROOT / "recipes" / "shakespeare_char_gpt_gpu.yaml",
+            RECIPES / "shakespeare_char_gpt_gpu.yaml",
             list(overrides),
             runs_dir=runs,
             progress=False,

@@ -77,13 +77,13 @@ def main(args: list[str]) -> None:
     import torch
 
     import dlab
-    from benchmarks.common import ROOT
+    from benchmarks.common import RECIPES
     from dlab.compress import quantize as quant
     from dlab.data import build
     from dlab.recipe import load_recipe
 
     torch.set_num_threads(os.cpu_count() or 1)
-    recipe = load_recipe(ROOT / "recipes" / "mnist_cnn.yaml", ["train.max_steps=200"])
+    recipe = load_recipe(RECIPES / "mnist_cnn.yaml", ["train.max_steps=200"])
     bundle = build(recipe.data, 0)
     with tempfile.TemporaryDirectory() as runs:
         run = dlab.train(recipe, runs_dir=runs, progress=False, report=False, evaluate_test=False)

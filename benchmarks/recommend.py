@@ -16,7 +16,7 @@ import statistics
 import tempfile
 import time
 
-from benchmarks.common import ROOT, markdown_table, write_results
+from benchmarks.common import RECIPES, markdown_table, write_results
 
 RANKING_SEEDS = (0, 1, 2)
 FOLDS = (1, 2, 3, 4, 5)
@@ -34,7 +34,7 @@ def _runs(name: str, runs: str) -> tuple[list[dict], list[float], object]:
     from dlab.recipe import load_recipe
     from dlab.tasks import task_of
 
-    recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
+    recipe = load_recipe(RECIPES / f"{name}.yaml")
     explicit = EXPLICIT[recipe.data.task]
     settings = (
         [f"data.fold={k}" for k in FOLDS] if explicit else [f"seed={s}" for s in RANKING_SEEDS]
@@ -70,7 +70,7 @@ def row_of(name: str, reports: list[dict], seconds: list[float], recipe) -> dict
 
 
 def main(args: list[str]) -> None:
-    names = args or sorted(p.stem for p in (ROOT / "recipes").glob("movielens_*.yaml"))
+    names = args or sorted(p.stem for p in RECIPES.glob("movielens_*.yaml"))
     rows = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as runs:

@@ -23,7 +23,13 @@ from collections import Counter
 
 import numpy as np
 
-from benchmarks.common import ROOT, latency_summary, markdown_table, real_data_dir, write_results
+from benchmarks.common import (
+    RECIPES,
+    latency_summary,
+    markdown_table,
+    real_data_dir,
+    write_results,
+)
 
 TRAIN = {
     "text": (
@@ -108,7 +114,7 @@ def main(args: list[str]) -> None:
         for kind, (recipe, overrides) in TRAIN.items():
             print(f"training {recipe} briefly to serve ...", flush=True)
             run = dlab.train(
-                ROOT / "recipes" / f"{recipe}.yaml", overrides, runs_dir=runs, progress=False
+                RECIPES / f"{recipe}.yaml", overrides, runs_dir=runs, progress=False
             )
             route, payloads = bodies(kind)
             count = options.generations if kind == "gpt" else options.requests

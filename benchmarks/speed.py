@@ -6,12 +6,12 @@ mnist: wall time of training until MNIST test accuracy >= 99.0%, test accuracy c
   every epoch (the checks are not counted as training time, for either side):
   (a) the seed recipe exactly: the seed CNN, SGD lr 0.01 momentum 0.9, batch 64, a shuffling
       torch DataLoader, the seed's hand-written loop;
-  (b) `recipes/mnist_fast.yaml` through `dlab.train` (a small batch-norm CNN, one-cycle, label
+  (b) the `mnist_fast` recipe through `dlab.train` (a small batch-norm CNN, one-cycle, label
       smoothing, batch 256, in-memory batches; see the recipe for what each switch is worth).
 fashion: the same clock to Fashion-MNIST test accuracy >= 93.0%: the seed recipe on Fashion-MNIST,
-  `recipes/fashion_mnist_resnet.yaml` (dlab's accuracy recipe, float32) and
-  `recipes/fashion_mnist_fast.yaml`.
-gpt: `recipes/shakespeare_char_gpt.yaml` (nanoGPT's reduced CPU configuration): validation loss
+  the `fashion_mnist_resnet` recipe (dlab's accuracy recipe, float32) and
+  the `fashion_mnist_fast` recipe.
+gpt: the `shakespeare_char_gpt` recipe (nanoGPT's reduced CPU configuration): validation loss
   and the training time it took, against the 1.88-in-3-minutes anchor; with a generated sample.
 """
 
@@ -23,7 +23,13 @@ import os
 import tempfile
 import time
 
-from benchmarks.common import ROOT, markdown_table, real_data_dir, synchronize, write_results
+from benchmarks.common import (
+    RECIPES,
+    markdown_table,
+    real_data_dir,
+    synchronize,
+    write_results,
+)
 
 TARGETS = {"mnist": 0.99, "fashion_mnist": 0.93}  # test accuracy
 
@@ -106,7 +112,7 @@ def seed_recipe(
 def time_to_accuracy(
     recipe: str = "mnist_fast", overrides: tuple[str, ...] = (), label: str | None = None
 ) -> dict:
-    """`recipes/RECIPE.yaml` (with `overrides`, e.g. train.device=cuda) until its data set's
+    """the recipe RECIPE (with `overrides`, e.g. train.device=cuda) until its data set's
     TARGETS test accuracy, or the end of its epochs (its one-cycle schedule spans them).
 
     The clock runs from the start of fit (CUDA and compile warm-up included) to the end of the
@@ -146,7 +152,7 @@ def time_to_accuracy(
     stop = StopAt99()
     with tempfile.TemporaryDirectory() as runs:
         dlab.train(
-            ROOT / "recipes" / f"{recipe}.yaml",
+            RECIPES / f"{recipe}.yaml",
             list(overrides),
             runs_dir=runs,
             progress=False,
@@ -171,7 +177,7 @@ def char_gpt() -> dict:
 
     with tempfile.TemporaryDirectory() as runs:
         run = dlab.train(
-            ROOT / "recipes" / "shakespeare_char_gpt.yaml",
+            RECIPES / "shakespeare_char_gpt.yaml",
             runs_dir=runs,
             progress=False,
             report=False,

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import ROOT, markdown_table, real_data_dir, write_results
+from benchmarks.common import RECIPES, markdown_table, real_data_dir, write_results
 
 DATASETS = ("german_credit", "breast_cancer", "adult")
 FOLDS = (1, 2, 3, 4, 5)
@@ -85,7 +85,7 @@ def _fold(dataset: str, fold: int, runs: str) -> dict[str, dict]:
     from dlab.recipe import load_recipe
 
     reports = {}
-    for recipe_path in sorted((ROOT / "recipes").glob(f"{dataset}_*.yaml")):
+    for recipe_path in sorted(RECIPES.glob(f"{dataset}_*.yaml")):
         recipe = load_recipe(recipe_path)
         run = dlab.train(
             recipe, _overrides(dataset, fold), runs_dir=runs, progress=False, report=False

@@ -23,6 +23,7 @@ if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="dlab-inductor-")
     atexit.register(_shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
+import re
 import shutil
 import subprocess
 import sys
@@ -30,10 +31,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ROOT / "recipes"
+RECIPES = ROOT / "src" / "dlab" / "recipes"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    """The normalised distribution names of requirement lines ('torch>=2.3' -> 'torch')."""
+    return {
+        re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower().replace("_", "-")
+        for r in requirements
+    }
 
 
 def pytest_collection_modifyitems(config, items):

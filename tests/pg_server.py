@@ -13,11 +13,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from listening import free_port
 
 USER, PASSWORD, DATABASE = "dlab", "pg-test-s3cret", "dlab"
 
@@ -31,12 +32,6 @@ def binaries() -> Path | None:
         glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
     )
     return Path(folders[-1]).parent if folders else None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -76,7 +71,7 @@ def postgres_server() -> Iterator[str]:
         if made.returncode:
             raise RuntimeError(f"initdb failed: {made.stderr[-2000:]}")
         for attempt in range(3):  # the port is free when chosen; another process may take it
-            port = _free_port()
+            port = free_port()
             options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
             start = run(
                 str(bin_dir / "pg_ctl"),

@@ -130,32 +130,22 @@ def test_no_function_over_60_lines_without_a_reason():
 
 # --- the core install stays small: no optional library is imported until a verb needs it ---
 
-RUNTIME_EXTRAS = ("data", "recommend", "speech", "pretrained", "llm", "detection", "tune")
-RUNTIME_EXTRAS += ("export", "serve", "privacy", "federated")
-
-
 def _optional_modules() -> set[str]:
     """The top-level modules of every distribution that an extra (not dev, bench, mutation)
     adds beyond the core requirements, found through the installed packages' own records."""
     import importlib.metadata
-    import re
 
-    import tomllib
+    from conftest import PYPROJECT, requirement_names
 
-    project = tomllib.loads((SOURCE.parent / "pyproject.toml").read_text())["project"]
+    from dlab.extras import EXTRAS
 
-    def names(requirements: list[str]) -> set[str]:
-        return {
-            re.split(r"[\[<>=!~; ]", r, maxsplit=1)[0].lower().replace("_", "-")
-            for r in requirements
-        }
-
-    core = names(project["dependencies"])
+    core = requirement_names(PYPROJECT["project"]["dependencies"])
     for requirement in list(core):  # and what they pull in themselves (torch needs filelock)
         needs = importlib.metadata.requires(requirement) or []
-        core |= names([n for n in needs if "extra ==" not in n])  # not their own extras
-    extras = project["optional-dependencies"]
-    wanted = set().union(*(names(extras[e]) for e in RUNTIME_EXTRAS)) - core - {"dlab"}
+        core |= requirement_names([n for n in needs if "extra ==" not in n])  # not their extras
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    wanted = set().union(*(requirement_names(extras[e]) for e in EXTRAS)) - core
+    wanted.discard(PYPROJECT["project"]["name"])
     modules = set()
     for module, distributions in importlib.metadata.packages_distributions().items():
         if {d.lower().replace("_", "-") for d in distributions} & wanted and module.isidentifier():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from listening import free_port, start_listening
 from torch import nn
 
 from dlab.errors import DlabError
@@ -129,55 +129,6 @@ def test_a_flower_simulation_trains_a_private_fedprox_federation(tmp_path):
     assert 'id="federated"' in report and "global accuracy per round" in report
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listens(pid: int, port: int) -> bool:
-    """Whether process `pid` (or a child of it) holds the socket listening on `port`: Linux's
-    /proc names each listening socket's inode, and each process's descriptors name theirs (a
-    connection test would also succeed against whoever took the port first)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as lines:
-            for line in list(lines)[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{fields[9]}]")
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            pids += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
-    for owner in pids:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{owner}/fd"):
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{owner}/fd/{fd}") in inodes:
-                        return True
-    return False
-
-
-def start_listening(command, env, started: list, cwd) -> int:
-    """Start `command(port)` on a free port and wait until it listens there; a port taken
-    between `free_port()` and the bind makes the process exit, and it starts again elsewhere."""
-    for _ in range(3):
-        port = free_port()
-        process = subprocess.Popen(
-            command(port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=cwd
-        )
-        started.append(process)
-        deadline = time.time() + 90
-        while time.time() < deadline and process.poll() is None:  # a few seconds to listen
-            if listens(process.pid, port):
-                return port
-            time.sleep(0.5)
-        if process.poll() is None:
-            raise AssertionError(f"{command(port)[0]} did not listen on {port} within 90 s")
-    raise AssertionError(f"{command(port)[0]} exited three times (ports taken?)")
-
-
 def _tls_handshake(port: int, cafile: Path | None) -> None:
     """Open a TLS connection to 127.0.0.1:port, checking its certificate against `cafile`
     (None: the system's authorities, which do not know our test CA)."""
@@ -215,7 +166,10 @@ def test_the_flower_app_runs_on_a_secured_superlink_and_two_authenticated_supern
     try:
         superlink = [f"{binaries}/flower-superlink", "--ssl-ca-certfile", str(tls["ca"])]
         superlink += ["--ssl-certfile", str(tls["cert"]), "--ssl-keyfile", str(tls["key"])]
-        superlink += ["--enable-supernode-auth", "--port"]
+        # the app declares dlab-toolkit[federated]; every machine here already has it (as the
+        # README asks), so the SuperLink is told not to install it per run in a fresh environment
+        superlink += ["--enable-supernode-auth", "--disable-runtime-dependency-installation"]
+        superlink.append("--port")
         link = start_listening(lambda port: [*superlink, str(port)], env, started, tmp_path)
         _tls_handshake(link, tls["ca"])  # the certificate our CA signed, for 127.0.0.1
         with pytest.raises(ssl.SSLCertVerificationError):
@@ -234,7 +188,7 @@ def test_the_flower_app_runs_on_a_secured_superlink_and_two_authenticated_supern
             )
             assert "registered successfully" in registered.stdout, registered.stdout[-2000:]
         node = [f"{binaries}/flower-supernode", "--root-certificates", str(tls["ca"])]
-        node += ["--superlink", f"127.0.0.1:{link}"]
+        node += ["--superlink", f"127.0.0.1:{link}"]  # SuperNodes install app dependencies only if asked
         for client, (private, _) in enumerate(keys[:2]):
             mine = [*node, "--auth-supernode-private-key", str(private), "--node-config"]
             mine.append(f"partition-id={client} num-partitions=2")

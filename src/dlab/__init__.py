@@ -1,7 +1,7 @@
 """dlab: a deep-learning lab. Build, train, check, evaluate and explain the classic model families.
 
     import dlab
-    run = dlab.train("recipes/mnist_cnn.yaml", ["train.epochs=3"])
+    run = dlab.train("mnist_cnn", ["train.epochs=3"])
     history = dlab.fit(model, (x, y), optimizer="adam", epochs=5)
     run = dlab.load("runs/mnist_cnn/<id>"); run.predict(["digit.png"])
 
@@ -17,7 +17,7 @@ from dlab import runtime as _runtime
 
 _runtime.set_wait_policy()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is written (pyproject reads it)
 
 __all__ = ["DlabError", "History", "Recipe", "Run", "fit", "load", "load_recipe", "train"]
 

@@ -47,7 +47,7 @@ def run_demo(runs_dir: str | Path | None = None, console: Console | None = None)
         f"  dlab predict {run.path} {image}\n"
         f"  dlab evaluate {run.path}\n"
         "  dlab train demo -o train.epochs=12 -o model.channels=[16,32]   # any recipe field, typed\n"
-        "  dlab data fetch mnist && dlab train recipes/mnist_cnn.yaml   # the full 60,000 digits\n"
+        "  dlab data fetch mnist && dlab train mnist_cnn   # the full 60,000 digits\n"
         "  tensorboard --logdir runs\n"
         "  dlab list models | dlab list datasets | dlab list recipes"
     )

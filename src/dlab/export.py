@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from dlab.errors import DlabError
+from dlab.extras import require
 
 TOLERANCE = 1e-4
 LEGACY_OPSET = 17
@@ -101,12 +102,9 @@ def _dynamic(meta: Any, args: tuple) -> tuple[tuple, dict[str, dict[int, str]]]:
 
 def export_onnx(run_path: str | Path, output: str | Path | None = None) -> ExportResult:
     """Export a run's model to ONNX and verify it with onnxruntime."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise DlabError(
-            "export: needs onnx, onnxscript and onnxruntime: pip install 'dlab[export]'"
-        ) from None
+    require("export", "export")
+    import onnxruntime
+
     from dlab.api import load
 
     run = load(run_path)

@@ -1,4 +1,5 @@
-"""The lessons in docs/lessons: find them, and show them with their code included from the source.
+"""The lessons, shipped inside the package (dlab/lessons): find them, and show them with their
+code included from the source.
 
 A fenced block whose info string is `python include="dlab.scratch.layers:linear_forward,linear_backward"`
 is replaced by those functions' current source, so a lesson never shows stale code. Every other
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+from importlib import resources
 from pathlib import Path
 
 from dlab.errors import DlabError, did_you_mean
@@ -19,8 +21,8 @@ BLOCK = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
 def lessons_dir() -> Path:
-    """docs/lessons of the source checkout."""
-    return Path(__file__).resolve().parents[2] / "docs" / "lessons"
+    """The lessons' folder inside the package: the same files in a checkout and in a wheel."""
+    return Path(str(resources.files("dlab") / "lessons"))
 
 
 def lesson_files() -> list[Path]:
@@ -29,10 +31,12 @@ def lesson_files() -> list[Path]:
 
 
 def find(name: str) -> Path:
-    """A lesson by number, file stem or a word of its name."""
+    """A lesson by number (1 or 01), file stem or a word of its name."""
     files = lesson_files()
     for path in files:
-        if name in (path.stem, path.stem[:2], path.stem[3:]) or (
+        if name.isdigit() and int(name) == int(path.stem[:2]):
+            return path
+        if name in (path.stem, path.stem[3:]) or (
             len(name) > 2 and name in path.stem
         ):
             return path

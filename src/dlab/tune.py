@@ -32,6 +32,7 @@ import yaml
 
 from dlab._io import atomic_write_text
 from dlab.errors import DlabError, RecipeError, TrainingDiverged
+from dlab.extras import require
 from dlab.recipe import Recipe, TuneConfig, load_recipe
 from dlab.runs import runs_root
 from dlab.training.callbacks import Callback
@@ -195,6 +196,7 @@ def tune(
     progress: bool = False,
 ) -> TuneResult:
     """Run (or continue) the study of `recipe`'s tune section."""
+    require("tune", "tune")
     import optuna
 
     from dlab.api import train

@@ -32,8 +32,8 @@ SMALL = [
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    detector = dlab.train("recipes/scenes_centernet.yaml", SMALL, runs_dir=runs, progress=False)
-    segmenter = dlab.train("recipes/scenes_unet.yaml", SMALL, runs_dir=runs, progress=False)
+    detector = dlab.train("scenes_centernet", SMALL, runs_dir=runs, progress=False)
+    segmenter = dlab.train("scenes_unet", SMALL, runs_dir=runs, progress=False)
     bundle = dlab.data.build(detector.recipe.data, detector.recipe.seed)
     scene = tmp_path_factory.mktemp("scene") / "scene.png"
     Image.fromarray((bundle.test.inputs[3, 0].numpy() * 255).round().astype(np.uint8)).save(scene)

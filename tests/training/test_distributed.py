@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from conftest import dlab_command
+from listening import free_port
 from numerics import assert_within_measured_drift
 
 from dlab.errors import DlabError
@@ -285,19 +286,11 @@ def test_fsdp_shards_a_gpt_takes_the_steps_of_one_process_and_resumes_anywhere(t
 # --- two "machines" on loopback: torchrun's c10d rendezvous, restarts after a killed worker ---
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_nodes(tmp_path: Path, recipe: Path, runs: str, *extra: str) -> list[subprocess.Popen]:
     """`dlab train RECIPE --nnodes 2 --master 127.0.0.1:PORT` twice: the README's two-machine
     command, both "machines" on this one."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    master = f"127.0.0.1:{_free_port()}"
+    master = f"127.0.0.1:{free_port()}"
     command = [*dlab_command(), "train", str(recipe), "--runs-dir", str(tmp_path / runs), "-q"]
     command += ["--nnodes", "2", "--master", master, *extra]
     return [

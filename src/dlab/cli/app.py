@@ -18,10 +18,29 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="Look at runs.", no_args_is_help=True)
 data_app = typer.Typer(help="Get data sets onto this machine.", no_args_is_help=True)
-recipe_app = typer.Typer(help="Look at recipes.", no_args_is_help=True)
+recipe_app = typer.Typer(help="Look at recipes, and copy one to edit.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 app.add_typer(data_app, name="data")
 app.add_typer(recipe_app, name="recipe")
+
+
+def _version(show: bool) -> None:
+    if show:
+        from dlab import __version__
+        from dlab.extras import DISTRIBUTION
+
+        typer.echo(f"dlab {__version__} ({DISTRIBUTION})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """A deep-learning lab: train, check, evaluate and explain the classic model families on real data."""
 
 
 def _console() -> Console:

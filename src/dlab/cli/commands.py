@@ -60,7 +60,7 @@ def train(
 
     if recipe is None and resume is None:
         raise DlabError(
-            "train: give a recipe (e.g. dlab train recipes/mnist_cnn.yaml) or --resume RUN_DIR"
+            "train: give a recipe (e.g. dlab train mnist_cnn) or --resume RUN_DIR"
         )
     if recipe is not None and resume is not None:
         raise DlabError("train: give either a recipe or --resume RUN_DIR, not both")

@@ -105,6 +105,26 @@ def recipe_show(
     sys.stdout.write(load_recipe(recipe, override or []).to_yaml())
 
 
+@recipe_app.command("copy")
+def recipe_copy(
+    recipe: Annotated[str, typer.Argument(help="a shipped recipe's name (or a recipe file)")],
+    folder: Annotated[
+        Path, typer.Argument(help="where to write it (./recipes is searched first by name)")
+    ] = Path("recipes"),
+    force: Annotated[bool, typer.Option(help="replace a copy that is already there")] = False,
+) -> None:
+    """Write an editable copy of a recipe, comments included."""
+    from dlab.recipe.loading import copy_recipe
+
+    target = copy_recipe(recipe, folder, force)
+    console = _console()
+    console.print(f"wrote {target}")
+    if target.parent.resolve() == (Path.cwd() / "recipes").resolve():
+        console.print(f"`dlab train {target.stem}` in this folder now trains your copy")
+    else:
+        console.print(f"train it with `dlab train {target}`")
+
+
 @recipe_app.command("doc")
 def recipe_doc(
     recipe: Annotated[

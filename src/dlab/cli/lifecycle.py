@@ -11,6 +11,7 @@ from rich.table import Table
 
 from dlab.cli.app import Overrides, RunsDir, _console, _number, _print_run_summary, app
 from dlab.errors import DlabError
+from dlab.extras import require
 
 
 @app.command()
@@ -253,6 +254,7 @@ def serve_command(
     ] = None,
 ) -> None:
     """Serve a model over HTTP: /predict, /generate, /metadata, /metrics, and a page to try it."""
+    require("serve", "serve")
     from dlab.serve import serve
 
     _console().print(

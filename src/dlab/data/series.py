@@ -20,6 +20,7 @@ from dlab.data.bundle import DataBundle, DataMeta, TensorLoader
 from dlab.data.files import column, read_table
 from dlab.data.store import data_dir
 from dlab.errors import DataError
+from dlab.extras import install_line
 from dlab.recipe import DataConfig
 from dlab.registry import DATASETS
 
@@ -206,7 +207,8 @@ def statsmodels_csv(name: str) -> Path:
     spec = importlib.util.find_spec("statsmodels")
     if spec is None or spec.origin is None:
         raise DataError(
-            f"{name}: not in {local.parent} and the statsmodels package is not installed (pip install statsmodels)"
+            f"{name}: not in {local.parent} and the statsmodels package is not installed "
+            f"({install_line('data')})"
         )
     packaged = Path(spec.origin).parent / "datasets" / name / f"{name}.csv"
     if not packaged.is_file():

@@ -11,6 +11,7 @@ from dlab.data.bundle import ArraySplits, split_off
 from dlab.data.safe_pickle import load_arrays_pickle
 from dlab.data.store import RemoteDataset, RemoteFile, data_dir
 from dlab.errors import DataError
+from dlab.extras import install_line
 from dlab.recipe import DataConfig, ImageDataConfig
 from dlab.registry import DATASETS
 
@@ -68,7 +69,7 @@ def _from_package() -> dict:
     except ImportError:
         raise DataError(
             "mnist1d: neither $DLAB_DATA_DIR/mnist1d/mnist1d_data.pkl nor the mnist1d package is available: "
-            "pip install mnist1d, or `dlab data fetch mnist1d`"
+            f"{install_line('data')}, or `dlab data fetch mnist1d`"
         ) from None
     return make_dataset(get_dataset_args())
 

@@ -6,7 +6,7 @@ evaluation and the run folder. One Flower ServerApp runs a FedAvg or FedProx str
 ClientApp trains the model on partition `partition-id` of the recipe's training split.
 
 - Simulation (`dlab federate`): Flower's `run_simulation` on its Ray backend, every client a
-  virtual SuperNode on this machine (`pip install "dlab[federated]"`). Flower 1.41 marks
+  virtual SuperNode on this machine (`pip install "dlab-toolkit[federated]"`). Flower 1.41 marks
   `run_simulation` deprecated in favour of `flwr run`; it still runs and prints a notice.
 - Deployment (across machines): Flower's SuperLink and SuperNodes run the same pieces through
   `dlab.federated.app` and the Flower App in `examples/flower_app` (its README has the commands).

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dlab.errors import DlabError
+from dlab.extras import require
 from dlab.federated.clients import client_evaluate, client_train, evaluate_global
 from dlab.federated.settings import (
     LOCAL_VALIDATION,
@@ -267,12 +268,10 @@ def federate(
     from dlab.recipe import load_recipe
 
     settings = settings or FederatedSettings()
-    try:
-        from flwr.simulation import run_simulation
-    except ImportError:
-        raise DlabError(
-            "federate: Flower's simulation engine is not installed; pip install 'dlab[federated]'"
-        ) from None
+    # the simulation engine is Ray, which flwr[simulation] brings
+    require("federated", "federate (Flower's simulation engine)", ("flwr", "ray"))
+    from flwr.simulation import run_simulation
+
     recipe_obj = load_recipe(recipe, overrides)
     run_dir, fed = start_run(recipe_obj, settings, runs_dir)
     log = run_dir.path / "federated.jsonl"

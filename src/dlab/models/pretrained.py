@@ -16,6 +16,7 @@ from torch import nn
 
 from dlab.data.bundle import DataMeta
 from dlab.errors import RecipeError
+from dlab.extras import require
 from dlab.models.blocks import sample_next
 from dlab.models.hub import offline, resolve
 from dlab.recipe import ModelConfig, Section
@@ -122,12 +123,9 @@ class Pretrained(nn.Module):
 )
 def build_pretrained(config: PretrainedConfig, meta: DataMeta) -> Pretrained:
     offline()
-    try:
-        import transformers
-    except ImportError:
-        raise RecipeError(
-            "model.name: pretrained needs transformers and peft: pip install 'dlab[pretrained]'"
-        ) from None
+    require("pretrained", "model.name: pretrained", ("transformers", "peft"), RecipeError)
+    import transformers
+
     local = resolve(config.path)
     kwargs = local.kwargs()
     transformers.logging.set_verbosity_error()

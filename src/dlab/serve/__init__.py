@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from dlab.errors import DlabError
-from dlab.serve.app import create_app
-from dlab.serve.backends import load_backend
+from dlab.extras import require
+
+require("serve", "dlab.serve")  # before FastAPI is imported: one line instead of a traceback
+
+from dlab.serve.app import create_app  # noqa: E402
+from dlab.serve.backends import load_backend  # noqa: E402
 
 TOKEN_ENV = "DLAB_SERVE_TOKEN"
 

@@ -11,6 +11,7 @@ import torch
 
 from dlab.data.bundle import DataMeta
 from dlab.errors import DlabError, InputError
+from dlab.extras import require
 from dlab.tasks import task_of
 
 
@@ -52,12 +53,9 @@ class OnnxBackend:
     name = "onnxruntime"
 
     def __init__(self, path: Path, run: Any | None):
-        try:
-            import onnxruntime
-        except ImportError:
-            raise DlabError(
-                "serve --backend onnx needs onnxruntime: pip install 'dlab[export]'"
-            ) from None
+        require("export", "serve --backend onnx", ("onnxruntime",))
+        import onnxruntime
+
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.run = run

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from dlab.errors import DlabError
+from dlab.extras import require
 from dlab.recipe import LossConfig
 from dlab.registry import LOSSES
 from dlab.tasks import Details, Task, register
@@ -178,13 +178,10 @@ def decode(
 
 
 def _coco_tools() -> tuple[Any, Any]:
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise DlabError(
-            'detection metrics need pycocotools: pip install "dlab[detection]"'
-        ) from None
+    require("detection", "detection metrics (COCO's protocol)")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     return COCO, COCOeval
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from dlab.data.bundle import Batch, TensorLoader, epoch_generator
 from dlab.errors import RecipeError
+from dlab.extras import require
 
 ACCOUNTANT = "rdp"  # Opacus's default: robust for any number of steps
 # Opacus's default RDP orders stop at 63; small data sets with large batches want higher ones
@@ -66,12 +67,8 @@ class PoissonLoader:
 
 def refuse_unsupported(model: nn.Module, config: Any, loader: Any, distributed: bool) -> None:
     """Clear errors for what DP-SGD cannot do here, before any training starts."""
-    try:
-        from opacus.validators import ModuleValidator
-    except ImportError:
-        raise RecipeError(
-            "train.privacy: DP-SGD needs Opacus; pip install 'dlab[privacy]'"
-        ) from None
+    require("privacy", "train.privacy: DP-SGD", error=RecipeError)
+    from opacus.validators import ModuleValidator
 
     problems = ModuleValidator.validate(model, strict=False)
     if problems:
