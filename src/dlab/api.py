@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dlab import data as datasets
-from dlab import models
+from dlab import models, tracking
 from dlab import run_steps as steps
 from dlab._io import atomic_write_json, atomic_write_text, read_json
 from dlab.data.arrays import as_bundle
@@ -369,6 +369,8 @@ def train(
         run_dir, recipe_obj, checkpoint = steps.resumable(resume, overrides)
     else:
         recipe_obj, run_dir, checkpoint = load_recipe(recipe, overrides), None, None
+    if tracking.wanted(recipe_obj):
+        tracking.check(recipe_obj)  # a tracking server that is down: one line, before any work
 
     # a torchrun rank (or None); rank 0 holds the run folder against other processes
     with distributed.joined(recipe_obj.train.device) as job, contextlib.ExitStack() as held:
@@ -403,9 +405,7 @@ def train(
             trainer.strategy.full_weights(trainer.model)  # FSDP: send rank 0 the slices
             return Run(run_dir)
         steps.record_start(run_dir, trainer, bundle, model, recipe_obj.seed, job, meta)
-        history = steps.fit(trainer, run_dir)
-        steps.save_final(trainer, run_dir, history)
-        return steps.evaluated(Run(run_dir), bundle, evaluate_test, report)
+        return steps.fit_to_report(trainer, run_dir, bundle, recipe_obj, evaluate_test, report)
 
 
 def fit(

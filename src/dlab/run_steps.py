@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from dlab import models, runtime
+from dlab import models, runtime, tracking
 from dlab.data.bundle import DataBundle
 from dlab.errors import RecipeError, RunError, TrainingDiverged, TrainingInterrupted
 from dlab.recipe import Recipe
@@ -108,6 +108,34 @@ def new_run_dir(recipe: Recipe, bundle: DataBundle, runs_dir: Any, job: Any) -> 
             write(run_dir.path / name)
     path = distributed.broadcast_object(str(run_dir.path) if run_dir else None, job)
     return run_dir or RunDir.open(path)
+
+
+def fit_to_report(
+    trainer: Trainer,
+    run_dir: RunDir,
+    bundle: DataBundle,
+    recipe: Recipe,
+    evaluate_test: bool,
+    report: bool,
+) -> Run:
+    """Fit, save the final weights, evaluate and report: tracked in MLflow where the recipe's
+    loggers say so (a run that stops early is marked KILLED or FAILED there)."""
+    from dlab.api import Run
+
+    tracker = tracking.MlflowRun(recipe, run_dir) if tracking.wanted(recipe) else None
+    if tracker is not None:
+        trainer.callbacks.append(tracker)
+    try:
+        history = fit(trainer, run_dir)
+        save_final(trainer, run_dir, history)
+        run = evaluated(Run(run_dir), bundle, evaluate_test, report)
+    except BaseException as error:
+        if tracker is not None:
+            tracker.fail(error)
+        raise
+    if tracker is not None:
+        tracker.finish(run, bundle)
+    return run
 
 
 def evaluated(run: Run, bundle: DataBundle, evaluate_test: bool, report: bool) -> Run:

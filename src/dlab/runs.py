@@ -72,6 +72,7 @@ class RunRecord(BaseModel):
     compression: dict[str, Any] | None = None
     tuning: dict[str, Any] | None = None
     export: dict[str, Any] | None = None
+    mlflow: dict[str, Any] | None = None  # the MLflow run it logs to: run_id, experiment_id, ...
 
 
 def now() -> str:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from dlab import tracking
 from dlab._io import atomic_write_text
 from dlab.errors import DlabError, RecipeError, TrainingDiverged
 from dlab.extras import require
@@ -185,6 +186,14 @@ def _assignment(path: str, value: Any) -> str:
     return f"{path}={yaml.safe_dump(value, default_flow_style=True).strip()}"
 
 
+def _tune_section(recipe: Recipe) -> TuneConfig:
+    if recipe.tune is None:
+        raise RecipeError(
+            "tune: the recipe has no tune section; add tune: {space: {train.optimizer.lr: {log_uniform: [1e-4, 1e-1]}}}"
+        )
+    return recipe.tune
+
+
 def tune(
     recipe: str | Path | Recipe,
     overrides: tuple[str, ...] | list[str] = (),
@@ -202,18 +211,16 @@ def tune(
     from dlab.api import train
 
     recipe_obj = load_recipe(recipe, overrides)
-    config: TuneConfig | None = recipe_obj.tune
-    if config is None:
-        raise RecipeError(
-            "tune: the recipe has no tune section; add tune: {space: {train.optimizer.lr: {log_uniform: [1e-4, 1e-1]}}}"
-        )
+    config = _tune_section(recipe_obj)
     total = trials or config.trials
     url, folder = storage_url(recipe_obj, runs_dir, storage)
     study = _study(optuna, recipe_obj.name, url, config)
     base = recipe_obj.without_tune()
+    # MLflow (if the recipe logs there): one run per study, every trial's run nested under it
+    base, parent = tracking.for_study(base, study, url, _exclusive)
 
     objective = _objective(
-        optuna, recipe_obj.name, base, config, folder / "trials", progress, total
+        optuna, recipe_obj.name, base, config, folder / "trials", progress, total, parent
     )
     _run_to_target(optuna, study, objective, total, config)
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -239,7 +246,8 @@ def tune(
         atomic_write_text(best_path, best_recipe.to_yaml())
         claim = {"trial": best_trial.number, "recipe": str(best_path), "run": None}
         if train_best:
-            run = train(best_recipe, runs_dir=runs_dir, progress=progress, report=False)
+            with tracking.nested_under(parent, **{"dlab.best_of_study": recipe_obj.name}):
+                run = train(best_recipe, runs_dir=runs_dir, progress=progress, report=False)
             run.dir.update_meta(tuning=_summary(study, config, result))
             run.write_report()
             result.best_run, claim["run"] = run, str(run.path)
@@ -313,7 +321,8 @@ def _exclusive(url: str, key: str) -> Any:
     if url.startswith("sqlite:///"):
         from filelock import FileLock, Timeout
 
-        lock = FileLock(url.removeprefix("sqlite:///") + ".best.lock")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", key.split(":", 1)[0].removeprefix("dlab-"))
+        lock = FileLock(url.removeprefix("sqlite:///") + f".{slug}.lock")
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -389,6 +398,7 @@ def _objective(
     trials_dir: Path,
     progress: bool,
     total: int,
+    parent: str | None = None,
 ) -> Any:
     """One trial: train the base recipe with the sampled values; score its best epoch."""
     import socket
@@ -417,14 +427,15 @@ def _objective(
         )
         reporter = OptunaReporter(trial, config.metric)
         try:
-            run = train(
-                trial_recipe,
-                runs_dir=trials_dir,
-                progress=progress,
-                callbacks=[reporter],
-                evaluate_test=False,
-                report=False,
-            )
+            with tracking.nested_under(parent, **{"dlab.trial": str(trial.number)}):
+                run = train(
+                    trial_recipe,
+                    runs_dir=trials_dir,
+                    progress=progress,
+                    callbacks=[reporter],
+                    evaluate_test=False,
+                    report=False,
+                )
         except TrainingDiverged as exc:  # recorded as a failed trial; the study goes on
             trial.set_user_attr("failure", str(exc).split(";")[0])
             raise

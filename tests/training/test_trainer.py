@@ -571,3 +571,13 @@ def test_resuming_a_run_cut_by_max_steps_adds_nothing_until_given_more(tmp_path)
     assert same.state.stop_reason == "completed"
     same.fit()
     assert same.state.step == 20 and (tmp_path / "metrics.jsonl").read_text() == logged
+
+
+def test_tensorboard_writes_only_when_the_loggers_name_it(tmp_path):
+    Trainer(mlp(), blobs_bundle(), config(epochs=1), out_dir=tmp_path / "a", progress=False).fit()
+    events = list((tmp_path / "a" / "tb").iterdir())
+    assert [p.name.startswith("events.out.tfevents") for p in events] == [True]
+    quiet = config(epochs=1, loggers=[])  # metrics.jsonl only
+    Trainer(mlp(), blobs_bundle(), quiet, out_dir=tmp_path / "b", progress=False).fit()
+    assert not (tmp_path / "b" / "tb").exists()
+    assert records(tmp_path / "b") == records(tmp_path / "a")  # the same training, logged alike

@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 from dlab.errors import RecipeError, did_you_mean
 from dlab.recipe.section import Section
 from dlab.recipe.text import apply_override, dump_yaml, format_validation_error, parse_yaml
+from dlab.recipe.tracking import MlflowSettings
 from dlab.recipe.tuning import TuneConfig, lower_is_better
 from dlab.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS, Registry
 
@@ -264,6 +265,14 @@ class TrainConfig(Section):
     )
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
     log_every: int = Field(50, ge=1, description="log step metrics every this many steps")
+    loggers: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="where metrics go besides metrics.jsonl: tensorboard (<run>/tb), mlflow "
+        "(parameters, metrics, artifacts and the model; see train.mlflow)",
+    )
+    mlflow: MlflowSettings = Field(
+        default_factory=MlflowSettings, description="MLflow tracking server, experiment, model"
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     threads: int | Literal["auto"] = Field(
         "auto", description="CPU threads; auto: 1 for tiny steps, all usable cores otherwise"
@@ -301,6 +310,13 @@ class TrainConfig(Section):
         False,
         description="torch.compile the model for training (a one-off compile, then faster steps)",
     )
+
+    @field_validator("loggers")
+    @classmethod
+    def _check_loggers(cls, loggers: list[str]) -> list[str]:
+        if len(set(loggers)) != len(loggers):
+            raise PydanticCustomError("loggers", "names a logger twice")
+        return loggers
 
     @field_validator("threads")
     @classmethod

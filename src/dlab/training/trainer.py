@@ -92,6 +92,8 @@ class Trainer:
         # fp32 or bf16, channels_last or not, whole batches or micro-batches
         self.strategy = strategy = strategy_for(config.device, config.parallel)
         self.device, self.main, self.sharded = strategy.device, strategy.main, strategy.sharded
+        if self.out_dir is not None and self.main:  # metrics.jsonl and checkpoints go there
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         strategy.reseed(seed)
         self.precision = Precision(config.precision, config.channels_last, self.device)
         self.accumulation = Accumulation(config.grad_accumulation)
@@ -138,7 +140,9 @@ class Trainer:
             self.early_stopping = EarlyStopping(self.config.early_stopping)
         own: list[Callback | None] = [
             ProgressBar() if progress and self.main else None,
-            TensorBoard(str(self.out_dir / "tb")) if self.out_dir and self.main else None,
+            TensorBoard(str(self.out_dir / "tb"))
+            if self.out_dir and self.main and "tensorboard" in self.config.loggers
+            else None,
             self.early_stopping,
         ]
         return [c for c in own if c is not None] + list(extra)
