@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DLAB := $(VENV)/bin/dlab
 # The CPU build of torch, installed before the package so that no multi-GB CUDA wheel is pulled.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,data,pretrained,llm,tune,export,serve,privacy,federated,detection,tracking
+EXTRAS ?= dev,data,pretrained,llm,tune,export,serve,privacy,federated,detection,tracking,notebooks
 
 # OpenMP spin-waiting made 2-thread training 2-6x slower and noisy here; dlab sets this itself,
 # the Makefile sets it too so that every tool it starts (pytest, benchmarks) inherits it.

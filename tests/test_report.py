@@ -221,3 +221,19 @@ def test_generate_cli_is_repeatable_and_validates(gpt_run, capsys):
     assert "is not in this model's vocabulary" in capsys.readouterr().err
     greedy = [gpt_run.generate("To be", 20, temperature=0.0) for _ in range(2)]
     assert greedy[0] == greedy[1]
+
+
+def test_writing_figures_leaves_pyplot_alone(tmp_path):
+    """dlab draws on Figures of its own: a notebook's inline backend and open figures are not
+    touched (it once switched every process to Agg, and a learner's plots stopped showing)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from dlab.report.plots import save_confusion_matrix\n"
+        f"save_confusion_matrix([[3, 1], [0, 4]], ['a', 'b'], {str(tmp_path / 'c.png')!r})\n"
+        "print('matplotlib.pyplot' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False" and (tmp_path / "c.png").stat().st_size > 1000

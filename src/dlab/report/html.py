@@ -31,12 +31,9 @@ def escape(text: Any) -> str:
 
 
 def figure(fig: Any, alt: str, width: int | None = None) -> str:
-    """A matplotlib figure as an embedded PNG (the figure is closed)."""
-    import matplotlib.pyplot as plt
-
+    """A matplotlib figure as an embedded PNG."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     size = f' width="{width}"' if width else ""
     return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}"{size}>'

@@ -6,14 +6,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import matplotlib.ticker
-
-matplotlib.use("Agg")  # files only: works without a display, in CI and over ssh
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from dlab._io import atomic_write
+
+
+def subplots(*grid: int, figsize: tuple[float, float] | None = None, dpi: int = 100, **options: Any) -> tuple[Figure, Any]:
+    """pyplot.subplots without pyplot: a Figure of its own, drawn only by savefig (no display
+    needed, in CI or over ssh), and nothing global touched, so a notebook's inline backend and
+    its open figures are left as they are."""
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.subplots(*grid, **options)
 
 
 def save_confusion_matrix(
@@ -28,7 +33,7 @@ def save_confusion_matrix(
     labels = list(classes) if classes else [str(i) for i in range(n)]
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = max(4.0, 0.45 * n + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=100)
+    fig, ax = subplots(figsize=(size, size * 0.9), dpi=100)
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     if n <= 20:
         for i in range(n):
@@ -52,7 +57,6 @@ def save_confusion_matrix(
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
     return Path(path)
 
 
@@ -60,7 +64,7 @@ def curves_figure(
     series: dict[str, tuple[list[float], list[float]]], title: str, xlabel: str, log_y: bool = False
 ):
     """One axis with a line per named (x, y) series; single points get markers."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.2), dpi=100)
+    fig, ax = subplots(figsize=(5.2, 3.2), dpi=100)
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o" if len(xs) < 12 else None, markersize=4, label=label)
     ax.set_title(title, fontsize=11)
@@ -82,7 +86,7 @@ def confusion_figures(matrix: Sequence[Sequence[int]], classes: Sequence[str]):
     n = counts.shape[0]
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = max(3.5, 0.42 * n + 1.8)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), dpi=100)
+    fig, axes = subplots(1, 2, figsize=(2 * size + 1, size), dpi=100)
     for ax, values, title in (
         (axes[0], counts, "counts"),
         (axes[1], shares, "share of each true class"),
@@ -130,7 +134,7 @@ def image_grid(
 ):
     """Images with a coloured caption under each."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         rows, columns, figsize=(columns * 1.35, rows * 1.6), dpi=100, squeeze=False
     )
     for ax in axes.flat:
@@ -148,7 +152,7 @@ def attribution_grid(
 ):
     """Each image above its attribution map (red: evidence for the class, blue: against)."""
     n = len(images)
-    fig, axes = plt.subplots(2, n, figsize=(n * 1.5, 3.3), dpi=100, squeeze=False)
+    fig, axes = subplots(2, n, figsize=(n * 1.5, 3.3), dpi=100, squeeze=False)
     for i in range(n):
         picture = _as_image(images[i], mean, std)
         axes[0, i].imshow(
@@ -169,7 +173,7 @@ def filter_grid(weights: np.ndarray):
     count = min(len(weights), 32)
     columns = min(count, 16)
     rows = -(-count // columns)
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         rows, columns, figsize=(columns * 0.7, rows * 0.75), dpi=100, squeeze=False
     )
     for ax in axes.flat:
@@ -188,7 +192,7 @@ def filter_grid(weights: np.ndarray):
 def attention_figure(weights: list[np.ndarray], tokens: Sequence[str], max_heads: int = 4):
     """Attention weights per layer (rows) and head (columns) for one example."""
     layers_, heads = len(weights), min(weights[0].shape[0], max_heads)
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         layers_, heads, figsize=(heads * 2.6, layers_ * 2.5), dpi=100, squeeze=False
     )
     short = [t[:8] for t in tokens]
@@ -208,7 +212,7 @@ def attention_figure(weights: list[np.ndarray], tokens: Sequence[str], max_heads
 
 def forecast_figure(actual: np.ndarray, forecast: np.ndarray, naive: np.ndarray, title: str):
     """One-step-ahead forecasts against the truth and the naive last-value forecast."""
-    fig, ax = plt.subplots(figsize=(9, 3.2), dpi=100)
+    fig, ax = subplots(figsize=(9, 3.2), dpi=100)
     ax.plot(actual, label="actual", color="black", linewidth=1.4)
     ax.plot(forecast, label="model", color="#d9480f", linewidth=1.2)
     ax.plot(naive, label="naive (last value)", color="#868e96", linewidth=1, linestyle="--")
@@ -222,7 +226,7 @@ def forecast_figure(actual: np.ndarray, forecast: np.ndarray, naive: np.ndarray,
 
 def tuning_figure(trials: Sequence[dict], direction: str, metric: str):
     """Each trial's value (pruned trials marked) and the best so far."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.2), dpi=100)
+    fig, ax = subplots(figsize=(6.5, 3.2), dpi=100)
     done = [t for t in trials if t["value"] is not None]
     ax.scatter(
         [t["number"] for t in done],
@@ -258,7 +262,7 @@ def tuning_figure(trials: Sequence[dict], direction: str, metric: str):
 def importance_figure(importances: dict[str, float]):
     """Parameter importances as horizontal bars."""
     names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(5.5, 0.45 * len(names) + 1.2), dpi=100)
+    fig, ax = subplots(figsize=(5.5, 0.45 * len(names) + 1.2), dpi=100)
     ax.barh(names, [importances[n] for n in names], color="#5c7cfa")
     ax.set_xlabel("importance (share of the metric's variation)")
     ax.set_title("which parameters mattered", fontsize=11)
@@ -277,7 +281,7 @@ def frames_grid(
     coloured caption; with `attributions`, each clip above its map (red: for, blue: against)."""
     rows_per = 2 if attributions is not None else 1
     rows = max(1, -(-len(clips) // columns)) * rows_per
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         rows, columns, figsize=(columns * 2.4, rows * 1.5), dpi=100, squeeze=False
     )
     for ax in axes.flat:
@@ -302,7 +306,7 @@ def frames_grid(
 def alignment_figure(clips: Sequence[Any], paths: Sequence[Sequence[int]], symbols: Sequence[str]):
     """CTC alignments: each utterance's feature frames, with each symbol the best path emits
     (a run of one non-blank output) written where its first frame falls in the clip."""
-    fig, axes = plt.subplots(len(clips), 1, figsize=(9, 1.4 * len(clips)), dpi=100, squeeze=False)
+    fig, axes = subplots(len(clips), 1, figsize=(9, 1.4 * len(clips)), dpi=100, squeeze=False)
     for ax, clip, path in zip(axes[:, 0], clips, paths, strict=True):
         clip = np.asarray(clip)
         heard = np.abs(clip).sum(1) > 0

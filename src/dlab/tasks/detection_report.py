@@ -80,16 +80,15 @@ def draw_boxes(ax: Any, boxes: np.ndarray, labels: list[str], colour: str, dashe
 
 
 def detections(ctx: ReportContext) -> str | None:
-    import matplotlib.pyplot as plt
-
     from dlab.report.html import figure
+    from dlab.report.plots import subplots
     from dlab.tasks.detection import SHOW_SCORE, decode, kept, real_boxes
 
     x, boxes, outputs = _first_scenes(ctx)
     classes = list(ctx.data_meta.classes or [])
     found = kept(decode(outputs, image_size=tuple(x.shape[-2:])), SHOW_SCORE)
     truth = real_boxes(boxes)
-    fig, axes = plt.subplots(2, SCENES // 2, figsize=(2.4 * SCENES // 2, 5), squeeze=False)
+    fig, axes = subplots(2, SCENES // 2, figsize=(2.4 * SCENES // 2, 5), squeeze=False)
     for ax, image, true, pred in zip(axes.flat, x, truth, found, strict=False):
         ax.imshow(_shown(image, ctx), cmap="gray", vmin=0, vmax=1)
         draw_boxes(ax, true[:, 1:], [classes[int(c)] for c in true[:, 0]], "white", True)
@@ -104,14 +103,13 @@ def detections(ctx: ReportContext) -> str | None:
 
 
 def pr_curves(ctx: ReportContext) -> str | None:
-    import matplotlib.pyplot as plt
-
     from dlab.report.html import figure, note
+    from dlab.report.plots import subplots
 
     report = ctx.evaluation.get(ctx.split, {})
     if "pr_curves" not in report:
         return note(f"no evaluation yet: run `dlab evaluate {ctx.path} --split {ctx.split}`")
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = subplots(figsize=(5.5, 4))
     for name, curve in report["pr_curves"].items():
         ap = report["ap50_per_class"].get(name)
         ax.plot(curve["recall"], curve["precision"], lw=1, label=f"{name} (AP {ap:.3f})")
@@ -126,16 +124,15 @@ def pr_curves(ctx: ReportContext) -> str | None:
 
 
 def errors(ctx: ReportContext) -> str | None:
-    import matplotlib.pyplot as plt
-
     from dlab.report.html import figure
+    from dlab.report.plots import subplots
     from dlab.tasks.detection import ERROR_SCORE
 
     report = ctx.evaluation.get(ctx.split, {})
     if "errors" not in report:
         return None
     kinds = report["errors"]
-    fig, ax = plt.subplots(figsize=(5.5, 2.6))
+    fig, ax = subplots(figsize=(5.5, 2.6))
     ax.barh(list(kinds), list(kinds.values()), color=["tab:green"] + ["tab:red"] * 4)
     for i, value in enumerate(kinds.values()):
         ax.text(value, i, f" {value}", va="center", fontsize=7)
@@ -151,14 +148,13 @@ def errors(ctx: ReportContext) -> str | None:
 
 
 def masks(ctx: ReportContext) -> str | None:
-    import matplotlib.pyplot as plt
-
     from dlab.report.html import figure
+    from dlab.report.plots import subplots
 
     x, true, logits = _first_scenes(ctx)
     predicted = logits.argmax(1)
     count = int(ctx.data_meta.num_classes or 1) + 1
-    fig, axes = plt.subplots(3, SCENES, figsize=(1.6 * SCENES, 5), squeeze=False)
+    fig, axes = subplots(3, SCENES, figsize=(1.6 * SCENES, 5), squeeze=False)
     for j in range(min(SCENES, len(x))):
         axes[0, j].imshow(_shown(x[j], ctx), cmap="gray", vmin=0, vmax=1)
         axes[1, j].imshow(true[j].numpy(), cmap="tab20", vmin=0, vmax=max(count - 1, 1))
@@ -171,15 +167,14 @@ def masks(ctx: ReportContext) -> str | None:
 
 
 def class_iou(ctx: ReportContext) -> str | None:
-    import matplotlib.pyplot as plt
-
     from dlab.report.html import figure, note
+    from dlab.report.plots import subplots
 
     report = ctx.evaluation.get(ctx.split, {})
     if "iou_per_class" not in report:
         return note(f"no evaluation yet: run `dlab evaluate {ctx.path} --split {ctx.split}`")
     names, values = list(report["iou_per_class"]), list(report["iou_per_class"].values())
-    fig, ax = plt.subplots(figsize=(5.5, 0.25 * len(names) + 1))
+    fig, ax = subplots(figsize=(5.5, 0.25 * len(names) + 1))
     ax.barh(names, values, color="tab:blue")
     ax.invert_yaxis()
     ax.set(xlabel="IoU", xlim=(0, 1))

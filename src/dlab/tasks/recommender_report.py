@@ -61,15 +61,14 @@ def results(ctx: ReportContext) -> str | None:
 
 def ratings(ctx: ReportContext) -> str | None:
     """How ratings are distributed, and how the error falls as users rate more."""
-    import matplotlib.pyplot as plt
-
     from dlab.report.html import figure
+    from dlab.report.plots import subplots
 
     bundle = ctx.bundle
     train = bundle.extra["train_ratings"].numpy()
     report = ctx.evaluation.get(ctx.split, {})
     curve = "squared_error_per_user" in report
-    fig, axes = plt.subplots(1, 2 if curve else 1, figsize=(10 if curve else 5, 3.2), squeeze=False)
+    fig, axes = subplots(1, 2 if curve else 1, figsize=(10 if curve else 5, 3.2), squeeze=False)
     values, counts = np.unique(train, return_counts=True)
     axes[0, 0].bar(values, counts, width=0.6 if len(values) < 12 else 0.1, color="#4c72b0")
     axes[0, 0].set(xlabel="rating", ylabel="training ratings", title="rating distribution")
@@ -101,10 +100,10 @@ def _cold_start_curve(ax, report: dict, train_users: torch.Tensor) -> None:
 
 def item_map(ctx: ReportContext) -> str | None:
     """A PCA map of the item vectors coloured by main genre, and nearest neighbours."""
-    import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
 
     from dlab.report.html import figure, table
+    from dlab.report.plots import subplots
 
     vectors_of = getattr(ctx.model, "item_vectors", None)
     if vectors_of is None:
@@ -115,7 +114,7 @@ def item_map(ctx: ReportContext) -> str | None:
     popularity = np.asarray(details.popularity)
     shown = popularity > 0
     points = PCA(n_components=2, random_state=0).fit_transform(vectors[shown])
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = subplots(figsize=(7, 5))
     main = [_main_genre(details, i) for i in np.flatnonzero(shown)]
     for genre in sorted(set(main), key=main.count, reverse=True)[:8]:
         at = np.asarray([g == genre for g in main])

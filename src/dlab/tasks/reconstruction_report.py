@@ -41,15 +41,14 @@ def _split(ctx: ReportContext) -> tuple[torch.Tensor, np.ndarray]:
 
 def reconstructions(ctx: ReportContext) -> str | None:
     """One image of each class (in the split's order) above its reconstruction."""
-    import matplotlib.pyplot as plt
-
     from dlab.report.html import figure
+    from dlab.report.plots import subplots
 
     images, labels = _split(ctx)
     picks = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)][:12]
     with torch.no_grad():
         rebuilt = torch.sigmoid(ctx.model.eval()(images[picks]))
-    fig, axes = plt.subplots(2, len(picks), figsize=(1.2 * len(picks), 2.6), squeeze=False)
+    fig, axes = subplots(2, len(picks), figsize=(1.2 * len(picks), 2.6), squeeze=False)
     for j, i in enumerate(picks):
         for row, picture in enumerate((images[i], rebuilt[j])):
             axes[row, j].imshow(_shown(picture), cmap="gray", vmin=0, vmax=1)
@@ -67,17 +66,17 @@ def _shown(picture: torch.Tensor) -> np.ndarray:
 
 def latent_map(ctx: ReportContext) -> str | None:
     """The codes projected on their two principal axes (the codes themselves when 2-D)."""
-    import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
 
     from dlab.report.html import figure
+    from dlab.report.plots import subplots
 
     images, labels = _split(ctx)
     keep = np.random.default_rng(0).permutation(len(labels))[:MAP_POINTS]
     with torch.no_grad():
         codes = ctx.model.eval().encode(images[keep]).flatten(1).numpy()
     points = codes if codes.shape[1] == 2 else PCA(2, random_state=0).fit_transform(codes)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = subplots(figsize=(6, 5))
     classes = ctx.data_meta.classes
     for c in np.unique(labels[keep]):
         mine = labels[keep] == c
@@ -91,9 +90,8 @@ def latent_map(ctx: ReportContext) -> str | None:
 
 def samples(ctx: ReportContext) -> str | None:
     """A VAE's decoded z ~ N(0, I), and decoded codes on the line between two test images."""
-    import matplotlib.pyplot as plt
-
     from dlab.report.html import figure
+    from dlab.report.plots import subplots
 
     model = ctx.model.eval()
     if not hasattr(model, "sample"):
@@ -105,7 +103,7 @@ def samples(ctx: ReportContext) -> str | None:
         ends = model.encode(images[[a, b]])
         weights = torch.linspace(0, 1, STEPS)[:, None]
         walk = torch.sigmoid(model.decode((1 - weights) * ends[0] + weights * ends[1]))
-    fig, axes = plt.subplots(3, max(8, STEPS), figsize=(1.1 * max(8, STEPS), 3.6), squeeze=False)
+    fig, axes = subplots(3, max(8, STEPS), figsize=(1.1 * max(8, STEPS), 3.6), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for j, picture in enumerate(drawn):
@@ -120,16 +118,15 @@ def samples(ctx: ReportContext) -> str | None:
 
 
 def clusters(ctx: ReportContext) -> str | None:
-    import matplotlib.pyplot as plt
-
     from dlab.report.html import escape, figure, note
+    from dlab.report.plots import subplots
 
     report = ctx.evaluation.get(ctx.split, {})
     if "contingency" not in report:
         return note(f"no evaluation yet: run `dlab evaluate {ctx.path} --split {ctx.split}`")
     table = np.asarray(report["contingency"])
     classes = ctx.data_meta.classes[: table.shape[1]]
-    fig, ax = plt.subplots(figsize=(0.5 * table.shape[1] + 2, 0.4 * table.shape[0] + 1.5))
+    fig, ax = subplots(figsize=(0.5 * table.shape[1] + 2, 0.4 * table.shape[0] + 1.5))
     ax.imshow(table / np.maximum(table.sum(1, keepdims=True), 1), cmap="Blues")
     for (i, j), count in np.ndenumerate(table):
         if count:
@@ -152,16 +149,15 @@ def clusters(ctx: ReportContext) -> str | None:
 
 
 def anomalies(ctx: ReportContext) -> str | None:
-    import matplotlib.pyplot as plt
-
     from dlab.report.html import escape, figure
+    from dlab.report.plots import subplots
 
     report = ctx.evaluation.get(ctx.split, {})
     histogram = report.get("anomaly_histogram")
     if histogram is None:
         return None
     edges = np.asarray(histogram["edges"])
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = subplots(figsize=(6, 3))
     for group, color in (("normal", "#4c72b0"), ("anomalous", "#dd8452")):
         counts = np.asarray(histogram[group], dtype=float)
         ax.stairs(

@@ -30,9 +30,8 @@ def sections() -> list[Section]:
 
 
 def results(ctx: ReportContext) -> str | None:
-    import matplotlib.pyplot as plt
-
     from dlab.report.html import escape, figure, note, table
+    from dlab.report.plots import subplots
 
     report = ctx.evaluation.get(ctx.split, {})
     if "roc_auc" not in report:
@@ -56,7 +55,7 @@ def results(ctx: ReportContext) -> str | None:
     panels = ("roc" in report) + bool(importance)
     if not panels:
         return "".join(parts)
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels + 1, 3.6), squeeze=False)
+    fig, axes = subplots(1, panels, figsize=(5 * panels + 1, 3.6), squeeze=False)
     axes = list(axes[0])
     if "roc" in report:
         ax = axes.pop(0)
