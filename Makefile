@@ -46,7 +46,7 @@ demo: $(VENV)/.installed
 OTHER_KERNELS := ONEDNN_MAX_CPU_ISA=SSE41 MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks docs
 	$(PY) -m pytest
 	$(OTHER_KERNELS) $(PY) -m pytest -q -m "numerics and not slow"
 
@@ -58,7 +58,7 @@ test-unit: $(VENV)/.installed
 	$(PY) -m pytest -m unit
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks docs
 
 # The sixteen bugs and switched-off features of issue 25, each planted in a copy of the tree:
 # the tests that guard against each must fail (about 4 minutes).
