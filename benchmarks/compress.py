@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 
-from benchmarks.common import ROOT, markdown_table, real_data_dir, write_results
+from benchmarks.common import RECIPES, markdown_table, real_data_dir, write_results
 
 STUDENTS = {"mnist_cnn": "mnist_cnn_student", "sst2_lstm": "sst2_lstm_student"}
 COLUMNS = ["teacher", "variant", "accuracy", "size_kb", "parameters", "batch1_ms", "batch64_ms"]
@@ -60,7 +60,7 @@ def main(args: list[str]) -> None:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as runs:
         for name in options.teachers:
-            recipe = ROOT / "recipes" / f"{name}.yaml"
+            recipe = RECIPES / f"{name}.yaml"
             started = time.perf_counter()
             teacher = dlab.train(recipe, runs_dir=runs, progress=False, report=False)
             print(f"{name}: teacher trained in {time.perf_counter() - started:.0f} s", flush=True)
@@ -68,7 +68,7 @@ def main(args: list[str]) -> None:
                 quantize_run(teacher.path, runs_dir=runs),
                 distill_run(
                     teacher.path,
-                    ROOT / "recipes" / f"{STUDENTS[name]}.yaml",
+                    RECIPES / f"{STUDENTS[name]}.yaml",
                     runs_dir=runs,
                     progress=False,
                 ),

@@ -145,7 +145,7 @@ def utilisation_rows(
     import torch
 
     import dlab
-    from benchmarks.common import ROOT
+    from benchmarks.common import RECIPES
     from dlab import runtime
     from dlab.data import build
     from dlab.models import build as build_model
@@ -161,7 +161,7 @@ def utilisation_rows(
     )
     rows = []
     for name, steps in recipes.items():
-        recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml", list(overrides))
+        recipe = load_recipe(RECIPES / f"{name}.yaml", list(overrides))
         bundle = build(recipe.data, 0)
         x, _ = bundle.train.sample_batch()
         model = build_model(recipe.model, bundle.meta)

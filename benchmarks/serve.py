@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.common import ROOT, latency_summary, markdown_table, write_results
+from benchmarks.common import RECIPES, latency_summary, markdown_table, write_results
 
 CONFIGS = [("no batching", 1), ("micro-batching (32, 5 ms)", 32)]
 
@@ -82,7 +82,7 @@ def main(args: list[str]) -> None:
             import dlab
 
             print("training the demo MNIST CNN to serve ...", flush=True)
-            run_dir = dlab.train(ROOT / "recipes" / "demo.yaml", runs_dir=runs, progress=False).path
+            run_dir = dlab.train(RECIPES / "demo.yaml", runs_dir=runs, progress=False).path
         bodies = digits()
         rows = []
         from dlab.serve.process import serving
