@@ -26,7 +26,8 @@ RECIPE = {
     "name": "ddp_cnn",
     "seed": 0,
     "data": {"name": "mnist_sample", "batch_size": 64, "val_size": 500},
-    "model": {"name": "cnn"},
+    # a small CNN: these tests are about the processes' arithmetic, not the model's size
+    "model": {"name": "cnn", "channels": [8, 16], "hidden": 32},
     "train": {
         "epochs": 4,
         "max_steps": 200,
@@ -109,15 +110,19 @@ def assert_same_curve(
 def test_two_gloo_processes_take_the_steps_of_one(tmp_path):
     recipe = write(tmp_path)
     single, single_s = train(tmp_path, str(recipe), runs="one")
-    halves, _ = train(tmp_path, str(recipe), "-o", "train.grad_accumulation=2", runs="halves")
+    halves_run, _ = train(tmp_path, str(recipe), "-o", "train.grad_accumulation=2", runs="halves")
     double, double_s = train(tmp_path, str(recipe), nproc=2, runs="two")
-    expected, got = losses(single), losses(double)
+    expected, got, halves = losses(single), losses(double), losses(halves_run)
     assert sorted(got) == sorted(expected) == list(range(10, 201, 10))
-    assert_same_curve(got, expected, losses(halves), exact=losses(halves))
+    assert_same_curve(got, expected, halves, exact=halves)
     meta = json.loads((double / "meta.json").read_text())
     assert meta["processes"] == 2 and meta["status"] == "completed"
+    # the same arithmetic as two micro-batches in one process (the curves match to 1e-9): the
+    # same test accuracy to one image in 500; against the whole batch, only the drift measured
+    # above separates them, which on some kernels moves the accuracy by more than 1%
+    same_arithmetic = json.loads((halves_run / "meta.json").read_text())["evaluation"]["test"]
     assert meta["evaluation"]["test"]["accuracy"] == pytest.approx(
-        json.loads((single / "meta.json").read_text())["evaluation"]["test"]["accuracy"], abs=0.01
+        same_arithmetic["accuracy"], abs=0.002
     )
     assert not list(double.glob("checkpoints/.ckpt-*"))  # rank 0 alone wrote checkpoints
     print(f"200 steps: 1 process {single_s:.1f} s, 2 processes {double_s:.1f} s (with start-up)")
