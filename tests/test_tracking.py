@@ -19,7 +19,7 @@ from listening import free_port, start_listening
 import dlab
 from dlab.errors import DlabError, TrainingInterrupted
 from dlab.runs import RunDir
-from dlab.tracking import flatten
+from dlab.tracking import parameters
 from dlab.training.callbacks import Callback
 from dlab.tune import tune
 
@@ -68,8 +68,8 @@ def _recipe(name: str, uri: str, **train) -> dict:
     return recipe
 
 
-def test_flatten_names_every_recipe_field_by_its_dotted_path():
-    flat = flatten({"train": {"optimizer": {"name": "adam", "lr": 0.01}, "tags": {}}, "seed": 0})
+def test_parameters_name_every_recipe_field_by_its_dotted_path():
+    flat = parameters({"train": {"optimizer": {"name": "adam", "lr": 0.01}, "tags": {}}, "seed": 0})
     assert flat == {
         "train.optimizer.name": "adam",
         "train.optimizer.lr": "0.01",
@@ -107,7 +107,7 @@ def test_a_run_and_its_resume_are_one_mlflow_run_with_params_metrics_artifacts_a
     assert found.data.params["train.optimizer.name"] == "adam"
     assert found.data.params["model.channels"] == "[4, 8]"
     assert found.data.params["data.batch_size"] == "100"
-    assert len(found.data.params) == len(flatten(run.recipe.to_dict()))
+    assert len(found.data.params) == len(parameters(run.recipe.to_dict()))
     tags = found.data.tags
     assert (tags["dlab.model"], tags["dlab.data"], tags["dlab.task"]) == (
         "cnn",

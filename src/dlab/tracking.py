@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from dlab.errors import DlabError, DlabWarning, RecipeError, TrainingInterrupted
 from dlab.extras import require
-from dlab.training.callbacks import Callback
+from dlab.recipe import flatten
+from dlab.training.callbacks import Callback, logged_numbers
 
 if TYPE_CHECKING:
     from dlab.api import Run
@@ -109,16 +110,9 @@ def nested_under(parent_run_id: str | None, **tags: str) -> Iterator[None]:
         _NESTING.reset(token)
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """{'train': {'optimizer': {'lr': 0.01}}} -> {'train.optimizer.lr': '0.01'}."""
-    flat: dict[str, str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value)[:6000]  # MLflow's longest parameter value
-    return flat
+def parameters(tree: dict[str, Any]) -> dict[str, str]:
+    """A recipe as MLflow parameters: its dotted fields, each value as text."""
+    return {name: str(value)[:6000] for name, value in flatten(tree).items()}  # MLflow's limit
 
 
 def git_commit(folder: Path) -> str | None:
@@ -216,7 +210,7 @@ class MlflowRun(Callback):
             tags["mlflow.source.git.commit"] = commit
         created = self.client.create_run(experiment, run_name=run_dir.path.name, tags=tags)
         self.run_id = created.info.run_id
-        self._log_params(flatten(recipe.to_dict()))
+        self._log_params(parameters(recipe.to_dict()))
         run_dir.update_meta(
             mlflow={"run_id": self.run_id, "experiment_id": experiment, "tracking_uri": shown(self.uri)}
         )
@@ -234,12 +228,8 @@ class MlflowRun(Callback):
         from mlflow.entities import Metric
 
         stamp = int(time.time() * 1000)
-        for key, value in record.items():
-            if key in ("kind", "step", "epoch") or isinstance(value, bool):
-                continue
-            if isinstance(value, int | float) and value == value and abs(value) != float("inf"):
-                name = f"{record['kind']}/{key}"
-                self._pending.append(Metric(name, float(value), stamp, int(record["step"])))
+        for name, value in logged_numbers(record):
+            self._pending.append(Metric(name, value, stamp, int(record["step"])))
         if record["kind"] != "step" or len(self._pending) >= 10 * BATCH:
             self.flush()
 

@@ -34,7 +34,7 @@ from dlab.recipe.schema import (
     from_dict,
 )
 from dlab.recipe.section import Section
-from dlab.recipe.text import apply_override, format_validation_error, parse_yaml
+from dlab.recipe.text import apply_override, flatten, format_validation_error, parse_yaml
 from dlab.recipe.tuning import SPACE_KINDS, TuneConfig
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "apply_override",
     "field_docs",
     "find_recipe",
+    "flatten",
     "format_validation_error",
     "from_dict",
     "load_recipe",

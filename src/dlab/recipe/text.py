@@ -225,3 +225,16 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     if path in _COMPONENT_PATHS and isinstance(value, str) and isinstance(node.get(last), dict):
         value = {"name": value} if node[last].get("name") != value else node[last]
     node[last] = value
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A recipe's nested sections as dotted fields, the names overrides use:
+    {'train': {'optimizer': {'lr': 0.01}}} -> {'train.optimizer.lr': 0.01}. An empty section
+    is a field of its own ({})."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

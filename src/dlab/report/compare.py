@@ -8,18 +8,9 @@ from typing import Any
 
 from dlab._io import atomic_write_text
 from dlab.errors import DlabError
+from dlab.recipe import flatten
 from dlab.report import plots
 from dlab.report.html import figure, note, page, table
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """{'train.optimizer.lr': 0.001, ...}"""
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): data}
 
 
 def differences(runs: list[Any]) -> list[list[Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -55,6 +56,16 @@ def format_record(record: dict[str, Any], keys: tuple[str, ...] = ()) -> str:
             continue
         parts.append(f"{key} {value:.4g}" if key == "lr" else f"{key} {value:.4f}")
     return "  ".join(parts)
+
+
+def logged_numbers(record: dict[str, Any]) -> Iterator[tuple[str, float]]:
+    """(name, value) of a record's finite numbers, as loggers chart them: `step/loss`,
+    `epoch/val_accuracy` (the record's kind, then the key)."""
+    for key, value in record.items():
+        if key in ("kind", "step", "epoch") or isinstance(value, bool):
+            continue
+        if isinstance(value, int | float) and math.isfinite(value):
+            yield f"{record['kind']}/{key}", float(value)
 
 
 class ProgressBar(Callback):
@@ -166,14 +177,8 @@ class TensorBoard(Callback):
     def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if self._writer is None:
             return
-        group = record["kind"]
-        for key, value in record.items():
-            if (
-                key not in ("kind", "step", "epoch")
-                and isinstance(value, int | float)
-                and math.isfinite(value)
-            ):
-                self._writer.add_scalar(f"{group}/{key}", value, record["step"])
+        for name, value in logged_numbers(record):
+            self._writer.add_scalar(name, value, record["step"])
 
     def on_fit_end(self, trainer: Trainer) -> None:
         self.close()
