@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.console import Console
 
+
+def _keep_argument_help() -> None:
+    """Show arguments' help in `--help` again. Since click 8.3, `click.Argument.__init__` takes
+    a `help` and sets `self.help` from it; typer < 0.21 (the newest Flower allows) sets its own
+    `help` first and does not pass it on, so click resets it to None and every argument's help
+    vanished. Pass it on, on the typer versions that do not."""
+    original = typer.core.TyperArgument.__init__
+    if getattr(original, "keeps_help", False):
+        return
+
+    def __init__(self: typer.core.TyperArgument, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if self.help is None and kwargs.get("help") is not None:
+            self.help = kwargs["help"]
+
+    __init__.keeps_help = True  # type: ignore[attr-defined]
+    typer.core.TyperArgument.__init__ = __init__  # type: ignore[method-assign]
+
+
+_keep_argument_help()
 app = typer.Typer(
     name="dlab",
     help="A deep-learning lab: train, check, evaluate and explain the classic model families on real data.",
@@ -44,7 +66,10 @@ def _options(
 
 
 def _console() -> Console:
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    """Rich's console: the terminal's width, or $COLUMNS when set (piped output too), else 160
+    columns when piped (a log file need not wrap at 80)."""
+    piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS", "").isdigit()
+    return Console(highlight=False, width=160 if piped else None)
 
 
 Overrides = Annotated[

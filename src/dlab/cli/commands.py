@@ -1,10 +1,12 @@
-"""train, evaluate, generate, predict, list, check, report, lesson and demo."""
+"""train, evaluate, generate, predict, list, check, exercise, report, lesson and demo."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
@@ -59,9 +61,7 @@ def train(
     from dlab.api import train as train_recipe
 
     if recipe is None and resume is None:
-        raise DlabError(
-            "train: give a recipe (e.g. dlab train mnist_cnn) or --resume RUN_DIR"
-        )
+        raise DlabError("train: give a recipe (e.g. dlab train mnist_cnn) or --resume RUN_DIR")
     if recipe is not None and resume is not None:
         raise DlabError("train: give either a recipe or --resume RUN_DIR, not both")
     if nproc != 1 or nnodes != 1 or master is not None or max_restarts:
@@ -379,40 +379,102 @@ def list_things(
 @app.command("check")
 def check_formulas(
     names: Annotated[
-        list[str] | None, typer.Argument(help="formulas to check (default: all)")
+        list[str] | None,
+        typer.Argument(help="formulas to check (default: all); with --impl: one exercise"),
     ] = None,
     list_only: Annotated[bool, typer.Option("--list", help="name the formulas and stop")] = False,
+    impl: Annotated[
+        Path | None,
+        typer.Option(
+            "--impl", help="check your own code: the file `dlab exercise NAME` wrote, filled in"
+        ),
+    ] = None,
 ) -> None:
     """Compare every from-scratch formula (NumPy) with PyTorch: forward, gradients, finite differences."""
-    from dlab.scratch.checks import CHECKS, FD_TOLERANCE, TOLERANCE, run_checks
+    from dlab.scratch.checks import CHECKS, run_checks
 
     console = _console()
     if list_only:
         for name, (formula, _) in CHECKS.items():
             console.print(f"{name:22s} {formula}", markup=False)
         return
-    results = run_checks(names or [])
+    if impl is not None:
+        from dlab.exercises import check_implementation
+
+        if len(names or []) != 1:
+            raise DlabError(
+                "check --impl: name one exercise, e.g. `dlab check conv2d --impl conv2d.py`"
+            )
+        results, whose = check_implementation(names[0], impl), impl.name
+    else:
+        results, whose = run_checks(names or []), "dlab.scratch"
+    console.print(_check_table(results, whose, console.width))
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        console.print(f"\n{r.name}: what differs", style="bold", markup=False)
+        for problem in r.problems[:8]:
+            for line in textwrap.wrap(problem, console.width - 2, subsequent_indent="    "):
+                console.print(f"  {line}", markup=False)
+        if len(r.problems) > 8:
+            console.print(f"  … and {len(r.problems) - 8} more", markup=False)
+    if failed:
+        console.print(
+            f"{len(failed)} of {len(results)} failed: {', '.join(r.name for r in failed)}"
+        )
+        raise typer.Exit(1)
+    console.print(f"all {len(results)} formulas agree with PyTorch")
+
+
+def _check_table(results: list[Any], whose: str, width: int) -> Table:
+    """The checks' table; under 100 columns it drops the formula and the shapes tried, so
+    that it fits an 80-column terminal (`dlab check --list` shows the formulas)."""
+    from dlab.scratch.checks import FD_TOLERANCE, TOLERANCE
+
+    wide = width >= 100
     table = Table(
-        title=f"dlab.scratch vs PyTorch (float64; pass: forward and gradient ≤ {TOLERANCE:g}, finite differences ≤ {FD_TOLERANCE:g})"
+        title=f"{whose} vs PyTorch (float64)",
+        caption=f"pass: forward and gradient ≤ {TOLERANCE:g}, finite differences ≤ {FD_TOLERANCE:g}",
     )
-    for column in ("formula", "", "shapes tried", "forward", "gradient", "finite diff.", "result"):
-        table.add_column(column)
+    columns = ["formula", *(["", "shapes tried"] if wide else []), "forward", "gradient"]
+    for column in [*columns, "finite diff.", "result"]:
+        table.add_column(column, no_wrap=column in ("forward", "gradient", "result"))
     for r in results:
         table.add_row(
             r.name,
-            r.formula,
-            "; ".join(r.shapes),
-            f"{r.forward:.1e}",
-            f"{r.gradient:.1e}",
-            f"{r.finite_difference:.1e}",
+            *([r.formula, "; ".join(r.shapes)] if wide else []),
+            *(
+                "—" if math.isnan(v) else f"{v:.1e}"
+                for v in (r.forward, r.gradient, r.finite_difference)
+            ),
             "[green]pass[/green]" if r.passed else "[red]FAIL[/red]",
         )
-    console.print(table)
-    failed = [r.name for r in results if not r.passed]
-    if failed:
-        console.print(f"{len(failed)} of {len(results)} failed: {', '.join(failed)}")
-        raise typer.Exit(1)
-    console.print(f"all {len(results)} formulas agree with PyTorch")
+    return table
+
+
+@app.command()
+def exercise(
+    name: Annotated[str | None, typer.Argument(help="the exercise; none: list them")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="the .py file or folder to write (default: ./NAME.py)")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="write over an existing file")] = False,
+) -> None:
+    """Write an exercise to solve: the functions' signatures, docstrings and TODOs. Then
+    `dlab check NAME --impl NAME.py` grades your code against PyTorch."""
+    from dlab.exercises import EXERCISES, write_exercise
+
+    console = _console()
+    if name is None:
+        for e in EXERCISES.values():
+            console.print(
+                f"{e.name:14s} {', '.join(e.functions):46s} lesson {e.lesson}", markup=False
+            )
+        return
+    written = write_exercise(name, path or Path(f"{name}.py"), force=force)
+    console.print(
+        f"wrote {written}; fill in the TODOs, then: dlab check {name} --impl {written}",
+        markup=False,
+    )
 
 
 @app.command()
@@ -431,7 +493,9 @@ def lesson(
     ] = None,
     path: Annotated[
         Path | None,
-        typer.Argument(help="with --notebook: the .ipynb file or folder (default: ./<lesson>.ipynb)"),
+        typer.Argument(
+            help="with --notebook: the .ipynb file or folder (default: ./<lesson>.ipynb)"
+        ),
     ] = None,
     notebook: Annotated[
         bool, typer.Option("--notebook", help="write the lesson as a Jupyter notebook")

@@ -28,6 +28,7 @@ def attention_forward(
 
 
 def attention_backward(dy: Array, cache: tuple) -> tuple[Array, Array, Array]:
+    """dq, dk, dv from the upstream gradient dy (..., T, dv)."""
     q, k, v, weights, scale = cache
     dv = np.swapaxes(weights, -1, -2) @ dy
     dscores = (

@@ -29,7 +29,10 @@ def numeric_gradient(f: Callable[[], float], x: Array, h: float = 1e-6) -> Array
 
 
 def relative_error(a: Array, b: Array) -> float:
-    """max |a − b| / max(|a|, |b|, tiny): 0 for identical arrays, ~1 for unrelated ones."""
+    """max |a − b| / max(|a|, |b|, tiny): 0 for identical arrays, ~1 for unrelated ones, and
+    infinite where one holds a NaN or ∞ the other does not (a NaN must never compare as small)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return 0.0 if np.array_equal(a, b, equal_nan=True) else float("inf")
     scale = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0), 1e-30)
     return float(np.abs(a - b).max(initial=0.0) / scale)

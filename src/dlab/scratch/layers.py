@@ -44,6 +44,7 @@ def relu_backward(dy: Array, x: Array) -> Array:
 
 
 def sigmoid_forward(x: Array) -> tuple[Array, Array]:
+    """σ(x) = 1 / (1 + e⁻ˣ), without overflow for large |x|; the cache is σ(x) itself."""
     y = np.where(
         x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x)))
     )  # no overflow
@@ -51,6 +52,7 @@ def sigmoid_forward(x: Array) -> tuple[Array, Array]:
 
 
 def sigmoid_backward(dy: Array, y: Array) -> Array:
+    """dσ/dx = σ(x)(1 − σ(x)), times the upstream gradient dy."""
     return dy * y * (1 - y)
 
 

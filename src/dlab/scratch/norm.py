@@ -51,6 +51,7 @@ def layernorm_forward(
 
 
 def layernorm_backward(dy: Array, cache: tuple) -> tuple[Array, Array, Array]:
+    """dx, dγ, dβ: the same compact form as batch norm's, over the last axis."""
     xhat, inv_std, gamma = cache
     lead = tuple(range(dy.ndim - 1))
     dxhat = dy * gamma

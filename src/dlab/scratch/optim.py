@@ -26,6 +26,7 @@ def sgd(
     nesterov: bool = False,
     weight_decay: float = 0.0,
 ) -> tuple[Array, State]:
+    """One SGD step (with momentum and Nesterov as torch.optim.SGD); returns θ' and the state."""
     g = grad + weight_decay * theta
     if momentum:
         buffer = g.copy() if "buffer" not in state else momentum * state["buffer"] + g
@@ -71,6 +72,7 @@ def adam(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
 ) -> tuple[Array, State]:
+    """One Adam step as torch.optim.Adam: the state holds the step count t, m and v."""
     beta1, beta2 = betas
     g = grad + weight_decay * theta
     step = state.get("step", 0) + 1

@@ -90,6 +90,8 @@ def rnn_backward(
 def lstm_cell_forward(
     x: Array, h: Array, c: Array, p: RecurrentWeights
 ) -> tuple[Array, Array, tuple]:
+    """One step: the gates i, f, g, o (torch's order, each H wide) from x (N, D) and h (N, H);
+    returns h', c' and the cache the backward step needs."""
     gates = x @ p.w_ih.T + p.b_ih + h @ p.w_hh.T + p.b_hh
     i, f, g, o = np.split(gates, 4, axis=-1)
     i, f, g, o = _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
@@ -101,6 +103,7 @@ def lstm_cell_forward(
 def lstm_cell_backward(
     dh_next: Array, dc_next: Array, cache: tuple, p: RecurrentWeights, grads: RecurrentWeights
 ):
+    """Adds this step's parameter gradients to `grads`; returns dx, dh and dc for the step before."""
     x, h, c, i, f, g, o, tanh_c = cache
     do = dh_next * tanh_c
     dc = dc_next + dh_next * o * (1 - tanh_c**2)
@@ -142,6 +145,7 @@ def lstm_backward(
 
 
 def gru_cell_forward(x: Array, h: Array, p: RecurrentWeights) -> tuple[Array, tuple]:
+    """One step: r, z, n (torch's order) from x (N, D) and h (N, H); returns h' and the cache."""
     xi = x @ p.w_ih.T + p.b_ih  # (N, 3H): r, z, n parts of the input
     hh = h @ p.w_hh.T + p.b_hh
     xr, xz, xn = np.split(xi, 3, axis=-1)
@@ -154,6 +158,7 @@ def gru_cell_forward(x: Array, h: Array, p: RecurrentWeights) -> tuple[Array, tu
 def gru_cell_backward(
     dh_next: Array, cache: tuple, p: RecurrentWeights, grads: RecurrentWeights
 ) -> tuple[Array, Array]:
+    """Adds this step's parameter gradients to `grads`; returns dx and dh for the step before."""
     x, h, r, z, n, hn = cache
     dn = dh_next * (1 - z)
     dz = dh_next * (h - n)

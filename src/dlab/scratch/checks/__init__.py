@@ -12,6 +12,7 @@ finite differences, all in float64. Optimizers are compared as 100-step paramete
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,6 +28,7 @@ from dlab.scratch.checks.machinery import (
     CheckResult,
     check,
     compare,
+    raised,
 )
 from dlab.scratch.checks.optimizers import OPTIMIZERS, optimizer_trajectory_error
 
@@ -50,4 +52,16 @@ def run_checks(names: Sequence[str] = (), seed: int = 0) -> list[CheckResult]:
         raise DlabError(
             f"check: no formula called '{unknown[0]}'{did_you_mean(unknown[0], CHECKS)}; see `dlab check --list`"
         )
-    return [CHECKS[name][1](np.random.default_rng(seed)) for name in (names or CHECKS)]
+    return [_run(name, seed) for name in (names or CHECKS)]
+
+
+def _run(name: str, seed: int) -> CheckResult:
+    """One check; code that raises outside `compare`'s guard (a learner's, say) fails it with
+    a line saying what was raised and where, instead of a traceback."""
+    try:
+        return CHECKS[name][1](np.random.default_rng(seed))
+    except Exception as error:
+        result = CheckResult(name, CHECKS[name][0], forward=math.inf)
+        result.gradient = result.finite_difference = math.nan
+        result.problems.append(f"the check raised {raised(error)}")
+        return result

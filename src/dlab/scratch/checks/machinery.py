@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import inspect
+import math
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +22,7 @@ FD_TOLERANCE = 1e-6  # finite differences carry O(h²) and rounding error
 
 @dataclass
 class CheckResult:
-    """One formula's worst errors over the configurations tried."""
+    """One formula's worst errors over the configurations tried, and what went wrong where."""
 
     name: str
     formula: str
@@ -26,6 +30,7 @@ class CheckResult:
     forward: float = 0.0
     gradient: float = 0.0
     finite_difference: float = 0.0
+    problems: list[str] = field(default_factory=list)  # one line per failed comparison
 
     @property
     def passed(self) -> bool:
@@ -34,6 +39,54 @@ class CheckResult:
             and self.gradient <= TOLERANCE
             and self.finite_difference <= FD_TOLERANCE
         )
+
+
+def raised(error: BaseException) -> str:
+    """'ValueError: … (file.py:12, in fn)': an exception as one line, where it was raised."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = (
+        f" ({Path(frames[-1].filename).name}:{frames[-1].lineno}, in {frames[-1].name})"
+        if frames
+        else ""
+    )
+    return f"{type(error).__name__}: {error}{where}"
+
+
+def difference(
+    what: str, ours: Any, theirs: Any, tolerance: float, against: str = "PyTorch"
+) -> tuple[float, str | None]:
+    """The relative error of `ours` against `theirs` and, above `tolerance`, a line saying what
+    differs: the shape, or the error and the element that differs most."""
+    if ours is None:
+        return math.inf, f"{what}: yours is None, {against}'s is not"
+    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    if ours.shape != theirs.shape:
+        return math.inf, f"{what}: yours has shape {ours.shape}, {against}'s {theirs.shape}"
+    error = relative_error(ours, theirs)
+    if error <= tolerance:
+        return error, None
+    gap = np.abs(ours - theirs)
+    gap = np.where(np.isnan(gap), np.inf, gap)  # a NaN is the worst difference there is
+    at = np.unravel_index(int(np.argmax(gap)), ours.shape) if ours.shape else ()
+    where = f" at {tuple(int(i) for i in at)}" if at else ""
+    return error, (
+        f"{what}: relative error {error:.1e}; largest difference{where}: "
+        f"yours {ours[at]:.6g}, {against} {theirs[at]:.6g}"
+    )
+
+
+def _said(result: CheckResult, shape: str, what: str) -> bool:
+    """Whether `result` already names `what` in configuration `shape`."""
+    return any(p.startswith(f"[{shape}] {what}:") for p in result.problems)
+
+
+def _input_names(fn: Callable[..., Any], count: int) -> list[str]:
+    """The names of `fn`'s first `count` parameters (what a gradient is called in a message)."""
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        names = []
+    return [names[i] if i < len(names) else f"input {i}" for i in range(count)]
 
 
 def compare(
@@ -47,11 +100,10 @@ def compare(
     seed: int = 0,
     finite_differences: bool = True,
 ) -> None:
-    """Run one configuration and fold its errors into `result`."""
+    """Run one configuration and fold its errors (and a line for each failure) into `result`."""
     rng = np.random.default_rng(seed + 1)
-    y, cache = ours(*inputs)
-    upstream = rng.normal(size=np.shape(y))
-    grads = backward(upstream, cache)
+    result.shapes.append(shape)
+    names = _input_names(ours, len(inputs))
     tensors = [
         torch.tensor(
             a,
@@ -61,21 +113,53 @@ def compare(
         for i, a in enumerate(inputs)
     ]
     expected = reference(*tensors)
+    try:
+        y, cache = ours(*[a.copy() for a in inputs])
+    except Exception as error:  # a learner's code may raise anything: say what and where
+        result.forward = math.inf
+        result.gradient = result.finite_difference = math.nan  # not reached: shown as "—"
+        result.problems.append(f"[{shape}] the forward pass raised {raised(error)}")
+        return
+    error, problem = difference("output", y, expected.detach().numpy(), TOLERANCE)
+    result.forward = max(result.forward, error)
+    if problem:
+        result.problems.append(f"[{shape}] {problem}")
+        if math.isinf(error):  # no output to differentiate
+            result.gradient = result.finite_difference = math.nan
+            return
+    upstream = rng.normal(size=np.shape(y))
+    try:
+        grads = list(backward(upstream, cache))
+    except Exception as error:
+        result.gradient = math.inf
+        result.finite_difference = math.nan
+        result.problems.append(f"[{shape}] the backward pass raised {raised(error)}")
+        return
     (expected * torch.tensor(upstream)).sum().backward()
-    result.shapes.append(shape)
-    result.forward = max(result.forward, relative_error(y, expected.detach().numpy()))
-    for position, index in enumerate(differentiable):
-        result.gradient = max(
-            result.gradient, relative_error(grads[position], tensors[index].grad.numpy())
+    if len(grads) < len(differentiable):
+        result.gradient, result.finite_difference = math.inf, math.nan
+        result.problems.append(
+            f"[{shape}] the backward pass returned {len(grads)} gradients; expected "
+            f"{len(differentiable)}: " + ", ".join(f"∂L/∂{names[i]}" for i in differentiable)
         )
-        if finite_differences:
+        return
+    for position, index in enumerate(differentiable):
+        what = f"gradient ∂L/∂{names[index]}"
+        error, problem = difference(what, grads[position], tensors[index].grad.numpy(), TOLERANCE)
+        result.gradient = max(result.gradient, error)
+        if problem:
+            result.problems.append(f"[{shape}] {problem}")
+        if finite_differences and not math.isinf(error):
             copies = [a.copy() for a in inputs]
             numeric = numeric_gradient(
                 lambda copies=copies: float((ours(*copies)[0] * upstream).sum()), copies[index]
             )
-            result.finite_difference = max(
-                result.finite_difference, relative_error(grads[position], numeric)
+            error, problem = difference(
+                what, grads[position], numeric, FD_TOLERANCE, against="finite differences"
             )
+            result.finite_difference = max(result.finite_difference, error)
+            if problem and not _said(result, shape, what):  # autograd said it already
+                result.problems.append(f"[{shape}] {problem}")
 
 
 # --- the checks -------------------------------------------------------------------------------
