@@ -160,7 +160,19 @@ def sample_next(
     """Choose the next token from (B, V) logits: greedy at temperature 0, else sampled after top-k/top-p."""
     if temperature <= 0:
         return logits.argmax(-1)
-    logits = logits.float() / temperature
+    probabilities = sampling_logits(logits, temperature, top_k, top_p).softmax(-1)
+    return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+
+
+def sampling_logits(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """The logits `sample_next` draws from: divided by the temperature, −∞ outside the top k
+    and outside the smallest set whose probability reaches top_p (float32 at least)."""
+    logits = (logits if logits.dtype == torch.float64 else logits.float()) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -171,5 +183,4 @@ def sample_next(
             cumulative - ordered.softmax(-1) > top_p
         )  # keep the smallest set whose mass reaches top_p
         logits = logits.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
-    probabilities = logits.softmax(-1)
-    return torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+    return logits

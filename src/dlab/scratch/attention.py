@@ -78,3 +78,19 @@ def mha_backward(dy: Array, cache: tuple) -> tuple[Array, Array, Array, dict[str
     dkey, grads["w_k"], grads["b_k"] = linear_backward(_merge(dk), ck)
     dvalue, grads["w_v"], grads["b_v"] = linear_backward(_merge(dv), cv)
     return dquery, dkey, dvalue, grads
+
+
+def causal_mask(length: int) -> Array:
+    """(T, T) bool, True where position t may attend to s: s ≤ t (no peeking at the future)."""
+    return np.tril(np.ones((length, length), dtype=bool))
+
+
+def positional_encoding(length: int, d_model: int) -> Array:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d)): (T, d),
+    added to the embeddings, so that attention (blind to order) can tell positions apart."""
+    position = np.arange(length)[:, None]
+    rate = np.exp(np.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+    table = np.zeros((length, d_model))
+    table[:, 0::2] = np.sin(position * rate)
+    table[:, 1::2] = np.cos(position * rate[: d_model // 2])
+    return table

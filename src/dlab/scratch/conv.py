@@ -161,3 +161,25 @@ def avgpool2d_backward(dy: Array, cache: tuple) -> Array:
         dcolumns, (n * c, 1, h + 2 * padding, w + 2 * padding), kernel, kernel, stride, 0, 1
     )
     return dx[:, :, padding : padding + h, padding : padding + w].reshape(shape)
+
+
+def conv1d_forward(
+    x: Array, w: Array, b: Array | None, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> tuple[Array, tuple]:
+    """x (N, C, T), w (F, C, k), b (F,) -> y (N, F, t_out): a 2-D convolution over an image one
+    row high, with a kernel one row high (and no padding of that row).
+
+        y[n, f, t] = b[f] + Σ_c Σ_u x[n, c, s·t + d·u − p] · w[f, c, u]
+    """
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding)))[:, :, None, :]  # (N, C, 1, T + 2p)
+    y, cache = conv2d_forward(padded, w[:, :, None, :], b, stride, 0, dilation)
+    return y[:, :, 0, :], (cache, padding)
+
+
+def conv1d_backward(dy: Array, cache: tuple) -> tuple[Array, Array, Array | None]:
+    """dx (N, C, T), dw (F, C, k), db (F,): conv2d's backward, with the row and the padding
+    taken off again."""
+    cache2d, padding = cache
+    dx, dw, db = conv2d_backward(dy[:, :, None, :], cache2d)
+    dx = dx[:, :, 0, :]
+    return dx[:, :, padding : dx.shape[-1] - padding], dw[:, :, 0, :], db

@@ -189,3 +189,24 @@ def vae_loss_backward(cache: tuple) -> tuple[Array, Array, Array]:
     n = len(x)
     probability = 0.5 * (1 + np.tanh(0.5 * logits))  # sigmoid, without overflow
     return (probability - x) / n, beta * mu / n, beta * (np.exp(log_var) - 1) / (2 * n)
+
+
+def lora_forward(
+    x: Array, w: Array, b: Array | None, a: Array, up: Array, alpha: float
+) -> tuple[Array, tuple]:
+    """A frozen linear layer plus a trainable low-rank update (LoRA, Hu et al. 2021):
+    y = x Wᵀ + b + (α/r)·x Aᵀ Bᵀ with A (r, in), B (out, r); B starts at zero, so training
+    starts from the pretrained layer exactly."""
+    scale = alpha / a.shape[0]
+    low = x @ a.T  # (…, r)
+    return linear_forward(x, w, b)[0] + scale * (low @ up.T), (x, w, a, up, low, scale)
+
+
+def lora_backward(dy: Array, cache: tuple) -> tuple[Array, Array, Array]:
+    """dx, dA, dB: W and b are frozen, so they get no gradient (and need no optimizer state)."""
+    x, w, a, up, low, scale = cache
+    flat_dy, flat_x = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
+    flat_low = low.reshape(-1, low.shape[-1])
+    d_low = scale * (dy @ up)  # (…, r)
+    dx = dy @ w + d_low @ a
+    return dx, d_low.reshape(-1, a.shape[0]).T @ flat_x, scale * flat_dy.T @ flat_low

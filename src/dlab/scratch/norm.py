@@ -61,3 +61,18 @@ def layernorm_backward(dy: Array, cache: tuple) -> tuple[Array, Array, Array]:
         - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)
     )
     return dx, (dy * xhat).sum(axis=lead), dy.sum(axis=lead)
+
+
+def batchnorm_running_update(
+    running_mean: Array, running_var: Array, x: Array, momentum: float = 0.1
+) -> tuple[Array, Array]:
+    """The statistics evaluation uses, updated from one training batch as torch does:
+    r ← (1 − m)·r + m·batch statistic, with the *unbiased* variance (÷ (n − 1)) for the running
+    variance, although the batch itself was normalised with the biased one (÷ n)."""
+    axes = (0, *range(2, x.ndim))
+    count = x.size // x.shape[1]
+    mean = x.mean(axis=axes)
+    unbiased = x.var(axis=axes) * count / (count - 1)
+    return (1 - momentum) * running_mean + momentum * mean, (
+        1 - momentum
+    ) * running_var + momentum * unbiased

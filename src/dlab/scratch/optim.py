@@ -92,3 +92,14 @@ def adamw(
     weight_decay: float = 1e-2,
 ) -> tuple[Array, State]:
     return adam(theta * (1 - lr * weight_decay), grad, state, lr, betas, eps, 0.0)
+
+
+def clip_grad_norm(
+    grads: list[Array], max_norm: float, eps: float = 1e-6
+) -> tuple[list[Array], float]:
+    """Scale every gradient by min(1, c / (‖g‖ + ε)), ‖g‖ the norm of all of them together, as
+    torch.nn.utils.clip_grad_norm_; returns the clipped gradients and the norm before clipping.
+    It bounds an exploding gradient's step without changing its direction."""
+    total = float(np.sqrt(sum(float((g * g).sum()) for g in grads)))
+    scale = min(1.0, max_norm / (total + eps))
+    return [g * scale for g in grads], total

@@ -1,7 +1,8 @@
 """`dlab check`: every from-scratch formula (dlab.scratch, NumPy) against PyTorch, live.
 
 `machinery.py` holds `compare`, `CheckResult` and the `CHECKS` registry; the layer and sequence
-formulas' checks are in `formulas.py`, the optimizers' in `optimizers.py`. The checks sit
+formulas' checks are in `formulas.py`, the optimizers' in `optimizers.py`, the practice formulas' (1-D convolution, clipping,
+running statistics, beam search, LoRA, compression, DP-SGD) in `practice.py`. The checks sit
 in their own package because they import torch, which the NumPy formulas in dlab/scratch never
 do.
 
@@ -20,7 +21,7 @@ import numpy as np
 from dlab.errors import DlabError, did_you_mean
 
 # the order of these imports is the order `dlab check` prints the checks in
-from dlab.scratch.checks import formulas, optimizers  # noqa: F401  (they register)
+from dlab.scratch.checks import formulas, optimizers, practice  # noqa: F401  (they register)
 from dlab.scratch.checks.machinery import (
     CHECKS,
     FD_TOLERANCE,
