@@ -1,21 +1,33 @@
-"""Every lesson's code runs, every include resolves, every exercise's answer holds."""
+"""Every lesson's code runs, every include resolves, every question's answer holds, and the
+lessons read well in a terminal and in Chinese."""
 
 from __future__ import annotations
 
 import pytest
 
 from dlab.cli import main
-from dlab.lessons import code_blocks, includes, lesson_files, notebook, render, source_of
+from dlab.lessons import (
+    BLOCK,
+    answer_sections,
+    answers,
+    code_blocks,
+    includes,
+    lesson_files,
+    notebook,
+    questions,
+    render,
+    source_of,
+)
 
 LESSONS = lesson_files()
 # the first hour trains four small CNNs (about 30 s): its code runs once, in its notebook's test
 QUICK = [p for p in LESSONS if p.stem != "00-first-hour"]
 
 
-def test_fifteen_lessons_in_course_order():
+def test_twenty_four_lessons_in_course_order():
     stems = [p.stem[3:] for p in LESSONS]
-    assert len(LESSONS) == 15
-    assert stems[:2] == ["first-hour", "linear-and-activation"] and stems[-1] == "autoencoders-vae"
+    assert len(LESSONS) == 24
+    assert stems[:2] == ["first-hour", "linear-and-activation"] and stems[-1] == "federated-and-private"
     assert (
         stems.index("backpropagation")
         < stems.index("mlp")
@@ -25,13 +37,28 @@ def test_fifteen_lessons_in_course_order():
 
 
 @pytest.mark.parametrize("path", QUICK, ids=lambda p: p.stem)
-def test_lesson_code_runs_and_exercise_answers_hold(path):
-    blocks = code_blocks(path)
-    assert len(blocks) >= 2, "a lesson has its comparison and its exercise"
-    assert "assert" in blocks[-1], "the exercise's answer is checked"
+def test_lesson_code_runs_and_its_answers_hold(path):
+    """The lesson's blocks, then its answers' blocks, in one namespace (as a learner who read
+    the lesson and then the answers); every question has an answer that asserts something."""
+    asked = questions(path)
+    assert 2 <= len(asked) <= 3, "a lesson ends with two or three questions"
+    assert f"`dlab lesson {int(path.stem[:2])} --answers`" in path.read_text()
+    sections = answer_sections(path)
+    assert len(sections) == len(asked), "one answer per question"
     namespace: dict = {}
-    for block in blocks:
+    for block in code_blocks(path):
         exec(compile(block, str(path), "exec"), namespace)
+    for number, section in enumerate(sections, 1):
+        (code,) = BLOCK.findall(section)
+        assert "assert" in code, f"question {number}'s answer checks itself"
+        exec(compile(code, f"{answers(path)} (question {number})", "exec"), namespace)
+
+
+def test_answers_are_out_of_the_lessons():
+    for path in LESSONS:
+        text = path.read_text(encoding="utf-8")
+        assert "# answer:" not in text and "## Questions" in text, path.name
+        assert answers(path).exists(), path.name
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
@@ -81,11 +108,16 @@ def test_dlab_lesson_writes_a_notebook(tmp_path, capsys):
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
 def test_every_lessons_notebook_executes_in_a_jupyter_kernel(path, tmp_path, monkeypatch):
     """Executed as a learner would run it (nbclient, a python3 kernel, matplotlib inline), so
-    a notebook can never rot; the first hour's plots must come out as images."""
+    a notebook can never rot; the first hour's plots must come out as images. Its answers run
+    after it (the first hour's only run here)."""
     from nbclient import NotebookClient
 
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own inline backend
+    import nbformat.v4 as nbf
+
     book = notebook(path)
+    for section in answer_sections(path):  # and then the answers, as a learner would paste them
+        book.cells.append(nbf.new_code_cell(BLOCK.findall(section)[0]))
     NotebookClient(book, timeout=300, kernel_name="python3", resources={"metadata": {"path": tmp_path}}).execute()
     outputs = [o for c in book.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]

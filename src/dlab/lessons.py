@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -32,19 +33,129 @@ def lesson_files() -> list[Path]:
     return sorted(p for p in lessons_dir().glob("[0-9][0-9]-*.md"))
 
 
-def find(name: str) -> Path:
-    """A lesson by number (1 or 01), file stem or a word of its name."""
+LANGUAGES = {"en": "English", "zh": "中文"}
+
+
+def language(requested: str | None = None) -> str:
+    """The lessons' language: the one asked for, else the locale's (LC_ALL, LC_MESSAGES, LANG:
+    zh_CN.UTF-8 and the like mean Chinese), else English."""
+    if requested is not None:
+        if requested not in LANGUAGES:
+            raise DlabError(
+                f"lesson --lang: '{requested}' is not one of {', '.join(LANGUAGES)}"
+                f"{did_you_mean(requested, LANGUAGES)}"
+            )
+        return requested
+    for variable in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(variable, "")
+        if value:
+            return "zh" if value.lower().startswith("zh") else "en"
+    return "en"
+
+
+def translated(path: Path, lang: str) -> Path:
+    """The lesson in `lang` (lessons/zh/<same name> for Chinese); the English one where there
+    is no translation."""
+    if lang == "en":
+        return path
+    version = lessons_dir() / lang / path.name
+    return version if version.exists() else path
+
+
+def find(name: str, lang: str = "en") -> Path:
+    """A lesson by number (1 or 01), file stem or a word of its name, in `lang`."""
     files = lesson_files()
     for path in files:
         if name.isdigit() and int(name) == int(path.stem[:2]):
-            return path
-        if name in (path.stem, path.stem[3:]) or (
-            len(name) > 2 and name in path.stem
-        ):
-            return path
+            return translated(path, lang)
+        if name in (path.stem, path.stem[3:]) or (len(name) > 2 and name in path.stem):
+            return translated(path, lang)
     raise DlabError(
         f"lesson: none called '{name}'{did_you_mean(name, [p.stem[3:] for p in files])}; see `dlab lesson`"
     )
+
+
+MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$", re.DOTALL)
+FENCE = re.compile(r"^```.*?^```$", re.MULTILINE | re.DOTALL)
+
+
+def _braced(text: str, start: int) -> int:
+    """The index just past the brace group that opens at text[start] ('{')."""
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return i + 1
+    return len(text)
+
+
+def _grouped(latex: str) -> str:
+    """LaTeX whose fractions, exponents and indices keep their grouping once the braces go:
+    \\frac{a + b}{c} -> (a + b)/c, e^{z - m} -> e^(z - m), x_{ij} -> x_(ij)."""
+
+    def shown(group: str) -> str:
+        inner = _grouped(group[1:-1])
+        return inner if re.fullmatch(r"(\\\w+\s*)?\w+|.", inner.strip()) else f"({inner})"
+
+    latex = re.sub(r"\\(max|min|log|exp|sin|cos|tanh)\b", r"\1", latex)  # keep the space after
+
+    out, i = [], 0
+    while i < len(latex):
+        if latex.startswith("\\frac{", i):
+            first_end = _braced(latex, i + 5)
+            second_end = (
+                _braced(latex, first_end) if latex[first_end : first_end + 1] == "{" else first_end
+            )
+            numerator, denominator = latex[i + 5 : first_end], latex[first_end:second_end]
+            out.append(f"{shown(numerator)}/{shown(denominator) if denominator else ''}")
+            i = second_end
+        elif latex[i] in "^_" and latex[i + 1 : i + 2] == "{":
+            end = _braced(latex, i + 1)
+            out.append(latex[i] + shown(latex[i + 1 : end]))
+            i = end
+        else:
+            out.append(latex[i])
+            i += 1
+    return "".join(out)
+
+
+def readable_math(text: str) -> str:
+    """The lesson's LaTeX ($…$, $$…$$) as Unicode a terminal shows (∂L/∂x, ∑_j, √(d_k));
+    code blocks are left as they are."""
+    from pylatexenc.latex2text import LatexNodes2Text
+
+    converter = LatexNodes2Text(math_mode="text")
+
+    def convert(match: re.Match[str]) -> str:
+        display, inline = match.group(1), match.group(2)
+        shown = " ".join(converter.latex_to_text(_grouped(display or inline)).split())
+        return f"\n    {shown}\n" if display else shown
+
+    parts, at = [], 0
+    for fence in FENCE.finditer(text):
+        parts += [MATH.sub(convert, text[at : fence.start()]), fence.group(0)]
+        at = fence.end()
+    return "".join([*parts, MATH.sub(convert, text[at:])])
+
+
+QUESTIONS = re.compile(r"^## Questions\n(.*?)(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+
+
+def questions(path: Path) -> list[str]:
+    """The numbered questions that end a lesson (`## Questions`, then `1. …`, `2. …`)."""
+    found = QUESTIONS.search(path.read_text(encoding="utf-8"))
+    return re.findall(r"^\d+\. (.+)$", found.group(1), re.MULTILINE) if found else []
+
+
+def answers(path: Path) -> Path:
+    """The lesson's answers: lessons/answers/<the English lesson's file name>."""
+    return lessons_dir() / "answers" / path.name
+
+
+def answer_sections(path: Path) -> list[str]:
+    """The text of each `## Question N` section of the lesson's answers, in order."""
+    text = answers(path).read_text(encoding="utf-8")
+    return re.split(r"^## Question \d+\n", text, flags=re.MULTILINE)[1:]
 
 
 def source_of(module: str, names: str) -> str:
@@ -61,6 +172,13 @@ def render(path: Path) -> str:
         lambda m: f"```python\n# from {m.group(1)}\n{source_of(m.group(1), m.group(2))}\n```",
         path.read_text(encoding="utf-8"),
     )
+
+
+def for_terminal(path: Path) -> Any:
+    """The lesson as rich Markdown: headings, code highlighted, the math as Unicode."""
+    from rich.markdown import Markdown
+
+    return Markdown(readable_math(render(path)), code_theme="monokai")
 
 
 def code_blocks(path: Path) -> list[str]:
@@ -93,7 +211,11 @@ def notebook(path: Path) -> Any:
     for number, cell in enumerate(cells):  # ids by position: the same lesson, the same file
         cell["id"] = f"cell-{number}"
     book = nbf.new_notebook(cells=cells)
-    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     book.metadata["language_info"] = {"name": "python"}
     return book
 

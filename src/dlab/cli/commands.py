@@ -500,23 +500,40 @@ def lesson(
     notebook: Annotated[
         bool, typer.Option("--notebook", help="write the lesson as a Jupyter notebook")
     ] = False,
+    answers: Annotated[
+        bool, typer.Option("--answers", help="show the answers to the lesson's questions")
+    ] = False,
+    lang: Annotated[
+        str | None,
+        typer.Option("--lang", help="en or zh (中文); default: the locale's (LANG=zh_CN… → zh)"),
+    ] = None,
 ) -> None:
-    """Read a lesson: the formula, the from-scratch code (from the source), PyTorch's equivalent, an exercise."""
-    from dlab.lessons import find, lesson_files, render, write_notebook
+    """Read a lesson: the formula, the from-scratch code (from the source), PyTorch's equivalent, questions."""
+    from dlab import lessons
 
+    chosen = lessons.language(lang)
+    console = _console()
     if name is None:
-        for file in lesson_files():
-            title = file.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
-            _console().print(f"{file.stem[:2]}  {title}", markup=False)
+        for file in lessons.lesson_files():
+            shown = lessons.translated(file, chosen)
+            title = shown.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+            console.print(f"{file.stem[:2]}  {title}", markup=False)
         return
     if path is not None and not notebook:
         raise DlabError(f"lesson: {path} is where --notebook writes; add --notebook")
+    found = lessons.find(name, chosen)
     if notebook:
-        found = find(name)
-        written = write_notebook(found, path or Path(f"{found.stem}.ipynb"))
-        _console().print(f"wrote {written}  (jupyter lab {written})", markup=False)
+        written = lessons.write_notebook(found, path or Path(f"{found.stem}.ipynb"))
+        console.print(f"wrote {written}  (jupyter lab {written})", markup=False)
         return
-    sys.stdout.write(render(find(name)))
+    if answers:
+        found = lessons.answers(found)
+        if not found.exists():
+            raise DlabError(f"lesson {name}: its questions have no answers file yet")
+    if sys.stdout.isatty():  # a terminal: rich Markdown, the math as Unicode
+        console.print(lessons.for_terminal(found))
+    else:  # piped: the Markdown itself, LaTeX included
+        sys.stdout.write(lessons.render(found))
 
 
 @app.command()
