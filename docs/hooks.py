@@ -1,7 +1,8 @@
 """MkDocs hook: the pages that are generated from the code, so the site never drifts from it.
 
 - the guide (README.md), the changelog and the Chinese quick start, as they are in the repository;
-- the lessons, rendered with their from-scratch code included from the source (`dlab lesson`);
+- the lessons, rendered with their from-scratch code included from the source (`dlab lesson`),
+  in English and Chinese, with their answers and the glossary;
 - the recipe reference from the pydantic schema and every registered component's config class
   (the same source as `dlab recipe doc`);
 - the CLI reference from the Typer application's own commands and parameters;
@@ -23,7 +24,16 @@ from mkdocs.structure.files import File
 ROOT = Path(__file__).resolve().parents[1]
 
 # repository links in the guide -> the site's pages
-LINKS = {"(CHANGELOG.md)": "(changelog.md)", "(README.zh.md)": "(zh/index.md)"}
+LINKS = {
+    "(CHANGELOG.md)": "(changelog.md)",
+    "(README.zh.md)": "(zh/index.md)",
+    "(src/dlab/lessons/zh/glossary.md)": "(lessons/zh/glossary.md)",
+    "(src/dlab/lessons/README.zh.md)": "(lessons/zh.md)",
+}
+# the same links from the Chinese quick start, one folder down
+ZH_LINKS = {"(README.md)": "(../index.md)"} | {
+    old: f"(../{new[1:]}" for old, new in LINKS.items() if old.startswith("(src/")
+}
 
 
 def on_files(files: Any, config: Any) -> Any:
@@ -33,17 +43,13 @@ def on_files(files: Any, config: Any) -> Any:
 
 
 def pages() -> dict[str, str]:
-    from dlab.lessons import lesson_files, lessons_dir, render
+    from dlab.lessons import answers, lesson_files, lessons_dir, render, translated
 
-    guide = (ROOT / "README.md").read_text(encoding="utf-8")
-    for old, new in LINKS.items():
-        guide = guide.replace(old, new)
+    guide = _linked((ROOT / "README.md").read_text(encoding="utf-8"), LINKS)
     made = {
         "index.md": guide,
         "changelog.md": (ROOT / "CHANGELOG.md").read_text(encoding="utf-8"),
-        "zh/index.md": (ROOT / "README.zh.md").read_text(encoding="utf-8").replace(
-            "(README.md)", "(../index.md)"
-        ),
+        "zh/index.md": _linked((ROOT / "README.zh.md").read_text(encoding="utf-8"), ZH_LINKS),
         "lessons/index.md": (lessons_dir() / "README.md").read_text(encoding="utf-8"),
         "lessons/zh.md": (lessons_dir() / "README.zh.md").read_text(encoding="utf-8"),
         "reference/recipe.md": recipe_reference(),
@@ -51,7 +57,17 @@ def pages() -> dict[str, str]:
         "benchmarks.md": benchmark_tables(),
     }
     made.update({f"lessons/{path.name}": render(path) for path in lesson_files()})
+    made.update({f"lessons/zh/{path.name}": render(translated(path, "zh")) for path in lesson_files()})
+    made.update({f"lessons/answers/{path.name}": render(answers(path)) for path in lesson_files()})
+    made["lessons/zh/glossary.md"] = (lessons_dir() / "zh" / "glossary.md").read_text(encoding="utf-8")
     return made
+
+
+def _linked(text: str, links: dict[str, str]) -> str:
+    """`text` with its repository links pointed at the site's pages."""
+    for old, new in links.items():
+        text = text.replace(old, new)
+    return text
 
 
 def _cell(text: Any) -> str:

@@ -3,6 +3,8 @@ lessons read well in a terminal and in Chinese."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dlab.cli import main
@@ -11,12 +13,17 @@ from dlab.lessons import (
     answer_sections,
     answers,
     code_blocks,
+    find,
+    for_terminal,
     includes,
     lesson_files,
+    lessons_dir,
     notebook,
     questions,
+    readable_math,
     render,
     source_of,
+    translated,
 )
 
 LESSONS = lesson_files()
@@ -126,3 +133,75 @@ def test_every_lessons_notebook_executes_in_a_jupyter_kernel(path, tmp_path, mon
         assert len(images) >= 3  # the digits, the curves, the confusion matrix
         printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
         assert "test accuracy 0.9" in printed and "largest difference to PyTorch" in printed
+
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_every_lesson_has_a_chinese_version_with_the_same_code(path):
+    chinese = translated(path, "zh")
+    assert chinese != path and chinese.parent.name == "zh"
+    assert code_blocks(chinese) == code_blocks(path), "the code is the English lesson's, verbatim"
+    assert includes(chinese) == includes(path)
+    assert len(questions(chinese)) == len(questions(path))
+    text = chinese.read_text(encoding="utf-8")
+    assert CJK.search(text.splitlines()[0]), "a Chinese title"
+    for english in ("## From scratch", "## Questions", "Proof, live", "Answers:"):
+        assert english not in text, f"untranslated: {english}"
+    for material_term in ("递归神经网络", "变压器"):  # the glossary explains them; lessons avoid them
+        assert material_term not in text
+
+
+def test_the_glossary_maps_the_materials_own_terms():
+    glossary = (lessons_dir() / "zh" / "glossary.md").read_text(encoding="utf-8")
+    assert "| 递归神经网络 | 循环神经网络（RNN） |" in glossary
+    assert "| 变压器 | Transformer（不译） |" in glossary
+    for term in ("注意力机制", "长短期记忆网络", "门控循环单元", "批量规范化", "暂退法", "束搜索"):
+        assert term in glossary
+
+
+def test_dlab_lesson_in_chinese_by_flag_and_by_locale(capsys, monkeypatch):
+    for variable in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(variable, raising=False)
+    assert main(["lesson", "8", "--lang", "zh"]) == 0
+    assert capsys.readouterr().out.startswith("# 8. 循环神经网络")
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+    assert main(["lesson", "8"]) == 0
+    assert capsys.readouterr().out.startswith("# 8. 循环神经网络")
+    assert main(["lesson", "8", "--lang", "en"]) == 0
+    assert capsys.readouterr().out.startswith("# 8. Recurrent networks")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")  # LC_ALL outranks LANG
+    assert main(["lesson", "8"]) == 0
+    assert capsys.readouterr().out.startswith("# 8. Recurrent networks")
+    assert main(["lesson", "--lang", "zh"]) == 0
+    assert "23  23. 联邦学习与差分隐私" in capsys.readouterr().out
+    assert main(["lesson", "8", "--lang", "fr"]) == 2
+    assert "'fr' is not one of en, zh" in capsys.readouterr().err
+
+
+def test_dlab_lesson_answers(capsys):
+    assert main(["lesson", "15", "--answers"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# 15. The training loop and generalisation: answers")
+    assert "## Question 3" in out and "patient.best_epoch == 9" in out
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_lesson_renders_in_a_terminal_with_readable_math(lang):
+    from rich.console import Console
+
+    console = Console(record=True, width=80, force_terminal=True, color_system="truecolor")
+    console.print(for_terminal(find("4", lang)))
+    shown = console.export_text()
+    assert ("Back-propagation" if lang == "en" else "反向传播") in shown
+    assert "∂L/∂x = ∂L/∂y ∂y/∂x" in shown  # the LaTeX as Unicode
+    assert "\\frac" not in shown and "$$" not in shown
+    assert "def numeric_gradient" in shown  # the included source, highlighted
+    assert max(len(line) for line in shown.splitlines()) <= 80
+
+
+def test_readable_math_keeps_the_grouping():
+    assert readable_math("$\\frac{a + b}{c}$") == "(a + b)/c"
+    assert readable_math("$e^{z - \\max z}$") == "e^(z - max z)"
+    assert readable_math("```python\nx = '$a$'\n```") == "```python\nx = '$a$'\n```"  # code untouched

@@ -138,11 +138,11 @@ def readable_math(text: str) -> str:
     return "".join([*parts, MATH.sub(convert, text[at:])])
 
 
-QUESTIONS = re.compile(r"^## Questions\n(.*?)(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+QUESTIONS = re.compile(r"^## (?:Questions|思考题)\n(.*?)(?=^## |\Z)", re.MULTILINE | re.DOTALL)
 
 
 def questions(path: Path) -> list[str]:
-    """The numbered questions that end a lesson (`## Questions`, then `1. …`, `2. …`)."""
+    """The numbered questions that end a lesson (`## Questions` or `## 思考题`, then `1. …`)."""
     found = QUESTIONS.search(path.read_text(encoding="utf-8"))
     return re.findall(r"^\d+\. (.+)$", found.group(1), re.MULTILINE) if found else []
 
