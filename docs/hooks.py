@@ -39,7 +39,24 @@ ZH_LINKS = {"(README.md)": "(../index.md)"} | {
 def on_files(files: Any, config: Any) -> Any:
     for uri, content in pages().items():
         files.append(File.generated(config, uri, content=content))
+    from dlab.figures import FIGURES, png
+
+    for name in FIGURES:  # the lessons' figures, drawn now by the code that draws them
+        files.append(File.generated(config, f"lessons/figures/{name}.png", content=png(name)))
     return files
+
+
+def _with_figures(markdown: str, folder: str) -> str:
+    """The lesson page with each figure shown below the code block that draws it."""
+    import re
+
+    from dlab.figures import DRAWN
+
+    def shown(block: re.Match[str]) -> str:
+        names = DRAWN.findall(block.group(0))
+        return block.group(0) + "".join(f"\n\n![{n}]({folder}{n}.png)" for n in names)
+
+    return re.sub(r"^```python\n.*?^```$", shown, markdown, flags=re.MULTILINE | re.DOTALL)
 
 
 def pages() -> dict[str, str]:
@@ -56,10 +73,19 @@ def pages() -> dict[str, str]:
         "reference/cli.md": cli_reference(),
         "benchmarks.md": benchmark_tables(),
     }
-    made.update({f"lessons/{path.name}": render(path) for path in lesson_files()})
-    made.update({f"lessons/zh/{path.name}": render(translated(path, "zh")) for path in lesson_files()})
+    made.update(
+        {f"lessons/{path.name}": _with_figures(render(path), "figures/") for path in lesson_files()}
+    )
+    made.update(
+        {
+            f"lessons/zh/{path.name}": _with_figures(render(translated(path, "zh")), "../figures/")
+            for path in lesson_files()
+        }
+    )
     made.update({f"lessons/answers/{path.name}": render(answers(path)) for path in lesson_files()})
-    made["lessons/zh/glossary.md"] = (lessons_dir() / "zh" / "glossary.md").read_text(encoding="utf-8")
+    made["lessons/zh/glossary.md"] = (lessons_dir() / "zh" / "glossary.md").read_text(
+        encoding="utf-8"
+    )
     return made
 
 
@@ -82,7 +108,9 @@ def _code(text: Any) -> str:
 
 def _field_table(rows: list[tuple[str, str, str]] | list[list[str]]) -> str:
     lines = ["| field | default | meaning |", "| --- | --- | --- |"]
-    lines += [f"| `{name}` | `{_code(default)}` | {_cell(meaning)} |" for name, default, meaning in rows]
+    lines += [
+        f"| `{name}` | `{_code(default)}` | {_cell(meaning)} |" for name, default, meaning in rows
+    ]
     return "\n".join(lines)
 
 
@@ -131,8 +159,23 @@ def cli_reference() -> str:
             for name in sorted(command.commands):
                 walk(command.commands[name], [*path, name])
             return
-        usage = " ".join(["dlab", *path, *(p.name.upper() for p in command.params if isinstance(p, click.Argument))])
-        parts.extend(["", f"## `dlab {' '.join(path)}`", "", (command.help or "").strip(), "", f"    {usage}"])
+        usage = " ".join(
+            [
+                "dlab",
+                *path,
+                *(p.name.upper() for p in command.params if isinstance(p, click.Argument)),
+            ]
+        )
+        parts.extend(
+            [
+                "",
+                f"## `dlab {' '.join(path)}`",
+                "",
+                (command.help or "").strip(),
+                "",
+                f"    {usage}",
+            ]
+        )
         rows = []
         for param in command.params:
             if param.name == "help":
@@ -143,7 +186,9 @@ def cli_reference() -> str:
             default = "" if param.default is None or param.required else f"`{_code(param.default)}`"
             rows.append(f"| {names} | {default} | {_cell(getattr(param, 'help', '') or '')} |")
         if rows:
-            parts.extend(["", "| argument or option | default | meaning |", "| --- | --- | --- |", *rows])
+            parts.extend(
+                ["", "| argument or option | default | meaning |", "| --- | --- | --- |", *rows]
+            )
 
     walk(root, [])
     return "\n".join(parts) + "\n"
@@ -151,12 +196,22 @@ def cli_reference() -> str:
 
 def benchmark_tables() -> str:
     # by its file: Opacus installs a package also named `benchmarks` into site-packages
-    spec = importlib.util.spec_from_file_location("_bench_common", ROOT / "benchmarks" / "common.py")
+    spec = importlib.util.spec_from_file_location(
+        "_bench_common", ROOT / "benchmarks" / "common.py"
+    )
     common = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(common)
     markdown_table = common.markdown_table
 
-    provenance = {"commit", "date", "torch", "threads", "omp_num_threads", "omp_wait_policy", "device"}
+    provenance = {
+        "commit",
+        "date",
+        "torch",
+        "threads",
+        "omp_num_threads",
+        "omp_wait_policy",
+        "device",
+    }
     newest: dict[str, Path] = {}
     for path in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
         newest[json.loads(path.read_text())["suite"]] = path  # names sort by date
@@ -174,6 +229,12 @@ def benchmark_tables() -> str:
         hardware = data.get("hardware", {})
         where = ", ".join(f"{k} {hardware[k]}" for k in ("cpu", "cores", "torch") if k in hardware)
         commits = sorted({str(r.get("commit", "?")) for r in rows})
-        parts += ["", f"## {suite}", "", f"`{path.name}`: {where}; commit {', '.join(commits)}.", ""]
+        parts += [
+            "",
+            f"## {suite}",
+            "",
+            f"`{path.name}`: {where}; commit {', '.join(commits)}.",
+            "",
+        ]
         parts.append(markdown_table(rows, columns).replace("\n|", "\n|"))
     return "\n".join(parts) + "\n"

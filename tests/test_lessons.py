@@ -205,3 +205,17 @@ def test_readable_math_keeps_the_grouping():
     assert readable_math("$\\frac{a + b}{c}$") == "(a + b)/c"
     assert readable_math("$e^{z - \\max z}$") == "e^(z - max z)"
     assert readable_math("```python\nx = '$a$'\n```") == "```python\nx = '$a$'\n```"  # code untouched
+
+
+def test_every_figure_is_drawn_by_a_lesson_and_written_as_png(tmp_path, capsys):
+    from dlab.figures import FIGURES, named_in, png
+
+    drawn = [name for path in LESSONS for name in named_in(path)]
+    assert sorted(drawn) == sorted(FIGURES), "each figure belongs to one lesson"
+    for name in FIGURES:
+        assert png(name).startswith(b"\x89PNG")
+    assert main(["lesson", "9", "--figures", str(tmp_path)]) == 0
+    assert (tmp_path / "lstm_cell.png").read_bytes().startswith(b"\x89PNG")
+    assert f"wrote {tmp_path / 'lstm_cell.png'}" in capsys.readouterr().out
+    assert main(["lesson", "4", "--figures", str(tmp_path)]) == 2
+    assert "draws no figures" in capsys.readouterr().err

@@ -507,6 +507,10 @@ def lesson(
         str | None,
         typer.Option("--lang", help="en or zh (中文); default: the locale's (LANG=zh_CN… → zh)"),
     ] = None,
+    figures: Annotated[
+        Path | None,
+        typer.Option("--figures", help="write the lesson's figures to this folder as PNG files"),
+    ] = None,
 ) -> None:
     """Read a lesson: the formula, the from-scratch code (from the source), PyTorch's equivalent, questions."""
     from dlab import lessons
@@ -522,6 +526,15 @@ def lesson(
     if path is not None and not notebook:
         raise DlabError(f"lesson: {path} is where --notebook writes; add --notebook")
     found = lessons.find(name, chosen)
+    if figures is not None:
+        from dlab.figures import write_figures
+
+        written = write_figures(found, figures)
+        if not written:
+            raise DlabError(f"lesson {name}: it draws no figures (lessons 1, 3, 6, 9 and 11 do)")
+        for path in written:
+            console.print(f"wrote {path}", markup=False)
+        return
     if notebook:
         written = lessons.write_notebook(found, path or Path(f"{found.stem}.ipynb"))
         console.print(f"wrote {written}  (jupyter lab {written})", markup=False)
