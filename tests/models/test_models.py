@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlab.errors import RecipeError
 from dlab.models import build, count_parameters
 from dlab.models.attention import KVCache, MultiHeadAttention
 from dlab.models.blocks import SinusoidalPosition, sample_next
@@ -170,6 +171,36 @@ def test_cnn_variants_compute_their_own_flatten_size():
     )
     assert count_parameters(keras) == 320 + 18_496 + 1600 * 10 + 10
     assert count_parameters(make("lenet")[0]) == 62_006  # PyTorch's CIFAR-10 tutorial
+
+
+def test_cnn_head_takes_a_list_of_hidden_widths():
+    mnist = example_meta("cnn")
+
+    def cnn(**model):
+        return build(
+            from_dict({"data": {"name": "mnist"}, "model": {"name": "cnn", **model}}).model, mnist
+        )
+
+    # the material's chapter-000 shape: a pool after each conv (28→26→13→11→5), head 120→84→10
+    lenet_head = cnn(pool="each", hidden=[120, 84])
+    widths = [
+        (m.in_features, m.out_features) for m in lenet_head.classifier if isinstance(m, nn.Linear)
+    ]
+    assert lenet_head.flatten_size == 1600 and widths == [(1600, 120), (120, 84), (84, 10)]
+    assert lenet_head(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    # an int is one layer, named as before (old runs' weights still load), and [] / 0 is none
+    assert list(cnn(hidden=128).state_dict()) == list(cnn(hidden=[128]).state_dict())
+    assert list(cnn(hidden=128).classifier.state_dict()) == [
+        "1.weight",
+        "1.bias",
+        "3.weight",
+        "3.bias",
+    ]
+    assert count_parameters(cnn(pool="each", hidden=[])) == count_parameters(
+        cnn(pool="each", hidden=0)
+    )
+    with pytest.raises(RecipeError, match="hidden"):
+        cnn(hidden=[120, 0])
 
 
 def test_attention_equals_torch_multihead_attention_in_float64():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from dlab.data.bundle import DataMeta
@@ -36,22 +36,37 @@ class CNNConfig(ModelConfig):
         "last",
         description="max-pool 2×2 once after the last conv (seed 000) or after each conv (seed 001)",
     )
-    hidden: int = Field(
+    hidden: int | list[int] = Field(
         128,
-        ge=0,
-        description="width of the fully connected hidden layer (0: none, as keras.io's MNIST CNN)",
+        description="width of the fully connected hidden layer, or a list of widths, one layer "
+        "each (e.g. [120, 84], LeNet's head); 0 or []: none, as keras.io's MNIST CNN",
     )
     activation: Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu"] = Field(
         "relu", description="non-linearity"
     )
     batch_norm: bool = Field(False, description="batch-norm after each convolution")
     dropout: float = Field(
-        0.0, ge=0, lt=1, description="dropout after pooling and after the hidden layer"
+        0.0, ge=0, lt=1, description="dropout after pooling and after each hidden layer"
     )
+
+    @field_validator("hidden")
+    @classmethod
+    def _widths(cls, value: int | list[int]) -> int | list[int]:
+        widths = [value] if isinstance(value, int) else value
+        if any(w < 0 for w in widths) or (isinstance(value, list) and 0 in widths):
+            raise ValueError(f"hidden widths must be positive (0 alone means none), got {value}")
+        return value
+
+    @property
+    def hidden_widths(self) -> list[int]:
+        """The hidden layers' widths, in order ([] for none)."""
+        if isinstance(self.hidden, int):
+            return [self.hidden] if self.hidden else []
+        return list(self.hidden)
 
 
 class CNN(nn.Module):
-    """Convolutional feature extractor + a two-layer classifier head."""
+    """Convolutional feature extractor + a classifier head (hidden layers, then the output)."""
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, config: CNNConfig):
         super().__init__()
@@ -80,11 +95,11 @@ class CNN(nn.Module):
         self.flatten_size = self._flatten_size(input_shape)
         head: list[nn.Module] = [nn.Flatten()]
         width = self.flatten_size
-        if config.hidden:
-            head += [nn.Linear(width, config.hidden), activation(config.activation)]
+        for hidden in config.hidden_widths:
+            head += [nn.Linear(width, hidden), activation(config.activation)]
             if config.dropout:
                 head.append(nn.Dropout(config.dropout))
-            width = config.hidden
+            width = hidden
         head.append(nn.Linear(width, num_classes))
         self.classifier = nn.Sequential(*head)
 
