@@ -117,46 +117,43 @@ def im2col_picture() -> Any:
     return fig
 
 
+def _box(ax: Any, x: float, y: float, text: str, color: str, width: float = 1.85) -> None:
+    from matplotlib.patches import FancyBboxPatch
+
+    corner = (x - width / 2, y - 0.45)
+    ax.add_patch(FancyBboxPatch(corner, width, 0.9, boxstyle="round,pad=0.05", fc=color, ec="k"))
+    ax.text(x, y, text, ha="center", va="center", fontsize=9)
+
+
+def _node(ax: Any, x: float, y: float, sign: str, color: str) -> None:
+    from matplotlib.patches import Circle
+
+    ax.add_patch(Circle((x, y), 0.28, fc="white", ec=color, zorder=3))
+    ax.text(x, y, sign, ha="center", va="center", color=color, fontsize=12, zorder=4)
+
+
+def _arrow(ax: Any, a: tuple[float, float], b: tuple[float, float], color: str = "k") -> None:
+    from matplotlib.patches import FancyArrowPatch
+
+    ax.add_patch(FancyArrowPatch(a, b, arrowstyle="->", mutation_scale=13, lw=1.3, color=color))
+
+
 @figure("lstm_cell")
 def lstm_cell() -> Any:
     """The LSTM cell: the cell state's straight path (top), the four gates, and what each does."""
-    from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
-
     from dlab.report.plots import subplots
 
     fig, ax = subplots(figsize=(9, 4.6))
     ax.set(xlim=(0, 12.4), ylim=(-0.2, 6.2), xticks=[], yticks=[], aspect="equal")
     ax.set_frame_on(False)
-
-    def box(x: float, y: float, text: str, color: str, width: float = 1.85) -> None:
-        ax.add_patch(
-            FancyBboxPatch(
-                (x - width / 2, y - 0.45),
-                width,
-                0.9,
-                boxstyle="round,pad=0.05",
-                fc=color,
-                ec="black",
-            )
-        )
-        ax.text(x, y, text, ha="center", va="center", fontsize=9)
-
-    def node(x: float, y: float, sign: str, color: str = "black") -> None:
-        ax.add_patch(Circle((x, y), 0.28, fc="white", ec=color, zorder=3))
-        ax.text(x, y, sign, ha="center", va="center", color=color, fontsize=12, zorder=4)
-
-    def arrow(a: tuple[float, float], b: tuple[float, float], color: str = "black") -> None:
-        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="->", mutation_scale=13, lw=1.3, color=color))
-
     red = "crimson"
-    arrow((0.2, 5.2), (12.3, 5.2), red)  # the cell state: changed only by × and +
+    _arrow(ax, (0.2, 5.2), (12.3, 5.2), red)  # the cell state: changed only by × and +
     ax.text(0.2, 5.5, "$c_{t-1}$", color=red, fontsize=11)
     ax.text(11.6, 5.5, "$c_t$", color=red, fontsize=11)
-    node(2.5, 5.2, "×", red)
-    node(5.5, 5.2, "+", red)
-    node(5.5, 3.5, "×")
-    node(10.4, 2.4, "×")
-    box(10.4, 3.8, "tanh", "white", 1.0)
+    for x, y, sign, color in ((2.5, 5.2, "×", red), (5.5, 5.2, "+", red), (5.5, 3.5, "×", "k")):
+        _node(ax, x, y, sign, color)
+    _node(ax, 10.4, 2.4, "×", "k")
+    _box(ax, 10.4, 3.8, "tanh", "white", 1.0)
     gates = (
         (2.5, "f = σ(·)\nforget: keep\nhow much of c", "#fde0dd"),
         (4.55, "i = σ(·)\ninput: write\nhow much of g", "#e0ecf4"),
@@ -164,18 +161,21 @@ def lstm_cell() -> Any:
         (8.65, "o = σ(·)\noutput: show\nhow much", "#fff7bc"),
     )
     for x, text, color in gates:
-        box(x, 1.5, text, color)
+        _box(ax, x, 1.5, text, color)
         ax.plot([x, x], [0.35, 1.0], color="grey", lw=1)
     ax.plot([1.2, 8.65], [0.35, 0.35], color="grey", lw=1)
     ax.text(0.1, 0.35, "$[h_{t-1}, x_t]$", va="center", fontsize=10)
-    arrow((2.5, 2.0), (2.5, 4.9))  # f scales the old cell state
-    arrow((4.55, 2.0), (5.3, 3.3))
-    arrow((6.6, 2.0), (5.7, 3.3))
-    arrow((5.5, 3.8), (5.5, 4.9))  # i ⊙ g is added
-    arrow((10.4, 5.2), (10.4, 4.3))
-    arrow((10.4, 3.3), (10.4, 2.7))
-    arrow((9.4, 1.7), (10.15, 2.25))
-    arrow((10.7, 2.4), (12.3, 2.4))
+    for a, b in (
+        ((2.5, 2.0), (2.5, 4.9)),  # f scales the old cell state
+        ((4.55, 2.0), (5.3, 3.3)),  # i and g meet...
+        ((6.6, 2.0), (5.7, 3.3)),
+        ((5.5, 3.8), (5.5, 4.9)),  # ...and i ⊙ g is added
+        ((10.4, 5.2), (10.4, 4.3)),  # tanh(c_t)...
+        ((10.4, 3.3), (10.4, 2.7)),
+        ((9.4, 1.7), (10.15, 2.25)),  # ...times o
+        ((10.7, 2.4), (12.3, 2.4)),
+    ):
+        _arrow(ax, a, b)
     ax.text(11.6, 2.6, "$h_t$", fontsize=11)
     ax.set_title("$c_t = f \\odot c_{t-1} + i \\odot g$,    $h_t = o \\odot \\tanh(c_t)$")
     return fig

@@ -33,6 +33,12 @@ def test_order_is_a_function_of_seed_and_epoch():
 def test_resuming_mid_epoch_yields_the_rest_of_the_same_epoch():
     data = loader()
     assert targets(data.epoch(2, start=4)) == targets(data.epoch(2))[4:]
+    for shuffle in (True, False):  # resumed at the epoch's end: nothing, not an empty batch
+        done = loader(shuffle=shuffle)
+        assert targets(done.epoch(2, start=len(done))) == []
+        dropped = TensorLoader(torch.zeros(103, 1), torch.zeros(103), 10, shuffle, drop_last=True)
+        assert [len(t) for t in targets(dropped.epoch(1))] == [10] * 10
+        assert targets(dropped.epoch(1, start=10)) == []
 
 
 def test_lengths_and_last_batch():

@@ -513,15 +513,15 @@ def test_steps_in_each_epoch_follow_max_steps():
 
 
 def test_a_second_sigint_aborts_but_a_second_sigterm_only_asks_again():
-    from dlab.training.trainer import _GracefulStop
+    from dlab.training.signals import GracefulStop
 
-    stop = _GracefulStop()
+    stop = GracefulStop()
     stop._handle(signal.SIGTERM, None)
     stop._handle(signal.SIGTERM, None)  # asking twice is still asking
     assert stop.received == signal.SIGTERM
     with pytest.raises(KeyboardInterrupt):
         stop._handle(signal.SIGINT, None)
-    first = _GracefulStop()
+    first = GracefulStop()
     first._handle(signal.SIGINT, None)
     assert first.received == signal.SIGINT
 

@@ -1,8 +1,8 @@
 """The `dlab` command line: parses, calls one library function, prints. No logic of its own.
 
-The commands live by theme: `commands.py` (train, evaluate, generate, predict, list, check,
-report, lesson, demo), `groups.py` (runs, data, recipe) and `lifecycle.py` (tune, compress,
-export, serve, federate).
+The commands live by theme: `commands.py` (train, evaluate, generate, predict, list, report,
+demo), `learning.py` (check, exercise, lesson), `groups.py` (runs, data, recipe) and
+`lifecycle.py` (tune, compress, export, serve, federate).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from dlab.cli import commands, groups, lifecycle  # noqa: F401  (the commands register on app)
+from dlab.cli import commands, groups, learning, lifecycle  # noqa: F401  (they register on app)
 from dlab.cli.app import app
 from dlab.errors import DlabError, DlabWarning
 

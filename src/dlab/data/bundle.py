@@ -131,15 +131,24 @@ class TensorLoader:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """Batches of `epoch`, skipping the first `start` (for resuming mid-epoch)."""
-        order = self.order(epoch).to(self.inputs.device) if self.shuffle else None
-        for i in range(start, len(self)):
-            lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, len(self.inputs))
-            if order is None:
-                x, y = self.inputs[lo:hi], self.targets[lo:hi]
-            else:
-                index = order[lo:hi]
-                x, y = self.inputs[index], self.targets[index]
-            yield (self.transform(x) if self.transform else x), y
+        inputs, targets, transform, size = (
+            self.inputs,
+            self.targets,
+            self.transform,
+            self.batch_size,
+        )
+        end = len(self) * size  # drop_last stops at the last full batch
+        if not self.shuffle:
+            for lo in range(start * size, min(end, len(inputs)), size):
+                x = inputs[lo : lo + size]
+                yield (transform(x) if transform else x), targets[lo : lo + size]
+            return
+        order = self.order(epoch).to(inputs.device)[start * size : end]
+        if not len(order):  # resumed at the epoch's end (an empty tensor splits into one)
+            return
+        for index in order.split(size):  # every batch's indices, in one op
+            x = inputs[index]
+            yield (transform(x) if transform else x), targets[index]
 
 
 @dataclass

@@ -61,7 +61,8 @@ class Single:
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if not grads:
             return torch.zeros(())
-        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        # every tensor's norm in one foreach op (what clip_grad_norm_ uses), then their norm
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
     def optimizer_state(self, model: nn.Module, optimizer: Any) -> dict[str, Any]:
         return optimizer.state_dict()

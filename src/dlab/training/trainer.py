@@ -10,10 +10,10 @@ sums of the epoch's metrics, so a run killed at any step and resumed ends bitwis
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import signal
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, fields
@@ -25,7 +25,7 @@ from torch import nn
 
 from dlab import runtime
 from dlab._io import atomic_write_text
-from dlab.data.bundle import DataBundle
+from dlab.data.bundle import DataBundle, TensorLoader
 from dlab.errors import TrainingDiverged, TrainingInterrupted
 from dlab.recipe import TrainConfig
 from dlab.registry import LOSSES
@@ -36,35 +36,13 @@ from dlab.training.checkpoint import CheckpointStore
 from dlab.training.losses import weight_penalty
 from dlab.training.metrics import build_metrics, evaluate, forward, to_device
 from dlab.training.optim import build_optimizer, build_scheduler
+from dlab.training.signals import GracefulStop
 from dlab.training.state import rng_state, set_rng_state
-from dlab.training.strategies import Accumulation, Precision, strategy_for
+from dlab.training.strategies import Accumulation, Precision, Single, strategy_for
 from dlab.training.switches import checkpoint_activations
 from dlab.training.tally import History, Tally, TrainState
 
 __all__ = ["History", "TrainState", "Trainer"]
-
-
-class _GracefulStop:
-    """First SIGINT/SIGTERM asks the loop to stop after the current step; a second SIGINT aborts."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __enter__(self) -> _GracefulStop:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -114,13 +92,9 @@ class Trainer:
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.privacy = self._private() if config.privacy is not None else None
-        self.scheduler = build_scheduler(
-            config.scheduler,
-            self.optimizer,
-            self.total_steps,
-            self.steps_per_epoch,
-            config.warmup_steps,
-        )
+        self.scheduler = self._schedule()
+        self._penalised = bool(config.l1 or config.l2)
+        self._plain = self._plain_steps()
 
         self.state, self.history = TrainState(), History()
         task = task_of(bundle.meta)
@@ -132,6 +106,36 @@ class Trainer:
         self.last_batch_size, self._timed_samples = 0, 0
         self._clock = self._epoch_started = time.perf_counter()
         self.callbacks = self._callbacks(progress, callbacks)
+
+    def _schedule(self) -> Any:
+        """The recipe's schedule; none for a constant rate with no warm-up, since building one
+        wraps optimizer.step with a step counter, a cost on every step for nothing."""
+        config = self.config
+        if config.scheduler.name == "constant" and not config.warmup_steps:
+            return None
+        return build_scheduler(
+            config.scheduler,
+            self.optimizer,
+            self.total_steps,
+            self.steps_per_epoch,
+            config.warmup_steps,
+        )
+
+    def _plain_steps(self) -> bool:
+        """Whether every step can take the fast path: one process, fp32, one tensor in, on the
+        device already, no accumulation, no penalty, a loss of outputs and targets only. Small
+        models spend much of a step in Python; the overhead benchmark compares dlab with a
+        hand-written loop."""
+        config = self.config
+        return (
+            type(self.strategy) is Single
+            and config.precision == "fp32"
+            and not config.channels_last
+            and config.grad_accumulation == 1
+            and isinstance(self.train_loader, TensorLoader)
+            and isinstance(self.train_loader.inputs, torch.Tensor)
+            and not (self._penalised or self._batch_penalty or self._loss_needs_inputs)
+        )
 
     def _callbacks(self, progress: bool, extra: Sequence[Callback]) -> list[Callback]:
         """The progress bar and TensorBoard (rank 0), early stopping, then the caller's."""
@@ -198,16 +202,25 @@ class Trainer:
         torch.use_deterministic_algorithms(self.config.deterministic, warn_only=True)
         self._clock = time.perf_counter()
         try:
-            with _GracefulStop() as stop:
+            with GracefulStop() as stop:
                 self._call("on_fit_start")
+                # per step, only the callbacks that do something then, and a collective stop
+                # check only where there are other processes to agree with
+                step_hooks = [
+                    c.on_step_end
+                    for c in self.callbacks
+                    if getattr(type(c), "on_step_end", None) is not Callback.on_step_end
+                ]
+                stopping = self.strategy.any if self.strategy.world > 1 else bool
                 while state.epoch < self.epochs and state.stop_reason is None:
                     self._epoch_started, self._timed_samples = time.perf_counter(), 0
                     for batch in self._batches():
                         self._train_step(batch)
-                        self._call("on_step_end")
+                        for hook in step_hooks:
+                            hook(self)
                         if self.checkpoints and state.step % self.config.checkpoint_every == 0:
                             self.save_checkpoint()
-                        if self.strategy.any(stop.received is not None):
+                        if stopping(stop.received is not None):
                             self._interrupt(stop.received or signal.SIGTERM)
                     self._end_epoch()
                 self._call("on_fit_end")
@@ -219,48 +232,74 @@ class Trainer:
 
     def _batches(self) -> Iterator[Any]:
         """The rest of the current epoch's batches, stopping at max_steps."""
-        for batch in self.train_loader.epoch(self.state.epoch, start=self.state.batch):
-            if self.state.step >= self.total_steps:
-                return
-            yield batch
+        left = max(self.total_steps - self.state.step, 0)
+        return itertools.islice(
+            self.train_loader.epoch(self.state.epoch, start=self.state.batch), left
+        )
 
     def _train_step(self, batch: Any) -> None:
-        """One optimizer step on one global batch (this process's share of it)."""
-        strategy, tally, state = self.strategy, self.tally, self.state
-        global_size = len(batch[1])
-        inputs, targets = (to_device(part, self.device) for part in strategy.shard(batch))
+        """One optimizer step on one global batch (this process's share of it); the common
+        case takes `_plain_step`, which does only what a hand-written loop does."""
+        if self._plain:
+            self._plain_step(*batch)
+        else:
+            self._general_step(batch)
+        self._apply_step(batch[1].shape[0])
+
+    def _plain_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """zero_grad, forward, loss, backward: the batch is already on the device."""
         if not self.model.training:  # evaluation switched it: walk the modules only then
+            self._train_model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        outputs = self._train_model(x)
+        loss = self.loss_fn(outputs, y)
+        loss.backward()
+        self.tally.add(loss, outputs, y, 1.0)
+        self.tally.epoch_count += y.shape[0]
+
+    def _general_step(self, batch: Any) -> None:
+        """zero_grad and, for each micro-batch of this process's share, forward, loss (with
+        its penalties) and backward, inside the strategy's and the precision's contexts."""
+        strategy, tally = self.strategy, self.tally
+        global_size = batch[1].shape[0]
+        inputs, targets = (to_device(part, self.device) for part in strategy.shard(batch))
+        if not self.model.training:
             self._train_model.train()
         self.optimizer.zero_grad(set_to_none=True)
         micro = self.accumulation.split(self.precision.inputs(inputs), targets)
         for i, (x, y) in enumerate(micro):
             # each micro-batch's mean loss weighs by its share of the global batch; DDP then
             # averages over ranks, so the sum is the global batch's mean loss
-            weight = len(y) * strategy.world / global_size
+            weight = y.shape[0] * strategy.world / global_size
             with strategy.sync(self._train_model, i == len(micro) - 1), self.precision.autocast():
                 outputs = forward(self._train_model, x)
                 args = (outputs, y, x) if self._loss_needs_inputs else (outputs, y)
                 loss = self.loss_fn(*args)
             objective = loss * weight if weight != 1 else loss
-            penalty = weight_penalty(self.model, self.config.l1, self.config.l2) if i == 0 else None
+            if self._penalised and i == 0:  # L1/L2 on the weights, once per step
+                objective = objective + weight_penalty(self.model, self.config.l1, self.config.l2)
             if self._batch_penalty is not None:  # a regulariser over what this batch reads
                 touched = self._batch_penalty(x)
                 objective = objective + touched * weight if touched is not None else objective
-            (objective + penalty if penalty is not None else objective).backward()
-            tally.add(loss, outputs, y, len(y) / len(targets))
-        tally.epoch_count += len(targets)
-        self._timed_samples += global_size
-        self.last_batch_size = len(targets)
+            objective.backward()
+            tally.add(loss, outputs, y, y.shape[0] / targets.shape[0])
+        tally.epoch_count += targets.shape[0]
 
+    def _apply_step(self, global_size: int) -> None:
+        """Clip (or measure) the gradient, step the optimizer and the schedule, count, log."""
+        state, tally = self.state, self.tally
+        self._timed_samples += global_size
+        self.last_batch_size = global_size // self.strategy.world
         logging_now = (state.step + 1) % self.config.log_every == 0
         grad_norm = None
         if self.config.grad_clip is not None:
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         elif logging_now:
-            grad_norm = strategy.grad_norm(self.model)
+            grad_norm = self.strategy.grad_norm(self.model)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
-        self.scheduler.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         tally.interval_steps += 1
         state.step, state.batch, state.samples = (
             state.step + 1,
@@ -384,7 +423,7 @@ class Trainer:
         return {
             "trainer": asdict(self.state),
             "optimizer": self.strategy.optimizer_state(self.model, self.optimizer),
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "rng": rng_state(),
             "sums": self.tally.state_dict(),
             "threads": self.threads,
@@ -401,7 +440,8 @@ class Trainer:
         names = {f.name for f in fields(TrainState)}
         self.state = TrainState(**{k: v for k, v in state["trainer"].items() if k in names})
         self.strategy.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scheduler is not None:  # a constant rate has none (older checkpoints saved one)
+            self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         self.tally.load_state_dict(state["sums"])
         self.threads = int(state.get("threads", self.threads))

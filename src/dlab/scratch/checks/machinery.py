@@ -144,22 +144,36 @@ def compare(
         )
         return
     for position, index in enumerate(differentiable):
-        what = f"gradient ∂L/∂{names[index]}"
-        error, problem = difference(what, grads[position], tensors[index].grad.numpy(), TOLERANCE)
-        result.gradient = max(result.gradient, error)
-        if problem:
+        _gradient(result, ours, inputs, index, grads[position], tensors[index].grad, upstream,
+                  f"gradient ∂L/∂{names[index]}", shape, finite_differences)  # fmt: skip
+
+
+def _gradient(
+    result: CheckResult,
+    ours: Callable[..., tuple[np.ndarray, Any]],
+    inputs: Sequence[np.ndarray],
+    index: int,
+    grad: np.ndarray | None,
+    autograd: torch.Tensor,
+    upstream: np.ndarray,
+    what: str,
+    shape: str,
+    finite_differences: bool,
+) -> None:
+    """One input's gradient against autograd's and, if asked, against finite differences."""
+    error, problem = difference(what, grad, autograd.numpy(), TOLERANCE)
+    result.gradient = max(result.gradient, error)
+    if problem:
+        result.problems.append(f"[{shape}] {problem}")
+    if finite_differences and not math.isinf(error):
+        copies = [a.copy() for a in inputs]
+        numeric = numeric_gradient(
+            lambda: float((ours(*copies)[0] * upstream).sum()), copies[index]
+        )
+        error, problem = difference(what, grad, numeric, FD_TOLERANCE, against="finite differences")
+        result.finite_difference = max(result.finite_difference, error)
+        if problem and not _said(result, shape, what):  # autograd said it already
             result.problems.append(f"[{shape}] {problem}")
-        if finite_differences and not math.isinf(error):
-            copies = [a.copy() for a in inputs]
-            numeric = numeric_gradient(
-                lambda copies=copies: float((ours(*copies)[0] * upstream).sum()), copies[index]
-            )
-            error, problem = difference(
-                what, grads[position], numeric, FD_TOLERANCE, against="finite differences"
-            )
-            result.finite_difference = max(result.finite_difference, error)
-            if problem and not _said(result, shape, what):  # autograd said it already
-                result.problems.append(f"[{shape}] {problem}")
 
 
 # --- the checks -------------------------------------------------------------------------------
