@@ -289,7 +289,11 @@ def run_sections(
         for row in found:
             row["section"] = section
         print(f"\n## {section} ({time.perf_counter() - started:.0f} s)")
-        print(markdown_table(found, [c for c in found[0] if c not in ("val_curve", "per_epoch")]))
+        print(
+            markdown_table(
+                found, [c for c in found[0] if c not in ("val_curve", "per_epoch_validation")]
+            )
+        )
         rows += found
     return rows
 

@@ -32,7 +32,8 @@ def test_every_gpu_section_runs_its_code_on_the_cpu(real_data_dir):
     fast, seed = by_section["mnist"]
     assert fast["row"] == "mnist/mnist_fast.yaml, eager" and seed["row"] == "mnist/seed recipe"
     assert fast["reached"] == "0/1" and fast["median_seconds"] is None  # 4 steps: not 99%
-    assert 0.0 < fast["test_accuracy"] < 0.99 and 0.0 < seed["test_accuracy"] < 0.99
+    for row in (fast, seed):  # stopped on validation; the test split read only at a stop
+        assert 0.0 < row["per_epoch_validation"][-1] < 0.99 and row["test_accuracy_at_stop"] is None
 
     (char,) = by_section["gpt"]
     assert char["steps"] == 6 and char["step_reached"] is None
@@ -55,13 +56,28 @@ def test_time_to_accuracy_reads_the_target_of_the_recipes_data_set(real_data_dir
     from benchmarks import speed
 
     run = speed.time_to_accuracy("fashion_mnist_fast", ("train.max_steps=3",), "three steps")
-    assert run["target"] == "test accuracy >= 0.93" and run["epochs"] == 1
+    assert run["target"] == "validation accuracy >= 0.93" and run["epochs"] == 1
     assert run["seconds_to_target"] is None  # 3 steps do not reach 93%, so no time is claimed
-    assert 0.0 < run["test_accuracy"] < 0.93 and run["per_epoch"] == [run["test_accuracy"]]
+    assert run["test_accuracy_at_stop"] is None  # and the test split was never read
+    assert 0.0 < run["per_epoch_validation"][0] < 0.93
 
     slow = {"seconds_to_target": 10.0}
     assert speed.with_speedup({"seconds_to_target": 2.5}, slow, "seed")["speedup_vs_seed"] == 4.0
     assert "speedup_vs_seed" not in speed.with_speedup(run, slow, "seed")
+
+
+def test_a_race_reports_the_spread_over_seeds_and_only_counts_runs_that_reached():
+    from benchmarks import speed
+
+    def run(seconds, test):
+        return {"target": "validation accuracy >= 0.99", "seconds_to_target": seconds,
+                "test_accuracy_at_stop": test}  # fmt: skip
+
+    row = speed.race("x", [run(4.0, 0.991), run(6.0, 0.989), run(None, None), run(5.0, 0.990)])
+    assert row["reached"] == "3/4" and row["seeds"] == 4
+    assert (row["mean_seconds"], row["min_seconds"], row["max_seconds"]) == (5.0, 4.0, 6.0)
+    assert (row["mean_test_accuracy"], row["min_test_accuracy"]) == (0.99, 0.989)
+    assert speed.with_speedup(row, {"mean_seconds": 10.0}, "seed")["speedup_vs_seed"] == 2.0
 
 
 def test_the_gpu_suite_refuses_a_missing_gpu_and_unknown_sections(real_data_dir):
