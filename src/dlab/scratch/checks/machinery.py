@@ -75,6 +75,17 @@ def difference(
     )
 
 
+def compare_value(result: CheckResult, what: str, ours: Any, theirs: Any, shape: str) -> None:
+    """Compare a value that has no gradient (an update, a mask, a search's result, an edge
+    case) with the reference, and fold its error, and a line if it differs, into `result`."""
+    if shape not in result.shapes:
+        result.shapes.append(shape)
+    error, problem = difference(what, ours, theirs, TOLERANCE)
+    result.forward = max(result.forward, error)
+    if problem:
+        result.problems.append(f"[{shape}] {problem}")
+
+
 def _said(result: CheckResult, shape: str, what: str) -> bool:
     """Whether `result` already names `what` in configuration `shape`."""
     return any(p.startswith(f"[{shape}] {what}:") for p in result.problems)

@@ -17,22 +17,12 @@ from torch import nn
 from dlab.scratch import attention, compress, conv, decoding, layers, norm, optim, private
 from dlab.scratch.checks.machinery import (
     CHECKS,
-    TOLERANCE,
     CheckResult,
     check,
     compare,
+    compare_value,
     difference,
 )
-
-
-def _fold(result: CheckResult, what: str, ours: object, theirs: object, shape: str) -> None:
-    """Compare a value that has no gradient (an update, a mask) and fold it into `result`."""
-    if shape not in result.shapes:
-        result.shapes.append(shape)
-    error, problem = difference(what, ours, theirs, TOLERANCE)
-    result.forward = max(result.forward, error)
-    if problem:
-        result.problems.append(f"[{shape}] {problem}")
 
 
 @check("conv1d", "y = b + ΣΣ x(s·t + d·u − p) · w(u)")
@@ -63,9 +53,9 @@ def _clip(rng: np.random.Generator) -> CheckResult:
         total = torch.nn.utils.clip_grad_norm_(tensors, max_norm)
         clipped, ours_total = optim.clip_grad_norm(grads, max_norm)
         shape = f"max_norm {max_norm:g}"
-        _fold(result, "‖g‖ before clipping", ours_total, total.item(), shape)
+        compare_value(result, "‖g‖ before clipping", ours_total, total.item(), shape)
         for i, (ours, t) in enumerate(zip(clipped, tensors, strict=True)):
-            _fold(result, f"clipped gradient {i}", ours, t.grad.numpy(), shape)
+            compare_value(result, f"clipped gradient {i}", ours, t.grad.numpy(), shape)
     return result
 
 
@@ -79,8 +69,8 @@ def _running(rng: np.random.Generator) -> CheckResult:
             x = rng.normal(loc=2.0, scale=3.0, size=shape)
             module.train()(torch.tensor(x))
             mean, var = norm.batchnorm_running_update(mean, var, x, 0.1)
-        _fold(result, "running mean", mean, module.running_mean.numpy(), f"x{shape}")
-        _fold(result, "running variance", var, module.running_var.numpy(), f"x{shape}")
+        compare_value(result, "running mean", mean, module.running_mean.numpy(), f"x{shape}")
+        compare_value(result, "running variance", var, module.running_var.numpy(), f"x{shape}")
     return result
 
 
@@ -114,7 +104,7 @@ def _beam(rng: np.random.Generator) -> CheckResult:
         result.problems.append(
             f"[{shape}] a beam wide enough for everything found {ours}, exhaustive search {list(exhaustive)}"
         )
-    _fold(result, "best log-probability", score, log_prob(exhaustive), shape)
+    compare_value(result, "best log-probability", score, log_prob(exhaustive), shape)
     greedy = decoding.greedy_decode(step, vocab, eos, steps)
     narrow, _ = decoding.beam_search(step, vocab, eos, steps, beam=1)
     if greedy != narrow:
@@ -163,8 +153,10 @@ def _quantize(rng: np.random.Generator) -> CheckResult:
         fake = torch.fake_quantize_per_tensor_affine(
             torch.tensor(x, dtype=torch.float32), scale, 0, -128, 127
         ).double()
-        _fold(result, "integers", q, (fake / scale).round().numpy(), f"x{shape}")
-        _fold(result, "dequantized", compress.dequantize(q, scale), fake.numpy(), f"x{shape}")
+        compare_value(result, "integers", q, (fake / scale).round().numpy(), f"x{shape}")
+        compare_value(
+            result, "dequantized", compress.dequantize(q, scale), fake.numpy(), f"x{shape}"
+        )
     return result
 
 
@@ -179,7 +171,7 @@ def _prune(rng: np.random.Generator) -> CheckResult:
             layer.weight.copy_(torch.tensor(rng.normal(size=(6, 8))))
         w = layer.weight.detach().numpy().copy()
         prune.l1_unstructured(layer, "weight", amount=amount)
-        _fold(
+        compare_value(
             result,
             "mask",
             compress.magnitude_prune_mask(w, amount),
@@ -236,7 +228,9 @@ def _dp_sgd(rng: np.random.Generator) -> CheckResult:
         reference = (clipped.sum(0) + sigma * max_norm * torch.tensor(noise)) / len(x)
         ours_per_sample = x * (x @ theta - y)[:, None]  # ∂/∂θ ½(xθ − y)² = x (xθ − y)
         ours = private.dp_sgd_gradient(ours_per_sample, max_norm, sigma, noise)
-        _fold(result, "private gradient", ours, reference.numpy(), f"C {max_norm:g} σ {sigma:g}")
+        compare_value(
+            result, "private gradient", ours, reference.numpy(), f"C {max_norm:g} σ {sigma:g}"
+        )
     return result
 
 
@@ -251,7 +245,7 @@ def _positional(rng: np.random.Generator) -> CheckResult:
         i = torch.arange(0, d, 2, dtype=torch.float64)
         angle = position / 10000 ** (i / d)
         reference = torch.stack([angle.sin(), angle.cos()], dim=-1).reshape(length, d)
-        _fold(result, "encoding", ours, reference.numpy(), f"T={length} d={d}")
+        compare_value(result, "encoding", ours, reference.numpy(), f"T={length} d={d}")
         # dlab's own layer computes its table in float32: the same to float32's precision
         table = SinusoidalPosition(d, length).table.double().numpy()
         error, problem = difference("dlab's float32 table", ours, table, 1e-5)
@@ -274,7 +268,7 @@ def _sampling(rng: np.random.Generator) -> CheckResult:
     ):
         ours = decoding.sampling_probabilities(logits, temperature, top_k, top_p)
         theirs = sampling_logits(torch.tensor(logits), temperature, top_k, top_p).softmax(-1)
-        _fold(
+        compare_value(
             result, "probabilities", ours, theirs.numpy(), f"τ {temperature:g} k {top_k} p {top_p}"
         )
     return result
