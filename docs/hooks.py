@@ -83,6 +83,12 @@ def pages() -> dict[str, str]:
         }
     )
     made.update({f"lessons/answers/{path.name}": render(answers(path)) for path in lesson_files()})
+    made.update(
+        {
+            f"lessons/zh/answers/{path.name}": render(answers(translated(path, "zh")))
+            for path in lesson_files()
+        }
+    )
     made["lessons/zh/glossary.md"] = (lessons_dir() / "zh" / "glossary.md").read_text(
         encoding="utf-8"
     )

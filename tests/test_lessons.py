@@ -153,6 +153,23 @@ def test_every_lesson_has_a_chinese_version_with_the_same_code(path):
         assert material_term not in text
 
 
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_every_lessons_answers_are_in_chinese_with_the_same_code(path):
+    """The Chinese answers hold the English answers' code verbatim (which the test above runs),
+    one section per question, under Chinese headings and prose."""
+    chinese = answers(translated(path, "zh"))
+    assert chinese.parent == lessons_dir() / "zh" / "answers"
+    english = answer_sections(path)
+    sections = answer_sections(translated(path, "zh"))
+    assert len(sections) == len(english) == len(questions(translated(path, "zh")))
+    for mine, theirs in zip(sections, english, strict=True):
+        assert BLOCK.findall(mine) == BLOCK.findall(theirs)
+        assert CJK.search(BLOCK.sub("", mine)), "the prose is Chinese"
+    text = chinese.read_text(encoding="utf-8")
+    assert "## Question" not in text and ": answers" not in text
+    assert CJK.search(text.splitlines()[0]) and text.splitlines()[0].endswith("：答案")
+
+
 def test_the_glossary_maps_the_materials_own_terms():
     glossary = (lessons_dir() / "zh" / "glossary.md").read_text(encoding="utf-8")
     assert "| 递归神经网络 | 循环神经网络（RNN） |" in glossary
@@ -185,6 +202,10 @@ def test_dlab_lesson_answers(capsys):
     out = capsys.readouterr().out
     assert out.startswith("# 15. The training loop and generalisation: answers")
     assert "## Question 3" in out and "patient.best_epoch == 9" in out
+    assert main(["lesson", "15", "--answers", "--lang", "zh"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# 15. 训练循环与泛化：答案")
+    assert "## 问题 3" in out and "patient.best_epoch == 9" in out
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

@@ -148,14 +148,19 @@ def questions(path: Path) -> list[str]:
 
 
 def answers(path: Path) -> Path:
-    """The lesson's answers: lessons/answers/<the English lesson's file name>."""
+    """The lesson's answers, in the lesson's language: lessons/answers/<the lesson's file name>,
+    or lessons/zh/answers/<…> for a Chinese lesson (the English answers where untranslated)."""
+    if path.parent != lessons_dir():  # a translation: lessons/<lang>/
+        translation = path.parent / "answers" / path.name
+        if translation.exists():
+            return translation
     return lessons_dir() / "answers" / path.name
 
 
 def answer_sections(path: Path) -> list[str]:
-    """The text of each `## Question N` section of the lesson's answers, in order."""
+    """The text of each `## Question N` (`## 问题 N`) section of the lesson's answers, in order."""
     text = answers(path).read_text(encoding="utf-8")
-    return re.split(r"^## Question \d+\n", text, flags=re.MULTILINE)[1:]
+    return re.split(r"^## (?:Question|问题) \d+\n", text, flags=re.MULTILINE)[1:]
 
 
 def source_of(module: str, names: str) -> str:
