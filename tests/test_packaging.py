@@ -102,6 +102,9 @@ def test_the_recipes_and_lessons_live_inside_the_package():
     data = PYPROJECT["tool"]["setuptools"]["package-data"]["dlab"]
     assert "recipes/*.yaml" in data and "lessons/*.md" in data
     assert not (ROOT / "recipes").exists() and not (ROOT / "docs" / "lessons").exists()
+    shipped = {path for pattern in data for path in package.glob(pattern)}
+    missing = sorted(str(p.relative_to(package)) for p in set(lessons_dir().rglob("*.md")) - shipped)
+    assert not missing, f"package-data leaves these out of the wheel: {missing}"
 
 
 def test_a_lesson_is_found_by_its_number_with_or_without_the_zero():
