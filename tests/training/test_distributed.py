@@ -105,12 +105,26 @@ def assert_same_curve(
     )
 
 
-@pytest.mark.e2e
-@pytest.mark.numerics
-def test_two_gloo_processes_take_the_steps_of_one(tmp_path):
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The 200 steps of one process, on the whole batch and in two micro-batches: the baselines
+    of every test here (a run stopped earlier logs the same losses up to its stop)."""
+    tmp_path = tmp_path_factory.mktemp("one_process")
     recipe = write(tmp_path)
     single, single_s = train(tmp_path, str(recipe), runs="one")
-    halves_run, _ = train(tmp_path, str(recipe), "-o", "train.grad_accumulation=2", runs="halves")
+    halves, _ = train(tmp_path, str(recipe), "-o", "train.grad_accumulation=2", runs="halves")
+    return single, single_s, halves
+
+
+def up_to(records: dict[int, float], last: int) -> dict[int, float]:
+    return {step: loss for step, loss in records.items() if step <= last}
+
+
+@pytest.mark.e2e
+@pytest.mark.numerics
+def test_two_gloo_processes_take_the_steps_of_one(tmp_path, one_process):
+    recipe = write(tmp_path)
+    single, single_s, halves_run = one_process
     double, double_s = train(tmp_path, str(recipe), nproc=2, runs="two")
     expected, got, halves = losses(single), losses(double), losses(halves_run)
     assert sorted(got) == sorted(expected) == list(range(10, 201, 10))
@@ -130,11 +144,12 @@ def test_two_gloo_processes_take_the_steps_of_one(tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.numerics
-def test_a_checkpoint_resumes_in_another_number_of_processes(tmp_path):
-    whole = str(write(tmp_path, max_steps=120, checkpoint_every=40))
-    straight, _ = train(tmp_path, whole)
-    halves, _ = train(tmp_path, whole, "-o", "train.grad_accumulation=2", runs="halves")
-    expected, halved = losses(straight), losses(halves)
+# slow, so that `make test`'s second pass on other kernels leaves it out: its exact comparisons
+# hold on any kernels, and its drift check is the one the test above runs on them (86 s saved)
+@pytest.mark.slow
+def test_a_checkpoint_resumes_in_another_number_of_processes(tmp_path, one_process):
+    straight, _, halves = one_process
+    expected, halved = up_to(losses(straight), 120), up_to(losses(halves), 120)
     for first, then in ((2, 1), (1, 2)):
         runs = f"runs{first}{then}"
         recipe = write(tmp_path, max_steps=60, checkpoint_every=40)
@@ -340,16 +355,15 @@ def kill_rank_after(nodes: list[subprocess.Popen], log: Path, step: int, rank: s
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds ranks through /proc")
-def test_two_nodes_restart_after_a_killed_worker_and_end_as_if_never_stopped(tmp_path):
+def test_two_nodes_restart_after_a_killed_worker_and_end_as_if_never_stopped(tmp_path, one_process):
     """Two nodes (c10d rendezvous) take the steps of one process that accumulates two halves,
     to 1e-9 (the DDP test's stated tolerance, same arithmetic); with `--max-restarts 1`, rank 1
     SIGKILLed between two checkpoints makes torchrun restart both nodes, every rank resumes from
     the last checkpoint, and the final weights equal the uninterrupted run's bit for bit (the
     resumed steps repeat the same float32 arithmetic in the same order)."""
     recipe = write(tmp_path, max_steps=120, checkpoint_every=30)
-    halves, _ = train(tmp_path, str(recipe), "-o", "train.grad_accumulation=2", runs="halves")
     straight = run_nodes(tmp_path, recipe, "straight")
-    got, expected = losses(straight), losses(halves)
+    got, expected = losses(straight), up_to(losses(one_process[2]), 120)
     assert sorted(got) == list(range(10, 121, 10))
     np.testing.assert_allclose([got[s] for s in expected], list(expected.values()), rtol=1e-9)
     assert json.loads((straight / "meta.json").read_text())["processes"] == 2
