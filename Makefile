@@ -8,9 +8,11 @@ DLAB := $(VENV)/bin/dlab
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,data,pretrained,llm,tune,export,serve,privacy,federated,detection,tracking,notebooks
 
-# OpenMP spin-waiting made 2-thread training 2-6x slower and noisy here; dlab sets this itself,
-# the Makefile sets it too so that every tool it starts (pytest, benchmarks) inherits it.
+# OpenMP spin-waiting made 2-thread training 2-6x slower and noisy here, sleeping at once made
+# small steps slow: spin briefly, then sleep (see dlab/runtime.py). dlab sets these itself; the
+# Makefile sets them too so that every tool it starts (pytest, benchmarks) inherits them.
 export OMP_WAIT_POLICY := PASSIVE
+export GOMP_SPINCOUNT := 30000
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 export HF_HUB_OFFLINE := 1

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see dlab.runtime)
+import dlab  # noqa: F401  (sets OpenMP's wait policy before torch loads: see dlab.runtime)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "src" / "dlab" / "recipes"  # the recipes that ship inside the package
@@ -71,6 +71,7 @@ def provenance() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", "unset"),
     }
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads anywhere in the test process (see dlab.runtime).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy, before torch loads anywhere in the test process: importing dlab sets it
+# (dlab.runtime) and loads no torch.
+import dlab
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -138,7 +140,6 @@ def ratings_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def rating_run(tmp_path_factory, ratings_file):
     """Biased MF trained on `ratings_file` (rating prediction, random split)."""
-    import dlab
 
     recipe = {
         "name": "toy_rating",
@@ -197,7 +198,6 @@ def postgres_url():
 
 def train_small(tmp_path_factory, name: str, recipe: dict):
     """Train a small recipe into its own runs folder (quietly)."""
-    import dlab
 
     return dlab.train(
         {"name": name, **recipe}, runs_dir=tmp_path_factory.mktemp(name), progress=False
@@ -221,7 +221,6 @@ def image_run(tmp_path_factory):
 def own_image_run(image_run, tmp_path):
     """A private copy of `image_run`, for tests that write into a run (an export, a report):
     the session's run stays as trained for every other test."""
-    import dlab
 
     copy = tmp_path / "runs" / image_run.path.parent.name / image_run.path.name
     shutil.copytree(image_run.path, copy)

@@ -108,3 +108,18 @@ def test_results_rows_carry_their_provenance_and_never_mix_code_versions(tmp_pat
     # after a change to the code, the earlier rows go: the table is one code version's
     assert run("bbb", [{"model": "cnn", "value": 4}]) == [("cnn", 4, "bbb")]
     assert run("bbb+dirty", [{"model": "mlp", "value": 5}]) == [("mlp", 5, "bbb+dirty")]
+
+
+def test_the_threads_table_compares_auto_with_the_best_fixed_policy():
+    from benchmarks import hardware
+
+    assert set(hardware.FIXED) < set(hardware.SETTINGS)
+    runs = {label: [(100.0, 2), (120.0, 2), (110.0, 2)] for label in hardware.SETTINGS}
+    runs["1 thread"] = [(200.0, 1), (190.0, 1), (250.0, 1)]  # the best fixed policy: 200
+    runs["dlab threads: auto"] = [(195.0, 1), (90.0, 2), (196.0, 1)]  # picked 1 thread, twice
+    rows = {r["setting"]: r for r in hardware.setting_rows(runs, "seed MLP", busy=True)}
+    auto = rows["dlab threads: auto"]
+    assert auto["samples_per_s"] == 195 and auto["spread"] == "90-196"
+    assert auto["vs_best_fixed"] == 0.975 and auto["vs_default"] == round(195 / 110, 2)
+    assert auto["threads used"] == "1/2" and auto["machine"] == "one core busy elsewhere"
+    assert rows["1 thread"]["vs_best_fixed"] == 1.0

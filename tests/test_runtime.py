@@ -10,24 +10,35 @@ from dlab import runtime
 from dlab.errors import DlabError
 
 
-def test_wait_policy_is_passive_before_torch_loads():
+def test_wait_policy_is_a_short_spin_before_torch_loads_unless_the_user_chose():
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import dlab, os, sys; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    assert out == ["PASSIVE", "False"]  # set, and `import dlab` alone does not load torch
+    show = "import dlab, os, sys; e = os.environ.get; "
+    show += "print(e('OMP_WAIT_POLICY'), e('GOMP_SPINCOUNT'), 'torch' in sys.modules)"
+
+    def policy(**chosen: str) -> list[str]:
+        env = {k: v for k, v in os.environ.items() if k not in runtime.WAIT_POLICY}
+        run = subprocess.run(
+            [sys.executable, "-c", show],
+            env={**env, **chosen},
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return run.stdout.split()
+
+    # set, and `import dlab` alone does not load torch
+    assert policy() == ["PASSIVE", "30000", "False"]
+    # a policy the user chose stands as it is: no spin count slipped under their ACTIVE
+    assert policy(OMP_WAIT_POLICY="ACTIVE") == ["ACTIVE", "None", "False"]
+    assert policy(GOMP_SPINCOUNT="0") == ["None", "0", "False"]
+    env = {"OMP_WAIT_POLICY": "PASSIVE"}
+    runtime.set_wait_policy(env)  # a child's environment, as torchrun's is
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    runtime.set_wait_policy(env := {})
+    assert env == runtime.WAIT_POLICY
 
 
 def test_choose_threads(monkeypatch):
@@ -40,6 +51,39 @@ def test_choose_threads(monkeypatch):
 def test_choose_threads_respects_omp_num_threads(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert runtime.choose_threads("auto", 1e6) == 2
+    assert runtime.choose_threads("auto", 1e6, {1: 0.1, 2: 0.5}) == 2  # the pin beats timings
+
+
+def test_choose_threads_takes_the_fastest_measured_count(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert runtime.choose_threads("auto", 1e10, {1: 0.1, 2: 0.5}) == 1  # not the FLOP rule's 2
+    assert runtime.choose_threads("auto", 1e6, {1: 0.5, 2: 0.2, 4: 0.3}) == 2
+    assert runtime.choose_threads(3, 1e6, {1: 0.1}) == 3  # a number asked for is kept
+
+
+def test_time_threads_measures_each_count_and_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Dropout(0.5), nn.Linear(16, 3))
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    left_over = torch.full_like(model[0].weight, 0.25)  # a gradient the caller had
+    model[0].weight.grad = left_over.clone()
+    inputs = torch.randn(32, 8)
+    rng, threads = torch.get_rng_state(), torch.get_num_threads()
+    timings = runtime.time_threads(model, inputs, choices=[1, 2])
+    assert set(timings) == {1, 2} and all(0 < t < 1 for t in timings.values())
+    for name, value in model.state_dict().items():  # batch norm's running statistics too
+        assert torch.equal(value, before[name]), name
+    assert torch.equal(model[0].weight.grad, left_over) and model[3].weight.grad is None
+    assert torch.equal(torch.get_rng_state(), rng)  # dropout's masks drew nothing for training
+    assert torch.get_num_threads() == threads
+
+
+def test_time_threads_gives_up_where_there_is_nothing_to_choose_or_differentiate():
+    frozen = nn.Linear(4, 2).requires_grad_(False)
+    assert runtime.time_threads(frozen, torch.zeros(3, 4), choices=[1, 2]) is None
+    assert runtime.time_threads(nn.Linear(4, 2), torch.zeros(3, 4), choices=[1]) is None
+    cores = runtime.usable_cores()
+    assert runtime.thread_choices() == sorted({1, max(1, cores // 2), cores})
 
 
 def test_forward_flops_of_a_linear_layer():

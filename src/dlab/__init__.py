@@ -5,8 +5,9 @@
     history = dlab.fit(model, (x, y), optimizer="adam", epochs=5)
     run = dlab.load("runs/mnist_cnn/<id>"); run.predict(["digit.png"])
 
-Importing dlab sets OMP_WAIT_POLICY=PASSIVE before torch loads (see dlab.runtime): import dlab
-before torch, or set the variable yourself, to get the fast thread policy.
+Importing dlab sets OpenMP's wait policy (OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=30000)
+before torch loads (see dlab.runtime): import dlab before torch, or set the variables yourself,
+to get the fast thread policy.
 """
 
 from __future__ import annotations

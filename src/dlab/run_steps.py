@@ -173,12 +173,20 @@ def record_start(
         parameters=models.count_parameters(model),
         trainable_parameters=models.count_parameters(model, trainable_only=True),
         forward_flops_per_batch=trainer.forward_flops,
-        hardware=runtime.hardware_summary(trainer.device),
+        hardware={**runtime.hardware_summary(trainer.device), **thread_timings(trainer)},
         seed=seed,
         **({"processes": job.world} if job is not None else {}),
         **({"elastic_run": distributed.elastic_run_id()} if job is not None else {}),
         **(meta or {}),
     )
+
+
+def thread_timings(trainer: Trainer) -> dict[str, Any]:
+    """What `threads: auto` measured: milliseconds per forward and backward pass per count."""
+    if not trainer.thread_timings:
+        return {}
+    timings = trainer.thread_timings.items()
+    return {"pass_ms_by_threads": {str(n): round(t * 1e3, 3) for n, t in timings}}
 
 
 def fit(trainer: Trainer, run_dir: RunDir) -> History:

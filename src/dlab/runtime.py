@@ -1,31 +1,51 @@
 """Where and how dlab computes: OpenMP wait policy, thread count, device, and a hardware summary.
 
-Thread policy, measured on the 2-core development machine (torch 2.13 CPU, see benchmarks/):
-- With OpenMP's default spin-waiting, 2-thread training ran 2-6x slower and noisy whenever
-  anything else wanted a core. `OMP_WAIT_POLICY=PASSIVE` removes that, but must be set before
-  the OpenMP runtime loads, i.e. before `import torch`: `dlab/__init__.py` does it first thing.
-- With PASSIVE waiting, tiny steps lose to thread hand-off: the seed MLP at batch 64
-  (~14 MFLOP forward per step) ran 3x slower on 2 threads than on 1, while the seed CNN
-  (~1.5 GFLOP per step) ran 1.6x faster on 2. So `threads: auto` counts the forward FLOPs of
-  one training batch and uses one thread below `SMALL_STEP_FLOPS`, all usable cores above it.
+Thread policy, measured on a 2-core Intel VM (torch 2.13 CPU, libgomp; `python -m benchmarks
+threads`, seed MLP and seed CNN at batch 64, samples/s, median of 3, 2026-12-07):
+- OpenMP's default waits spin for a few milliseconds (libgomp: 300,000 spins) before a thread
+  sleeps. With another process busy on one core, 2-thread training then fell to 24% (MLP: 11,452
+  against 47,746 on one thread) and 41% (CNN: 289 against 707) of one thread's speed.
+- `OMP_WAIT_POLICY=PASSIVE` (sleep at once) removes that, but hands every small step to a
+  sleeping thread: idle, the MLP ran at 37% of the default's speed on 2 threads, the CNN at 90%.
+- So dlab sets PASSIVE with `GOMP_SPINCOUNT=30000` (libgomp takes an explicit spin count over
+  the policy's): a waiting thread spins a fraction of a millisecond, then sleeps. Idle, 2
+  threads then ran as fast as the default (MLP 57,872 against 57,004; CNN 1,423 against
+  1,422); with a core busy they still lost to one thread. And so
+- `threads: auto` times a forward and backward pass of one training batch at 1, half and all
+  usable cores when training starts (about 0.3 s: `time_threads`) and trains on the fastest,
+  which follows the machine's load where a rule on the model's FLOPs cannot (the fallback, for
+  a model whose outputs cannot be timed so: one thread below `SMALL_STEP_FLOPS`).
+Both variables are read once, when OpenMP starts, i.e. at `import torch`: `dlab/__init__.py`
+sets them first thing, unless the user set either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import statistics
 import sys
+import time
 from typing import Any
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+# the wait policy dlab sets where the user has set neither variable (see the module's text)
+WAIT_POLICY = {WAIT_POLICY_ENV: "PASSIVE", "GOMP_SPINCOUNT": "30000"}
 SMALL_STEP_FLOPS = 100e6  # forward FLOPs per training batch below which one thread is faster
+CALIBRATION_BUDGET_S = 0.3  # seconds `threads: auto` spends timing the thread counts
 
 
-def set_wait_policy() -> None:
-    """Make OpenMP threads sleep instead of spin when idle, unless the user chose otherwise."""
-    if "torch" in sys.modules:
-        return  # too late: the OpenMP runtime has read its environment already
-    os.environ.setdefault(WAIT_POLICY_ENV, "PASSIVE")
+def set_wait_policy(env: dict[str, str] | None = None) -> None:
+    """Make OpenMP threads spin briefly, then sleep, when idle: in `env` (a child process's
+    environment), or in this process's own before torch loads. A policy the user chose, through
+    either variable, is left as it is."""
+    if env is None:
+        if "torch" in sys.modules:
+            return  # too late: the OpenMP runtime has read its environment already
+        env = os.environ  # type: ignore[assignment]
+    if not set(WAIT_POLICY) & set(env):
+        env.update(WAIT_POLICY)
 
 
 def usable_cores() -> int:
@@ -36,15 +56,102 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def choose_threads(requested: int | str, forward_flops: float | None) -> int:
-    """The intra-op thread count for training: `requested` if a number, else by step size."""
+def choose_threads(
+    requested: int | str, forward_flops: float | None, timings: dict[int, float] | None = None
+) -> int:
+    """The intra-op thread count for training: `requested` if a number, `OMP_NUM_THREADS` if
+    set, else the fastest of the measured `timings` (see `time_threads`), else by step size."""
     if isinstance(requested, int):
         return requested
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+    if pinned():
         return int(os.environ["OMP_NUM_THREADS"])
+    if timings:
+        return min(timings, key=lambda n: timings[n])
     if forward_flops is not None and forward_flops < SMALL_STEP_FLOPS:
         return 1
     return usable_cores()
+
+
+def pinned() -> bool:
+    """Whether the user fixed the thread count with `OMP_NUM_THREADS`."""
+    return os.environ.get("OMP_NUM_THREADS", "").isdigit()
+
+
+def thread_choices() -> list[int]:
+    """The thread counts `threads: auto` measures: one, half the usable cores, all of them."""
+    cores = usable_cores()
+    return sorted({1, max(1, cores // 2), cores})
+
+
+def time_threads(
+    model: Any,
+    inputs: Any,
+    choices: list[int] | None = None,
+    budget_s: float = CALIBRATION_BUDGET_S,
+    context: Any = contextlib.nullcontext,
+) -> dict[int, float] | None:
+    """Seconds per forward and backward pass of `inputs` at each thread count: the median of
+    interleaved repeats (3 to 15, fewer for slower passes, about `budget_s` in all; one when a
+    pass alone takes longer), after one warm-up pass at each. The model's weights, buffers and
+    gradients and the random state are left as they were. None when there is only one choice
+    or nothing to differentiate."""
+    import torch
+
+    choices = choices or thread_choices()
+    if len(choices) < 2:
+        return None
+    params = list(model.parameters())
+    grads = [p.grad for p in params]  # set aside: a backward pass would add to them
+    for p in params:
+        p.grad = None
+    buffers = [b.detach().clone() for b in model.buffers()]
+    rng, previous = torch.get_rng_state(), torch.get_num_threads()
+
+    def once(threads: int) -> float:
+        torch.set_num_threads(threads)
+        start = time.perf_counter()
+        with context():
+            outputs = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+        _differentiable_sum(outputs).backward()
+        for p in params:
+            p.grad = None
+        return time.perf_counter() - start
+
+    try:
+        slowest = max(once(n) for n in choices)  # warm-up: allocations, kernels' set-up
+        fewest = 1 if slowest > budget_s else 3  # a long step is timed well by one pass
+        repeats = int(min(max(budget_s / (len(choices) * slowest), fewest), 15))
+        times: dict[int, list[float]] = {n: [] for n in choices}
+        for _ in range(repeats):
+            for n in choices:
+                times[n].append(once(n))
+        return {n: statistics.median(t) for n, t in times.items()}
+    except Exception:  # advisory, like the FLOP count: a model training fails on its own
+        return None
+    finally:
+        with torch.no_grad():
+            for buffer, saved in zip(model.buffers(), buffers, strict=True):
+                buffer.copy_(saved)
+        for p, grad in zip(params, grads, strict=True):
+            p.grad = grad
+        torch.set_rng_state(rng)
+        torch.set_num_threads(previous)
+
+
+def _differentiable_sum(outputs: Any) -> Any:
+    """The sum of every floating-point tensor in `outputs` that requires a gradient."""
+    if hasattr(outputs, "requires_grad"):
+        parts = [outputs]
+    elif isinstance(outputs, dict):
+        parts = list(outputs.values())
+    elif isinstance(outputs, (list, tuple)):
+        parts = list(outputs)
+    else:
+        parts = []
+    parts = [t for t in parts if getattr(t, "requires_grad", False) and t.is_floating_point()]
+    if not parts:
+        raise ValueError("the outputs hold no tensor a backward pass could start from")
+    return sum(t.float().sum() for t in parts)
 
 
 def count_forward_flops(model: Any, inputs: Any) -> float | None:
@@ -109,6 +216,7 @@ def hardware_summary(device: Any = None) -> dict[str, Any]:
         "cores": usable_cores(),
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get(WAIT_POLICY_ENV, "default"),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", "default"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "dlab": dlab.__version__,

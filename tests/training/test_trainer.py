@@ -15,6 +15,7 @@ from numerics import assert_within_measured_drift, nudge_by_one_rounding
 from torch import nn
 
 import dlab
+from dlab import runtime
 from dlab.data.arrays import as_bundle
 from dlab.errors import RecipeError, TrainingDiverged, TrainingInterrupted
 from dlab.recipe import TrainConfig
@@ -327,12 +328,28 @@ def test_penalty_gradients_are_l1_sign_plus_l2_weight():
     assert weight_penalty(model, 0.0, 0.0) is None
 
 
-def test_thread_policy_follows_step_size(monkeypatch):
+def test_auto_threads_take_the_fastest_measured_count_and_change_nothing_else(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the policy itself, not the user's pin
+    auto = Trainer(mlp(), blobs_bundle(), config(), seed=3, progress=False)
+    timings = auto.thread_timings
+    assert set(timings) == set(runtime.thread_choices())
+    assert auto.threads == min(timings, key=timings.get) == torch.get_num_threads()
+    measured = auto.fit()["train_loss"]
+    fixed = Trainer(mlp(), blobs_bundle(), config(threads=auto.threads), seed=3, progress=False)
+    assert fixed.thread_timings is None  # a number asked for is not measured
+    # the timing passes drew no dropout mask and moved no weight that training then sees
+    assert measured == fixed.fit()["train_loss"]
+
+
+def test_auto_threads_fall_back_to_the_step_size_and_respect_a_pin(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "time_threads", lambda *args, **kwargs: None)  # unmeasurable
     small = Trainer(mlp(), blobs_bundle(), config(), progress=False)
     assert small.threads == 1 and small.forward_flops < 1e6
-    pinned = Trainer(mlp(), blobs_bundle(), config(threads=2), progress=False)
-    assert pinned.threads == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(runtime, "time_threads", lambda *args, **kwargs: pytest.fail("timed"))
+    pinned = Trainer(mlp(), blobs_bundle(), config(), progress=False)
+    assert pinned.threads == 2 and pinned.thread_timings is None
 
 
 def test_progress_prints_plain_lines_when_not_a_terminal(capsys):

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlab import runtime
 from dlab.errors import DlabError
 
 DEFAULT_TIMEOUT_S = 300
@@ -346,8 +347,6 @@ def launch(nproc: int, argv: Sequence[str], nodes: Nodes | None = None) -> int:
         *argv,
     ]
     if "OMP_NUM_THREADS" not in env and nproc > 1:  # share the cores instead of oversubscribing
-        from dlab.runtime import usable_cores
-
-        env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // nproc))
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        env["OMP_NUM_THREADS"] = str(max(1, runtime.usable_cores() // nproc))
+    runtime.set_wait_policy(env)
     return subprocess.call(command, env=env)

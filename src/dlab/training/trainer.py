@@ -169,6 +169,15 @@ class Trainer:
             checkpoint_activations(self.model, type(model).__name__)
         sample = to_device(self.bundle.train.sample_batch()[0], self.device)
         self.forward_flops = runtime.count_forward_flops(model, sample)
+        self.threads, self.thread_timings = torch.get_num_threads(), None
+        if self.device.type == "cpu":  # timed where auto and alone, before any compilation
+            if config.threads == "auto" and self.strategy.world == 1 and not runtime.pinned():
+                self.thread_timings = runtime.time_threads(
+                    model, self.precision.inputs(sample), context=self.precision.autocast
+                )
+            timings = self.thread_timings
+            self.threads = runtime.choose_threads(config.threads, self.forward_flops, timings)
+        torch.set_num_threads(self.threads)
         if config.compile:  # after the FLOP count: a frame first met under its dispatch mode
             # is marked for dynamo to skip, and the model then never compiles
             # the instance's forward, not Module.compile(): the weights keep their names in
@@ -176,10 +185,6 @@ class Trainer:
             # torch's own classes (an nn.Sequential model ran eagerly, uncompiled, on torch 2.13)
             self.model.forward = torch.compile(self.model.forward)
         self._train_model = self.strategy.wrap(self.model)  # FSDP shards before any forward
-        self.threads = torch.get_num_threads()
-        if self.device.type == "cpu":
-            self.threads = runtime.choose_threads(config.threads, self.forward_flops)
-        torch.set_num_threads(self.threads)
 
     def _private(self) -> Any:
         """DP-SGD: Poisson batches, and a model and optimizer that clip and noise gradients."""
