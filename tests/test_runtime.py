@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -105,6 +107,7 @@ def test_devices():
 def test_hardware_summary_names_the_machine():
     info = runtime.hardware_summary()
     assert info["cores"] >= 1 and info["torch"] == torch.__version__ and info["cpu"]
+    assert info["gomp_spincount"] == os.environ.get("GOMP_SPINCOUNT", "default")
 
 
 def test_peak_memory_reads_the_process_and_the_gpu(monkeypatch):

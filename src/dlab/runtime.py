@@ -91,10 +91,12 @@ def time_threads(
     context: Any = contextlib.nullcontext,
 ) -> dict[int, float] | None:
     """Seconds per forward and backward pass of `inputs` at each thread count: the median of
-    interleaved repeats (3 to 15, fewer for slower passes, about `budget_s` in all; one when a
-    pass alone takes longer), after one warm-up pass at each. The model's weights, buffers and
-    gradients and the random state are left as they were. None when there is only one choice
-    or nothing to differentiate."""
+    up to 5 rounds (about `budget_s` in all) that each switch to every count in turn and time 3
+    passes there after an untimed one (1 where a pass alone takes longer than the budget), after
+    a warm-up pass at each. Timing the pass right after a switch measured the wake-up of the
+    sleeping threads: the idle seed MLP then chose 1 thread, at 0.8x of 2. The model's weights,
+    buffers and gradients and the random state are left as they were. None when there is only
+    one choice or nothing to differentiate."""
     import torch
 
     choices = choices or thread_choices()
@@ -119,12 +121,13 @@ def time_threads(
 
     try:
         slowest = max(once(n) for n in choices)  # warm-up: allocations, kernels' set-up
-        fewest = 1 if slowest > budget_s else 3  # a long step is timed well by one pass
-        repeats = int(min(max(budget_s / (len(choices) * slowest), fewest), 15))
+        per_round = 1 if slowest > budget_s else 3  # a long step is timed well by one pass
+        rounds = int(min(max(budget_s / (len(choices) * (per_round + 1) * slowest), 1), 5))
         times: dict[int, list[float]] = {n: [] for n in choices}
-        for _ in range(repeats):
+        for _ in range(rounds):  # alternating, so that a change in the machine hits every count
             for n in choices:
-                times[n].append(once(n))
+                once(n)  # untimed: the first pass after a switch wakes the sleeping threads
+                times[n] += [once(n) for _ in range(per_round)]
         return {n: statistics.median(t) for n, t in times.items()}
     except Exception:  # advisory, like the FLOP count: a model training fails on its own
         return None
