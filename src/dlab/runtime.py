@@ -12,9 +12,10 @@ threads`, seed MLP and seed CNN at batch 64, samples/s, median of 3, 2026-12-07)
   threads then ran as fast as the default (MLP 57,872 against 57,004; CNN 1,423 against
   1,422); with a core busy they still lost to one thread. And so
 - `threads: auto` times a forward and backward pass of one training batch at 1, half and all
-  usable cores when training starts (about 0.3 s: `time_threads`) and trains on the fastest,
-  which follows the machine's load where a rule on the model's FLOPs cannot (the fallback, for
-  a model whose outputs cannot be timed so: one thread below `SMALL_STEP_FLOPS`).
+  usable cores when a run of at least `TIMED_MIN_STEPS` starts (about 0.3 s: `time_threads`)
+  and trains on the fastest, which follows the machine's load where a rule on the model's FLOPs
+  cannot (the fallback, for shorter runs and for outputs that cannot be timed so: one thread
+  below `SMALL_STEP_FLOPS`).
 Both variables are read once, when OpenMP starts, i.e. at `import torch`: `dlab/__init__.py`
 sets them first thing, unless the user set either.
 """
@@ -34,6 +35,8 @@ WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 WAIT_POLICY = {WAIT_POLICY_ENV: "PASSIVE", "GOMP_SPINCOUNT": "30000"}
 SMALL_STEP_FLOPS = 100e6  # forward FLOPs per training batch below which one thread is faster
 CALIBRATION_BUDGET_S = 0.3  # seconds `threads: auto` spends timing the thread counts
+# shorter runs take the FLOP rule: the timing would be a noticeable share of their time
+TIMED_MIN_STEPS = 500
 
 
 def set_wait_policy(env: dict[str, str] | None = None) -> None:
@@ -92,8 +95,8 @@ def time_threads(
 ) -> dict[int, float] | None:
     """Seconds per forward and backward pass of `inputs` at each thread count: the median of
     up to 5 rounds (about `budget_s` in all) that each switch to every count in turn and time 3
-    passes there after an untimed one (1 where a pass alone takes longer than the budget), after
-    a warm-up pass at each. Timing the pass right after a switch measured the wake-up of the
+    passes there after an untimed one (1 where one round of that would exceed the budget), after
+    a warm-up pass at each; hooks on the model see these passes too. Timing the pass right after a switch measured the wake-up of the
     sleeping threads: the idle seed MLP then chose 1 thread, at 0.8x of 2. The model's weights,
     buffers and gradients and the random state are left as they were. None when there is only
     one choice or nothing to differentiate."""
@@ -121,7 +124,8 @@ def time_threads(
 
     try:
         slowest = max(once(n) for n in choices)  # warm-up: allocations, kernels' set-up
-        per_round = 1 if slowest > budget_s else 3  # a long step is timed well by one pass
+        # a pass long against the budget is timed well enough by one
+        per_round = 3 if len(choices) * 4 * slowest <= budget_s else 1
         rounds = int(min(max(budget_s / (len(choices) * (per_round + 1) * slowest), 1), 5))
         times: dict[int, list[float]] = {n: [] for n in choices}
         for _ in range(rounds):  # alternating, so that a change in the machine hits every count

@@ -15,7 +15,7 @@ from numerics import assert_within_measured_drift, nudge_by_one_rounding
 from torch import nn
 
 import dlab
-from dlab import runtime
+from dlab import run_steps, runtime
 from dlab.data.arrays import as_bundle
 from dlab.errors import RecipeError, TrainingDiverged, TrainingInterrupted
 from dlab.recipe import TrainConfig
@@ -330,12 +330,18 @@ def test_penalty_gradients_are_l1_sign_plus_l2_weight():
 
 def test_auto_threads_take_the_fastest_measured_count_and_change_nothing_else(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the policy itself, not the user's pin
-    auto = Trainer(mlp(), blobs_bundle(), config(), seed=3, progress=False)
+    long = {"epochs": 34}  # 510 steps: a run long enough to be timed
+    assert Trainer(mlp(), blobs_bundle(), config(), progress=False).thread_timings is None
+    auto = Trainer(mlp(), blobs_bundle(), config(**long), seed=3, progress=False)
     timings = auto.thread_timings
     assert set(timings) == set(runtime.thread_choices())
     assert auto.threads == min(timings, key=timings.get) == torch.get_num_threads()
+    meta = run_steps.thread_timings(auto)["pass_ms_by_threads"]  # as meta.json keeps them
+    assert meta == {str(n): round(t * 1e3, 3) for n, t in timings.items()}
     measured = auto.fit()["train_loss"]
-    fixed = Trainer(mlp(), blobs_bundle(), config(threads=auto.threads), seed=3, progress=False)
+    fixed = Trainer(
+        mlp(), blobs_bundle(), config(**long, threads=auto.threads), seed=3, progress=False
+    )
     assert fixed.thread_timings is None  # a number asked for is not measured
     # the timing passes drew no dropout mask and moved no weight that training then sees
     assert measured == fixed.fit()["train_loss"]
@@ -344,11 +350,11 @@ def test_auto_threads_take_the_fastest_measured_count_and_change_nothing_else(mo
 def test_auto_threads_fall_back_to_the_step_size_and_respect_a_pin(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(runtime, "time_threads", lambda *args, **kwargs: None)  # unmeasurable
-    small = Trainer(mlp(), blobs_bundle(), config(), progress=False)
+    small = Trainer(mlp(), blobs_bundle(), config(epochs=34), progress=False)
     assert small.threads == 1 and small.forward_flops < 1e6
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.setattr(runtime, "time_threads", lambda *args, **kwargs: pytest.fail("timed"))
-    pinned = Trainer(mlp(), blobs_bundle(), config(), progress=False)
+    pinned = Trainer(mlp(), blobs_bundle(), config(epochs=34), progress=False)
     assert pinned.threads == 2 and pinned.thread_timings is None
 
 

@@ -81,6 +81,9 @@ class Trainer:
 
         self.train_loader = bundle.train.to(self.device)
         self.val_loader = bundle.val.to(self.device) if bundle.val is not None else None
+        self.steps_per_epoch = len(self.train_loader)
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self._place(model)
         self._model_hooks()
 
@@ -88,9 +91,6 @@ class Trainer:
         self._loss_needs_inputs = getattr(self.loss_fn, "needs_inputs", False)
         self.metrics = build_metrics(config.metrics, bundle.meta)
         self.optimizer = build_optimizer(config.optimizer, self.model)
-        self.steps_per_epoch = len(self.train_loader)
-        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
-        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.privacy = self._private() if config.privacy is not None else None
         self.scheduler = self._schedule()
         self._penalised = bool(config.l1 or config.l2)
@@ -170,8 +170,9 @@ class Trainer:
         sample = to_device(self.bundle.train.sample_batch()[0], self.device)
         self.forward_flops = runtime.count_forward_flops(model, sample)
         self.threads, self.thread_timings = torch.get_num_threads(), None
-        if self.device.type == "cpu":  # timed where auto and alone, before any compilation
-            if config.threads == "auto" and self.strategy.world == 1 and not runtime.pinned():
+        if self.device.type == "cpu":  # timed where auto, alone and long, before compilation
+            timed = self.strategy.world == 1 and self.total_steps >= runtime.TIMED_MIN_STEPS
+            if config.threads == "auto" and timed and not runtime.pinned():
                 self.thread_timings = runtime.time_threads(
                     model, self.precision.inputs(sample), context=self.precision.autocast
                 )
