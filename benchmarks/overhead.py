@@ -235,7 +235,12 @@ def measure(scale: float, repeats: int, device: str = "cpu") -> list[dict]:
         x, y, batch, steps = job["x"].to(device), job["y"].to(device), job["batch"], job["steps"]
         initial = job["make"]()
         threads = (
-            runtime.choose_threads("auto", runtime.count_forward_flops(initial, x[:batch].cpu()))
+            # as the trainer chooses for a run this long: the fastest count, timed on one batch
+            runtime.choose_threads(
+                "auto",
+                runtime.count_forward_flops(initial, x[:batch].cpu()),
+                runtime.time_threads(initial, x[:batch].cpu()),  # leaves it as it was
+            )
             if x.device.type == "cpu"
             else torch.get_num_threads()
         )
