@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import RECIPES
 from torch import nn
 
 from dlab.errors import RecipeError
@@ -17,7 +18,7 @@ from dlab.models import build, count_parameters
 from dlab.models.attention import KVCache, MultiHeadAttention
 from dlab.models.blocks import SinusoidalPosition, sample_next
 from dlab.models.examples import example_batch, example_meta
-from dlab.recipe import from_dict
+from dlab.recipe import from_dict, load_recipe
 from dlab.registry import LOSSES, MODELS
 from dlab.training.metrics import forward
 
@@ -201,6 +202,18 @@ def test_cnn_head_takes_a_list_of_hidden_widths():
     )
     with pytest.raises(RecipeError, match="hidden"):
         cnn(hidden=[120, 0])
+
+
+def test_chapter_000_recipe_builds_the_chapters_layers():
+    """The shipped recipe of chapter 000's CNN: a pool after each conv, 64·5·5, head 120→84."""
+    recipe = load_recipe(RECIPES / "mnist_chapter000_cnn.yaml")
+    model = build(recipe.model, example_meta("cnn"))
+    convs = [(m.in_channels, m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
+    widths = [(m.in_features, m.out_features) for m in model.classifier if isinstance(m, nn.Linear)]
+    assert convs == [(1, 32), (32, 64)] and len(pools) == 2
+    assert model.flatten_size == 64 * 5 * 5 != 9216  # the chapter's view(-1, 9216) is wrong
+    assert widths == [(1600, 120), (120, 84), (84, 10)]
 
 
 def test_attention_equals_torch_multihead_attention_in_float64():
