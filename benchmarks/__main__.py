@@ -14,6 +14,7 @@ SUITES = {
     "overhead": "benchmarks.overhead",
     "recommend": "benchmarks.recommend",
     "scale": "benchmarks.scale",
+    "scaling": "benchmarks.scaling",
     "serve": "benchmarks.serve",
     "serve_load": "benchmarks.serve_load",
     "speed": "benchmarks.speed",
