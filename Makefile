@@ -80,7 +80,7 @@ mutation: $(VENV)/.installed
 
 # The performance suite (about 40 minutes on 2 cores; `python -m benchmarks SUITE` runs one).
 # Lightning is only a comparison point, so it lives in the bench extra, not in the package.
-BENCH_SUITES ?= threads overhead speed utilisation inference serve
+BENCH_SUITES ?= threads overhead speed utilisation scaling inference serve
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[bench]"
 	set -e; for suite in $(BENCH_SUITES); do $(PY) -m benchmarks $$suite; done
