@@ -360,3 +360,91 @@ def test_weights_that_do_not_fit_say_how_in_one_line(tmp_path):
         f"{path}: weights do not fit the model (missing ['0.bias', '0.weight', '1.bias'], "
         "unexpected ['bias', 'weight'])"
     )
+
+
+def test_a_mismatch_names_two_of_the_shapes_and_three_of_the_keys(tmp_path):
+    """torch lists every size mismatch on a line of its own: the message keeps the first two,
+    on one line; of many missing or unexpected keys, the first three (sorted) of each."""
+    path = tmp_path / "w.safetensors"
+    save_weights(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), path)
+    with pytest.raises(RunError) as info:
+        load_weights(nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3)), path)  # four mismatches
+    shape = (
+        "copying a param with shape torch.Size([2{}]) from checkpoint, "
+        "the shape in current model is torch.Size([3{}])."
+    )
+    assert str(info.value) == (
+        f"{path}: weights do not fit the model (size mismatch for 0.weight: "
+        f"{shape.format(', 2', ', 3')} size mismatch for 0.bias: {shape.format('', '')})"
+    )
+    save_weights(nn.Sequential(*[nn.Linear(2, 2) for _ in range(3)]), path)  # six keys
+    with pytest.raises(RunError) as info:
+        load_weights(nn.Linear(2, 2), path)
+    assert str(info.value) == (
+        f"{path}: weights do not fit the model (missing ['bias', 'weight'], "
+        "unexpected ['0.bias', '0.weight', '1.bias'])"
+    )
+
+
+def test_a_refused_adapter_file_leaves_the_model_as_it_was(tmp_path):
+    """A LoRA-style file lacking one of the trainable tensors is refused before anything loads:
+    the model keeps all its weights, not a mix of the file's and its own."""
+    path = tmp_path / "w.safetensors"
+    trained = Adapted(seed=0)
+    from safetensors.torch import save_file
+
+    save_file({"adapter.weight": trained.adapter.weight.detach().contiguous()}, str(path))
+    fresh = Adapted(seed=1)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(RunError, match=r"missing \['adapter.bias'\], unexpected \[\]"):
+        load_weights(fresh, path)
+    for key, value in before.items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_a_store_keeps_two_checkpoints_unless_told(tmp_path):
+    store = CheckpointStore(tmp_path)
+    for step in (1, 2, 3):
+        store.save(nn.Linear(2, 2), state(step))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "ckpt-000002-step2",
+        "ckpt-000003-step3",
+    ]
+
+
+def test_a_folder_that_cannot_be_removed_never_fails_a_save(tmp_path, monkeypatch):
+    """Removing a stale temporary folder or an old checkpoint can fail (a file held open, a
+    network disk): the new checkpoint is still saved and named, and what could not be removed
+    stays; a full disk is still reported as one, even if its half-written folder stays too."""
+    import errno
+    import os
+
+    from dlab.errors import DiskFull
+    from dlab.training import checkpoint
+
+    real_unlink = os.unlink
+
+    def unlink(name, *args, **kwargs):  # what shutil.rmtree calls for each file
+        if str(name).endswith("held-open"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(name))
+        return real_unlink(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    store = CheckpointStore(tmp_path, keep=1)
+    stale = tmp_path / ".ckpt-000001-step5.tmp-99999"  # left by a killed process
+    stale.mkdir(parents=True)
+    (stale / "held-open").write_bytes(b"x")
+    first = store.save(nn.Linear(2, 2), state(5))
+    assert stale.is_dir() and (tmp_path / "latest").read_text().strip() == first.name
+    (first / "held-open").write_bytes(b"x")
+    second = store.save(nn.Linear(2, 2), state(10))  # keep=1: the first is removed, or tried
+    assert (tmp_path / "latest").read_text().strip() == second.name
+    assert (first / "held-open").is_file() and not (first / "state.json").exists()
+
+    def full(model, path, metadata):
+        (path.parent / "held-open").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "write_model", full)
+    with pytest.raises(DiskFull, match=f"the last good checkpoint is {second.name}"):
+        store.save(nn.Linear(2, 2), state(15))

@@ -25,6 +25,7 @@ from dlab.training.metrics import (
     build_metrics,
     classification_report,
     evaluate,
+    forward,
     metric_class,
     to_device,
 )
@@ -268,6 +269,18 @@ def test_unknown_metrics_are_refused_with_the_choices():
         "(its evaluation reports the rest); set metrics: []"
     )
     assert len(build_metrics([], reconstruction)) == 0  # no metrics asked: none needed
+
+
+def test_forward_spreads_a_tuple_of_inputs_over_the_models_arguments():
+    """Encoder-decoders take (source, target input): a tuple is their arguments, in order."""
+
+    class Difference(nn.Module):
+        def forward(self, a, b=None):
+            return a - b if b is not None else a
+
+    a, b = torch.tensor([5.0]), torch.tensor([2.0])
+    assert torch.equal(forward(Difference(), (a, b)), torch.tensor([3.0]))
+    assert torch.equal(forward(Difference(), a), a)
 
 
 def test_metrics_never_wait_for_other_processes():
