@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -651,3 +652,107 @@ def test_a_plug_in_validator_that_raises_value_error_reads_like_the_rest():
     with pytest.raises(ValidationError) as info:
         Details.model_validate({"size": 3})
     assert format_validation_error(info.value, {"size": 3}, "d") == "d: size: must be even (got 3)"
+
+
+def test_a_recipe_named_with_a_folder_is_pointed_to_its_name(tmp_path, monkeypatch):
+    """Only a missing path with a folder whose name is a shipped recipe's gets the hint to drop
+    the folder; any other missing name gets the closest names."""
+    from dlab.recipe.loading import find_recipe
+
+    monkeypatch.chdir(tmp_path)  # no ./recipes here
+    with pytest.raises(RecipeError) as info:
+        find_recipe("recipes/mnist_cnn.yaml")
+    assert str(info.value) == (
+        "recipe not found: recipes/mnist_cnn.yaml; a shipped recipe is named without a folder: "
+        "`mnist_cnn` (`dlab recipe copy mnist_cnn` writes a copy to edit)"
+    )
+    with pytest.raises(RecipeError) as info:
+        find_recipe("elsewhere/not_a_recipe.yaml")
+    assert str(info.value) == (
+        "recipe not found: elsewhere/not_a_recipe.yaml; see `dlab list recipes`"
+    )
+    with pytest.raises(RecipeError) as info:  # a shipped name, with another suffix
+        find_recipe("mnist_cnn.yml")
+    assert str(info.value) == (
+        "recipe not found: mnist_cnn.yml (did you mean 'mnist_cnn'?); see `dlab list recipes`"
+    )
+    with pytest.raises(RecipeError) as info:
+        find_recipe("mnist_cnnn")
+    assert str(info.value) == (
+        "recipe not found: mnist_cnnn (did you mean 'mnist_cnn'?); see `dlab list recipes`"
+    )
+
+
+def test_copying_a_recipe_keeps_its_text_and_never_overwrites_unasked(tmp_path, monkeypatch):
+    from dlab.recipe.loading import copy_recipe, shipped_recipes_dir
+
+    monkeypatch.chdir(tmp_path)
+    shipped = (shipped_recipes_dir() / "mnist_cnn.yaml").read_text(encoding="utf-8")
+    copy = copy_recipe("mnist_cnn")
+    assert copy == Path("recipes/mnist_cnn.yaml") and copy.read_text(encoding="utf-8") == shipped
+    copy.write_text("# edited\n" + shipped, encoding="utf-8")
+    with pytest.raises(RecipeError, match="recipes/mnist_cnn.yaml: exists; --force replaces it"):
+        copy_recipe("mnist_cnn")
+    assert copy.read_text(encoding="utf-8").startswith("# edited")
+    # the name now finds the copy; --force copies what the name meant before it: the shipped one
+    assert copy_recipe("mnist_cnn", force=True).read_text(encoding="utf-8") == shipped
+    with pytest.raises(RecipeError, match="recipes/mnist_cnn.yaml: is the recipe itself"):
+        copy_recipe(copy, force=True)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(RecipeError, match="afile: is a file, not a folder"):
+        copy_recipe("mnist_cnn", "afile")
+    assert copy_recipe("mnist_mlp", tmp_path / "deep" / "er").is_file()  # folders made as needed
+    mine = tmp_path / "mine.yaml"  # a recipe file of one's own, over an older copy of it
+    mine.write_text("name: mine\n", encoding="utf-8")
+    (tmp_path / "recipes" / "mine.yaml").write_text("name: old\n", encoding="utf-8")
+    assert copy_recipe(mine, force=True).read_text(encoding="utf-8") == "name: mine\n"
+
+
+def test_flatten_names_fields_as_overrides_do():
+    from dlab.recipe import flatten
+
+    tree = {"train": {"optimizer": {"lr": 0.01, "name": "sgd"}, "callbacks": {}}, "seed": 0}
+    assert flatten(tree) == {
+        "train.optimizer.lr": 0.01,
+        "train.optimizer.name": "sgd",
+        "train.callbacks": {},  # an empty section is a field of its own
+        "seed": 0,
+    }
+    assert flatten({"a": {"b": {"c": [1]}}}, "x.") == {"x.a.b.c": [1]}
+
+
+def test_messages_name_the_source_the_key_and_the_yaml_problem():
+    # a reader error has neither a line mark nor a `problem`: its own first line is the message
+    with pytest.raises(RecipeError) as info:
+        Recipe.from_yaml("data: \x00")
+    assert str(info.value) == (
+        "<recipe>: not valid YAML: unacceptable character #x0000: special characters are not "
+        "allowed"
+    )
+    # a union's tags (`int`, `literal['auto']`) are not keys of the recipe
+    with pytest.raises(RecipeError) as info:
+        from_dict({**MINIMAL, "train": {"threads": "many"}})
+    assert str(info.value) == (
+        "<recipe>: train.threads: should be a valid integer, unable to parse string as an integer "
+        "or should be 'auto' (got 'many')"
+    )
+
+
+def test_field_docs_leave_an_undocumented_field_blank():
+    from pydantic import BaseModel
+
+    from dlab.recipe.loading import field_docs
+
+    class Section(BaseModel):
+        size: int = 1
+
+    assert field_docs(Section, "train.") == [("train.size", "1", "")]
+
+
+def test_text_with_line_separators_is_written_double_quoted_and_reads_back():
+    from dlab.recipe.text import dump_yaml
+
+    assert dump_yaml({"description": "X-ray scans"}) == "description: X-ray scans\n"
+    for odd in ("a\x85b", "a\u2028b", "a\u2029b"):
+        text = dump_yaml({"description": odd})
+        assert text.startswith('description: "') and yaml.safe_load(text) == {"description": odd}
