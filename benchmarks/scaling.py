@@ -3,7 +3,7 @@
 python -m benchmarks scaling [cnn] [gpt] [--device cpu] [--seconds 2]
 
 Each cell (model, width, batch) trains in a process of its own, so its peak resident memory
-(`ru_maxrss`) is its own: `peak_rss_mib` is the process's peak, `training_mib` its growth over
+(Linux's VmHWM) is its own: `peak_rss_mib` is the process's peak, `training_mib` its growth over
 what the process held before the first step (torch, the model, the data): the activations kept
 for the backward pass, the gradients, Adam's state and the allocator's slack. On a GPU,
 `cuda_peak_mib` is `torch.cuda.max_memory_allocated` over the timed training.
@@ -80,8 +80,6 @@ def build_cell(model: str, width: int, batch: int) -> tuple[Any, Any, Any]:
 
 def cell(model: str, width: int, batch: int, seconds: float, device: str) -> dict[str, Any]:
     """Train one cell in this process and measure it (run it in a fresh process: see `run_cell`)."""
-    import resource
-
     import torch
 
     import dlab
@@ -107,7 +105,7 @@ def cell(model: str, width: int, batch: int, seconds: float, device: str) -> dic
         return sum(record["time_s"] for record in history.records)
 
     fit(1, size=1)  # what any fit loads (modules, kernels) is in the baseline, not the training
-    before_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before_mib = runtime.resident_peak_mib() or 0.0  # this process's own (not ru_maxrss: see it)
     per_step = fit(3) / 3  # warm-up at the cell's size, and the length of the timed fit
     steps = max(MIN_STEPS, min(2000, round(seconds / per_step)))
     runtime.reset_peak_memory(torch.device(device))

@@ -235,28 +235,44 @@ def hardware_summary(device: Any = None) -> dict[str, Any]:
 
 
 def reset_peak_memory(device: Any = None) -> None:
-    """Start counting the device's peak memory afresh (CUDA; the process's resident peak cannot
-    be reset, see `peak_memory`)."""
+    """Start counting peak memory afresh: the process's resident peak where Linux allows it
+    (`/proc/self/clear_refs`), and the device's on a GPU."""
     import torch
 
+    # Linux only (elsewhere the peak counts from the start); 5 resets VmHWM to the current size
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
     if device is not None and getattr(device, "type", "") == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def resident_peak_mib() -> float | None:
+    """This process's peak resident memory in MiB, since it started or since
+    `reset_peak_memory`: Linux's VmHWM, else `ru_maxrss`. On Linux `ru_maxrss` keeps, across
+    exec, the resident size of the process that started this one: a run started by a 2 GB
+    process reported 2 GB before its first step."""
+    status = "/proc/self/status"
+    with contextlib.suppress(OSError, ValueError, IndexError), open(status, errors="replace") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(kib / (1024 if sys.platform != "darwin" else 2**20), 1)
+
+
 def peak_memory(device: Any = None) -> dict[str, float]:
-    """Peak memory in MiB: the process's resident set since it started (`ru_maxrss`: the run's
-    own peak when it trains in a process of its own, as from the CLI), and on a GPU the tensors'
-    peak since `reset_peak_memory` (the run's own)."""
+    """Peak memory in MiB since `reset_peak_memory`: the process's resident set (see
+    `resident_peak_mib`), and on a GPU the tensors'."""
     import torch
 
     peaks: dict[str, float] = {}
-    try:
-        import resource
-
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-        peaks["peak_rss_mib"] = round(kib / (1024 if sys.platform != "darwin" else 2**20), 1)
-    except (ImportError, OSError):  # Windows has no resource module
-        pass
+    resident = resident_peak_mib()
+    if resident is not None:
+        peaks["peak_rss_mib"] = resident
     if device is not None and getattr(device, "type", "") == "cuda":
         peaks["cuda_peak_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return peaks
