@@ -105,7 +105,7 @@ def cell(model: str, width: int, batch: int, seconds: float, device: str) -> dic
         return sum(record["time_s"] for record in history.records)
 
     fit(1, size=1)  # what any fit loads (modules, kernels) is in the baseline, not the training
-    before_mib = runtime.resident_peak_mib() or 0.0  # this process's own (not ru_maxrss: see it)
+    before_mib = runtime.resident_peak_mib() or 0.0  # own peak: see runtime.resident_peak_mib
     per_step = fit(3) / 3  # warm-up at the cell's size, and the length of the timed fit
     steps = max(MIN_STEPS, min(2000, round(seconds / per_step)))
     runtime.reset_peak_memory(torch.device(device))
