@@ -52,6 +52,21 @@ def test_a_run_directory_holds_everything(run):
     assert len(run.history) == 2 and run.history["val_accuracy"][-1] > 0.8
 
 
+def test_a_bf16_run_is_evaluated_in_bf16(run):
+    def first_layer_dtypes(opened):
+        dtypes = set()
+        first = next(m for m in opened.model.modules() if isinstance(m, nn.Conv2d))
+        first.register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
+        return opened.evaluate("test", write=False), dtypes
+
+    plain, plain_dtypes = first_layer_dtypes(dlab.load(run.path))
+    bf16 = dlab.load(run.path)
+    bf16.recipe = bf16.recipe.override("train.precision=bf16")
+    report, dtypes = first_layer_dtypes(bf16)
+    assert plain_dtypes == {torch.float32} and dtypes == {torch.bfloat16}
+    assert abs(report["accuracy"] - plain["accuracy"]) <= 0.02  # 10 of 500 images at most
+
+
 def test_the_saved_recipe_rebuilds_the_exact_model(run):
     again = dlab.load(run.path)
     assert again.recipe == run.recipe

@@ -116,13 +116,22 @@ class Run:
                 self._model = load_weights(model, self.dir.weights).eval()
         return self._model
 
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The precision the run trained in: bf16 autocast for a bf16 recipe (not for a
+        quantized model, whose integer kernels take float32), else nothing."""
+        quantized = (self.dir.meta.get("compression") or {}).get("method") == "quantize"
+        if self.recipe.train.precision == "bf16" and not quantized:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def evaluate(
         self, split: str = "test", write: bool = True, bundle: DataBundle | None = None
     ) -> dict[str, Any]:
         """The task's report on `split` (see dlab.tasks); written to eval/<split>.json."""
         bundle = bundle or datasets.build(self.recipe.data, self.recipe.seed)
         task = task_of(bundle.meta)
-        report = task.evaluate(self, bundle, split)
+        with self.autocast():
+            report = task.evaluate(self, bundle, split)
         report["split"] = split
         if write:
             out = self.path / "eval"

@@ -116,6 +116,7 @@ MODELS: Registry[Any] = Registry(
         "dlab.models.cnn",
         "dlab.models.cnn1d",
         "dlab.models.resnet",
+        "dlab.models.airbench",
         "dlab.models.recurrent",
         "dlab.models.transformer",
         "dlab.models.gpt",

@@ -10,6 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from dlab.data import build
@@ -214,6 +215,19 @@ def test_random_crop_shifts_content_within_the_padding():
     for b in range(2):  # every kept pixel is a pixel of the same image, or padding (0)
         kept = cropped[b][cropped[b] > 0]
         assert set(kept.tolist()) <= set(images[b].flatten().tolist())
+
+
+def test_a_reflected_crop_fills_the_border_with_the_image_mirrored():
+    torch.manual_seed(0)
+    images = torch.arange(64 * 6 * 6, dtype=torch.float32).view(64, 1, 6, 6) + 1
+    cropped = random_crop(images, 2, fill="reflect")
+    assert bool((cropped > 0).all())  # no zeros: the padding holds pixels of the image
+    for b in range(64):
+        assert set(cropped[b].flatten().tolist()) <= set(images[b].flatten().tolist())
+    shifted = (cropped != images).flatten(1).any(1)
+    assert 40 < int(shifted.sum()) < 64  # 24 of 25 offsets move the image
+    reference = F.pad(images[:1], (2, 2, 2, 2), mode="reflect")[0, 0]
+    assert reference[0, 0] == images[0, 0, 2, 2]  # what "mirrored" means: no edge repeated
 
 
 def test_flip_and_cutout():

@@ -114,3 +114,50 @@ def test_cosine_follows_its_formula_to_min_factor():
     floor = 0.01
     expected = [floor + (0.1 - floor) * (1 + math.cos(math.pi * s / 20)) / 2 for s in range(20)]
     assert rates == pytest.approx(expected, rel=1e-9)
+
+
+def test_norm_lr_scale_gives_normalisation_parameters_their_own_rate_and_decay():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    section = {"name": "sgd", "lr": 0.1, "weight_decay": 0.5, "norm_lr_scale": 64}
+    optimizer = OPTIMIZERS.build(_train_section(optimizer=section).optimizer, model)
+    norm = {id(model[1].weight), id(model[1].bias)}
+    assert [g["lr"] for g in optimizer.param_groups] == [0.1, 0.1, 0.1 * 64]
+    assert {id(p) for p in optimizer.param_groups[-1]["params"]} == norm
+    assert optimizer.param_groups[-1]["weight_decay"] == 0.0  # norms are not decayed by default
+    assert optimizer.param_groups[0]["weight_decay"] == 0.5  # the weights' group stays first
+    decayed = {"norm_decay": True, **section}
+    optimizer = OPTIMIZERS.build(_train_section(optimizer=decayed).optimizer, model)
+    group = optimizer.param_groups[-1]
+    # the same shrink per step as the weights: lr·λ = (64 lr)·(λ / 64)
+    assert group["lr"] * group["weight_decay"] == pytest.approx(0.1 * 0.5)
+    plain = OPTIMIZERS.build(_train_section(optimizer={"name": "sgd"}).optimizer, model)
+    assert len(plain.param_groups) == 1  # without the switch nothing changes
+
+
+def test_onecycle_keeps_each_groups_own_peak_and_can_anneal_linearly_like_airbench():
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    section = {"name": "sgd", "lr": 0.5, "momentum": 0.85, "nesterov": True, "norm_lr_scale": 8}
+    optimizer = OPTIMIZERS.build(_train_section(optimizer=section).optimizer, model)
+    schedule = {
+        "name": "onecycle",
+        **{"pct_start": 0.23, "div_factor": 5, "final_div_factor": 0.2 / 0.07},
+        **{"anneal": "linear", "cycle_momentum": False},
+    }
+    total = 100
+    scheduler = build_scheduler(
+        _train_section(scheduler=schedule).scheduler, optimizer, total, 10, 0
+    )
+    warm = 0.23 * total - 1  # torch's rise ends on step pct_start·total − 1
+
+    def airbench(step):  # airbench94's get_lr, with its rise ending where torch's does
+        if step < warm:
+            return 0.2 + 0.8 * step / warm
+        return 1.0 - 0.93 * (step - warm) / (total - 1 - warm)
+
+    for step in range(total):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * airbench(step), rel=1e-9)
+        assert optimizer.param_groups[1]["lr"] == pytest.approx(8 * 0.5 * airbench(step))
+        assert optimizer.param_groups[0]["momentum"] == 0.85  # not cycled
+        optimizer.step()
+        scheduler.step()

@@ -89,6 +89,21 @@ def test_bf16_runs_the_forward_matmuls_in_bfloat16():
     assert dtypes == [torch.float32] * 2
 
 
+def test_bf16_validates_in_bfloat16_too():
+    seen: list[tuple[bool, torch.dtype]] = []
+    model = mlp()
+    model[0].register_forward_hook(
+        lambda module, args, out: seen.append((module.training, out.dtype))
+    )
+    fit(model, blobs(), epochs=1, precision="bf16")
+    first_step = [training for training, _ in seen].index(True)  # after setup's FLOP count
+    validation = [dtype for training, dtype in seen[first_step:] if not training]
+    assert validation and set(validation) == {torch.bfloat16}
+    seen.clear()
+    fit(model, blobs(), epochs=1)
+    assert {dtype for _, dtype in seen} == {torch.float32}
+
+
 def test_gradient_accumulation_needs_a_sample_in_every_micro_batch():
     with pytest.raises(DlabError, match="need at least 4 samples in every batch.*last batch of 2"):
         fit(mlp(), blobs(n=202), grad_accumulation=4)

@@ -95,6 +95,11 @@ RESUME_CASES = {
         "l2": 1e-3,
         "loss": {"name": "cross_entropy", "label_smoothing": 0.1},
     },
+    "sgd+lookahead+linear-onecycle": {
+        "optimizer": {"name": "sgd", "momentum": 0.85, "nesterov": True, "lr": 0.05},
+        "scheduler": {"name": "onecycle", "anneal": "linear", "cycle_momentum": False},
+        "lookahead": {"every": 3},  # not a divisor of the checkpoint step (28)
+    },
     "linear+early-stopping": {
         "scheduler": "linear",
         "early_stopping": {"monitor": "val_loss", "patience": 5},

@@ -15,10 +15,12 @@ import torch.nn.functional as F
 from dlab.recipe import AugmentConfig, SoundAugmentConfig
 
 
-def random_crop(images: torch.Tensor, padding: int) -> torch.Tensor:
-    """Pad (B, C, H, W) images by `padding` and cut each back to H×W at a random offset."""
+def random_crop(images: torch.Tensor, padding: int, fill: str = "zeros") -> torch.Tensor:
+    """Pad (B, C, H, W) images by `padding` (zeros, or the image mirrored: fill="reflect") and
+    cut each back to H×W at a random offset."""
     batch, _, height, width = images.shape
-    padded = F.pad(images, (padding,) * 4)  # (B, C, H+2p, W+2p)
+    mode = "reflect" if fill == "reflect" else "constant"
+    padded = F.pad(images, (padding,) * 4, mode=mode)  # (B, C, H+2p, W+2p)
     dy = torch.randint(0, 2 * padding + 1, (batch, 1), device=images.device)
     dx = torch.randint(0, 2 * padding + 1, (batch, 1), device=images.device)
     rows = (dy + torch.arange(height, device=images.device))[:, :, None]  # (B, H, 1)
@@ -54,7 +56,7 @@ def build_augment(config: AugmentConfig | None) -> Callable[[torch.Tensor], torc
 
     def augment(images: torch.Tensor) -> torch.Tensor:
         if config.crop_padding:
-            images = random_crop(images, config.crop_padding)
+            images = random_crop(images, config.crop_padding, config.crop_fill)
         if config.flip:
             images = random_flip(images)
         if config.cutout:

@@ -79,7 +79,10 @@ class AugmentConfig(Section):
     """Training-time image augmentation (validation and test images are never augmented)."""
 
     crop_padding: int = Field(
-        0, ge=0, description="random crop after zero-padding each side by this many pixels"
+        0, ge=0, description="random crop after padding each side by this many pixels"
+    )
+    crop_fill: Literal["zeros", "reflect"] = Field(
+        "zeros", description="what the crop's padding holds: zeros, or the image mirrored"
     )
     flip: bool = Field(
         False, description="mirror half of the images left-right (not for digits or text)"
@@ -168,6 +171,17 @@ class OptimizerConfig(ComponentConfig):
         1e-3, gt=0, description="learning rate (the peak rate when a scheduler is used)"
     )
     weight_decay: float = Field(0.0, ge=0, description="weight decay applied by the optimizer")
+    norm_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        description="learning rate of normalisation layers' parameters = lr × this (airbench "
+        "trains its batch-norm shifts at 64×)",
+    )
+    norm_decay: bool = Field(
+        False,
+        description="decay normalisation parameters too, by weight_decay / norm_lr_scale: the "
+        "same shrink per step as the weights (airbench); off, they are never decayed",
+    )
 
 
 class LossConfig(ComponentConfig):
@@ -204,6 +218,22 @@ class EarlyStopping(Section):
         if self.mode != "auto":
             return self.mode
         return "min" if lower_is_better(self.monitor) else "max"
+
+
+class Lookahead(Section):
+    """Lookahead on the weights (airbench's form): every `every` steps a slow copy moves toward
+    the weights by 1 − d and the weights jump to it, d = decay·(step/total)^power; the run ends
+    on the slow copy."""
+
+    every: int = Field(5, ge=1, description="steps between updates of the slow weights")
+    decay: float = Field(
+        0.95**5, gt=0, lt=1, description="how much of the slow copy stays at an update, at the end"
+    )
+    power: float = Field(
+        3.0,
+        ge=0,
+        description="the decay ramps as (step/total)^power: early updates follow the weights",
+    )
 
 
 class Privacy(Section):
@@ -302,6 +332,9 @@ class TrainConfig(Section):
         "ddp",
         description="with --nproc: ddp keeps a whole model per process; fsdp shards parameters, "
         "gradients and optimizer state across processes (for models too big for one device)",
+    )
+    lookahead: Lookahead | None = Field(
+        None, description="average the weights with a slow copy every few steps (airbench)"
     )
     privacy: Privacy | None = Field(
         None, description="train with DP-SGD through Opacus: {epsilon, delta, max_grad_norm}"

@@ -8,6 +8,7 @@ Every schedule is a torch scheduler stepped once per optimizer step, so `state_d
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -24,16 +25,38 @@ def decayed(param: nn.Parameter) -> bool:
     return param.ndim >= 2
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two parameter groups: decayed weights, and everything else without decay (one group when
-    there is no decay: each group costs the optimizer a pass of Python per step)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+NORMS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+
+
+def param_groups(model: nn.Module, config: OptimizerConfig) -> list[dict]:
+    """Parameter groups: decayed weights, then everything else without decay (one group when
+    there is no decay: each group costs the optimizer a pass of Python per step). With
+    `norm_lr_scale` or `norm_decay`, normalisation layers' parameters get a group of their own
+    at lr × norm_lr_scale, decayed by weight_decay / norm_lr_scale if `norm_decay`."""
+    weight_decay = config.weight_decay
+    norm_ids: set[int] = set()
+    if config.norm_lr_scale != 1 or config.norm_decay:
+        norm_ids = {
+            id(p) for m in model.modules() if isinstance(m, NORMS) for p in m.parameters(False)
+        }
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in norm_ids]
+    norms = [p for p in model.parameters() if p.requires_grad and id(p) in norm_ids]
     if not weight_decay:
-        return [{"params": params, "weight_decay": 0.0}]
-    groups = [
-        {"params": [p for p in params if decayed(p)], "weight_decay": weight_decay},
-        {"params": [p for p in params if not decayed(p)], "weight_decay": 0.0},
-    ]
+        groups = [{"params": params, "weight_decay": 0.0}]
+    else:
+        groups = [
+            {"params": [p for p in params if decayed(p)], "weight_decay": weight_decay},
+            {"params": [p for p in params if not decayed(p)], "weight_decay": 0.0},
+        ]
+    if norms:
+        scale = config.norm_lr_scale
+        decay = weight_decay / scale if config.norm_decay else 0.0
+        groups.append({"params": norms, "lr": config.lr * scale, "weight_decay": decay})
     return [g for g in groups if g["params"]]
 
 
@@ -104,7 +127,7 @@ def _fused(
 def build_sgd(config: SGDConfig, model: nn.Module) -> torch.optim.Optimizer:
     return _fused(
         torch.optim.SGD,
-        param_groups(model, config.weight_decay),
+        param_groups(model, config),
         lr=config.lr,
         momentum=config.momentum,
         nesterov=config.nesterov,
@@ -115,7 +138,7 @@ def build_sgd(config: SGDConfig, model: nn.Module) -> torch.optim.Optimizer:
 def build_adam(config: AdamConfig, model: nn.Module) -> torch.optim.Optimizer:
     return _fused(
         torch.optim.Adam,
-        param_groups(model, config.weight_decay),
+        param_groups(model, config),
         lr=config.lr,
         betas=config.betas,
         eps=config.eps,
@@ -128,7 +151,7 @@ def build_adam(config: AdamConfig, model: nn.Module) -> torch.optim.Optimizer:
 def build_adamw(config: AdamWConfig, model: nn.Module) -> torch.optim.Optimizer:
     return _fused(
         torch.optim.AdamW,
-        param_groups(model, config.weight_decay),
+        param_groups(model, config),
         lr=config.lr,
         betas=config.betas,
         eps=config.eps,
@@ -138,7 +161,7 @@ def build_adamw(config: AdamWConfig, model: nn.Module) -> torch.optim.Optimizer:
 @OPTIMIZERS.register("rmsprop", config=RMSpropConfig, summary="RMSprop (Hinton)")
 def build_rmsprop(config: RMSpropConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(
-        param_groups(model, config.weight_decay),
+        param_groups(model, config),
         lr=config.lr,
         alpha=config.alpha,
         eps=config.eps,
@@ -173,6 +196,14 @@ class OneCycleConfig(SchedulerConfig):
     pct_start: float = Field(0.25, gt=0, lt=1, description="fraction of training spent rising")
     div_factor: float = Field(25.0, ge=1, description="start rate = peak / div_factor")
     final_div_factor: float = Field(1e4, ge=1, description="final rate = start / final_div_factor")
+    anneal: Literal["cos", "linear"] = Field(
+        "cos", description="shape of the rise and the fall: cosine (Smith) or straight lines"
+    )
+    cycle_momentum: bool = Field(
+        True,
+        description="cycle the momentum (or Adam's β₁) inversely to the rate, as Smith does; "
+        "off, it stays as the optimizer sets it",
+    )
 
 
 class LinearDecayConfig(SchedulerConfig):
@@ -214,7 +245,7 @@ def build_cosine(
 def build_onecycle(
     config: OneCycleConfig, optimizer, total_steps: int, steps_per_epoch: int
 ) -> Scheduler:
-    peak = optimizer.param_groups[0]["lr"]
+    peaks = [group["lr"] for group in optimizer.param_groups]  # each group its own peak
     total = max(2, total_steps)
     pct_start = config.pct_start
     if abs(pct_start * total - 1) < 1e-9:
@@ -223,13 +254,15 @@ def build_onecycle(
         pct_start *= 1 + 1e-6
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
-        max_lr=peak,
+        max_lr=peaks,
         total_steps=total,
         pct_start=pct_start,
+        anneal_strategy=config.anneal,
         div_factor=config.div_factor,
         final_div_factor=config.final_div_factor,
-        # cycle momentum (or Adam's β₁) inversely to the rate, as Smith does, where there is one
-        cycle_momentum=optimizer.defaults.get("momentum", 0) > 0 or "betas" in optimizer.defaults,
+        # cycle momentum (or Adam's β₁) inversely to the rate, where there is one
+        cycle_momentum=config.cycle_momentum
+        and (optimizer.defaults.get("momentum", 0) > 0 or "betas" in optimizer.defaults),
     )
 
 

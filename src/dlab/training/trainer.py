@@ -33,6 +33,7 @@ from dlab.tasks import task_of
 from dlab.training import distributed
 from dlab.training.callbacks import Callback, EarlyStopping, ProgressBar, TensorBoard
 from dlab.training.checkpoint import CheckpointStore
+from dlab.training.lookahead import Lookahead
 from dlab.training.losses import weight_penalty
 from dlab.training.metrics import build_metrics, evaluate, forward, to_device
 from dlab.training.optim import build_optimizer, build_scheduler
@@ -93,6 +94,7 @@ class Trainer:
         self.optimizer = build_optimizer(config.optimizer, self.model)
         self.privacy = self._private() if config.privacy is not None else None
         self.scheduler = self._schedule()
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
         self._penalised = bool(config.l1 or config.l2)
         self._plain = self._plain_steps()
 
@@ -147,6 +149,7 @@ class Trainer:
             TensorBoard(str(self.out_dir / "tb"))
             if self.out_dir and self.main and "tensorboard" in self.config.loggers
             else None,
+            Lookahead(self.config.lookahead) if self.config.lookahead is not None else None,
             self.early_stopping,
         ]
         return [c for c in own if c is not None] + list(extra)
@@ -302,7 +305,7 @@ class Trainer:
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         elif logging_now:
             grad_norm = self.strategy.grad_norm(self.model)
-        lr = self.optimizer.param_groups[0]["lr"]
+        self.last_lr = lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -337,13 +340,16 @@ class Trainer:
         record["train_loss"] = mean(tally.epoch_loss, max(tally.epoch_count, 1))
         if tally.scores_accuracy:
             record["train_accuracy"] = mean(tally.epoch_correct, tally.epoch_scored.clamp_min(1))
-        if self.val_loader is not None:
-            record.update(
-                evaluate(
-                    self.model, self.val_loader, self.loss_fn, self.metrics, self.device, "val_"
+        if self.val_loader is not None:  # in the training precision, as the test split is
+            with self.precision.autocast():
+                record.update(
+                    evaluate(
+                        self.model, self.val_loader, self.loss_fn, self.metrics, self.device, "val_"
+                    )
                 )
-            )
-        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        # the rate of the epoch's last step: the schedule has moved on, past its end after the
+        # last step (a linear one-cycle then gives a negative rate that no step uses)
+        record["lr"] = self.last_lr
         if self.privacy is not None:
             record["epsilon"] = self.privacy.epsilon()
         record["time_s"] = seconds
