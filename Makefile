@@ -77,9 +77,10 @@ mutation: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[mutation]"
 	DLAB_TEST_DATA=$${DLAB_TEST_DATA:-$(abspath ..)/shared/data} $(PY) tests/mutation_run.py $(MUTATION_GROUPS)
 
-# The performance suite (about 40 minutes on 2 cores; `python -m benchmarks SUITE` runs one).
-# Lightning is only a comparison point, so it lives in the bench extra, not in the package.
-BENCH_SUITES ?= threads overhead speed utilisation scaling inference serve
+# The performance suite (about 80 minutes on 2 cores, half of it the CIFAR-10 record's three
+# seeds; `python -m benchmarks SUITE` runs one). Lightning is only a comparison point, so it
+# lives in the bench extra, not in the package.
+BENCH_SUITES ?= threads overhead speed utilisation scaling inference serve cifar
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[bench]"
 	set -e; for suite in $(BENCH_SUITES); do $(PY) -m benchmarks $$suite; done

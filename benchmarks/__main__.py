@@ -6,6 +6,7 @@ import sys
 
 SUITES = {
     "accuracy": "benchmarks.accuracy",
+    "cifar": "benchmarks.cifar",
     "clustering": "benchmarks.clustering",
     "compress": "benchmarks.compress",
     "data": "benchmarks.data",

@@ -103,6 +103,17 @@ def write_results(
     return path
 
 
+def with_peak_memory(call: Any) -> dict[str, Any]:
+    """`call()`'s row with `peak_rss_mib`: this process's peak resident memory while it ran
+    (the libraries and data already loaded included)."""
+    from dlab import runtime
+
+    runtime.reset_peak_memory()
+    row = call()
+    row["peak_rss_mib"] = runtime.resident_peak_mib()
+    return row
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """A markdown table of `rows` restricted to `columns`."""
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]

@@ -254,6 +254,7 @@ def measure(scale: float, repeats: int, device: str = "cpu") -> list[dict]:
         if lightning is not None:
             runners["Lightning"] = partial(lightning_fit, **common, adam=adam)
         rates: dict[str, list[float]] = {k: [] for k in runners}
+        peaks: dict[str, list[float]] = {k: [] for k in runners}
         for runner in runners.values():  # warm-up: first-call costs paid before timing
             torch.set_num_threads(threads)
             runner(copy.deepcopy(initial))
@@ -261,11 +262,13 @@ def measure(scale: float, repeats: int, device: str = "cpu") -> list[dict]:
             for label, runner in runners.items():
                 model = copy.deepcopy(initial)
                 torch.set_num_threads(threads)
+                runtime.reset_peak_memory()  # outside the clock, as the reading after it
                 synchronize(device)
                 started = time.perf_counter()
                 runner(model)
                 synchronize(device)
                 rates[label].append(steps * batch / (time.perf_counter() - started))
+                peaks[label].append(runtime.resident_peak_mib() or 0.0)
         row = {
             "model": name,
             "device": device,
@@ -277,6 +280,7 @@ def measure(scale: float, repeats: int, device: str = "cpu") -> list[dict]:
         for label, values in rates.items():
             row[f"{label} samples/s"] = round(statistics.median(values), 1)
             row[f"{label} spread"] = f"{min(values):.0f}-{max(values):.0f}"
+            row[f"{label} peak_rss_mib"] = max(peaks[label])  # the process's, data included
         hand = statistics.median(rates["hand loop"])
         row["dlab / hand"] = round(statistics.median(rates["dlab"]) / hand, 3)
         if "Lightning" in rates:

@@ -36,6 +36,7 @@ from benchmarks.common import (
     markdown_table,
     real_data_dir,
     synchronize,
+    with_peak_memory,
     write_results,
 )
 
@@ -231,11 +232,17 @@ def time_to_accuracy(
     return stop.race.row(label, seed)
 
 
+def measured(runner, *args, **kwargs) -> dict:
+    """One run's row with the peak resident memory of the process while it ran."""
+    return with_peak_memory(functools.partial(runner, *args, **kwargs))
+
+
 def race(label: str, runs: list[dict]) -> dict:
     """The seeds' runs as one row: time to target (mean, min, max over the runs that reached
     it), the share that did, and the test accuracy at the stop (mean, min, max)."""
     times = [r["seconds_to_target"] for r in runs if r["seconds_to_target"] is not None]
     tests = [r["test_accuracy_at_stop"] for r in runs if r["test_accuracy_at_stop"] is not None]
+    peaks = [r["peak_rss_mib"] for r in runs if r.get("peak_rss_mib") is not None]
     return {
         "run": label,
         "target": runs[0]["target"],
@@ -247,6 +254,7 @@ def race(label: str, runs: list[dict]) -> dict:
         "mean_test_accuracy": round(sum(tests) / len(tests), 4) if tests else None,
         "min_test_accuracy": min(tests, default=None),
         "max_test_accuracy": max(tests, default=None),
+        "peak_rss_mib": max(peaks, default=None),
         "runs": runs,
     }
 
@@ -274,7 +282,7 @@ def char_gpt() -> dict:
 
 
 TABLE = ["run", "target", "seeds", "reached", "mean_seconds", "min_seconds", "max_seconds",
-         "mean_test_accuracy", "min_test_accuracy"]  # fmt: skip
+         "mean_test_accuracy", "min_test_accuracy", "peak_rss_mib"]  # fmt: skip
 
 
 def with_speedup(row: dict, baseline: dict, name: str) -> dict:
@@ -296,17 +304,22 @@ def main(args: list[str]) -> None:
     os.environ["DLAB_DATA_DIR"] = str(real_data_dir())
     rows, seeds = [], range(options.seeds)
     if "mnist" in options.suites:
-        fast = race("dlab mnist_fast.yaml", [time_to_accuracy("mnist_fast", seed=s) for s in seeds])
-        by_hand = race("mnist_fast.yaml as a hand loop", [fast_recipe_by_hand(s) for s in seeds])
-        seed = race("seed recipe", [seed_recipe(options.max_epochs, seed=s) for s in seeds])
+        fast = race("dlab mnist_fast.yaml",
+                    [measured(time_to_accuracy, "mnist_fast", seed=s) for s in seeds])  # fmt: skip
+        by_hand = race("mnist_fast.yaml as a hand loop",
+                       [measured(fast_recipe_by_hand, s) for s in seeds])  # fmt: skip
+        seed = race("seed recipe",
+                    [measured(seed_recipe, options.max_epochs, seed=s) for s in seeds])  # fmt: skip
         rows += [seed, with_speedup(by_hand, seed, "seed"), with_speedup(fast, seed, "seed")]
         with_speedup(fast, by_hand, "hand_loop")
         print(markdown_table(rows[-3:], [*TABLE, "speedup_vs_seed", "speedup_vs_hand_loop"]))
     if "fashion" in options.suites:
-        fast = race("dlab fashion_mnist_fast.yaml", [time_to_accuracy("fashion_mnist_fast")])
-        resnet = race("dlab fashion_mnist_resnet.yaml", [time_to_accuracy("fashion_mnist_resnet")])
+        fast = race("dlab fashion_mnist_fast.yaml",
+                    [measured(time_to_accuracy, "fashion_mnist_fast")])  # fmt: skip
+        resnet = race("dlab fashion_mnist_resnet.yaml",
+                      [measured(time_to_accuracy, "fashion_mnist_resnet")])  # fmt: skip
         seed = race("seed recipe on fashion_mnist",
-                    [seed_recipe(options.max_epochs, dataset="fashion_mnist")])  # fmt: skip
+                    [measured(seed_recipe, options.max_epochs, dataset="fashion_mnist")])  # fmt: skip
         rows += [seed, resnet, with_speedup(with_speedup(fast, seed, "seed"), resnet, "resnet")]
         print(markdown_table(rows[-3:], [*TABLE, "speedup_vs_resnet", "speedup_vs_seed"]))
     if "gpt" in options.suites:
