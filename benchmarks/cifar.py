@@ -1,6 +1,6 @@
 """CIFAR-10 records on this machine: `cifar10_fast.yaml` (airbench94's methods) over seeds.
 
-python -m benchmarks cifar [--seeds 3] [--epochs 10 4]
+python -m benchmarks cifar [--seeds 3] [--epochs 15 10]
 
 Each `--epochs` value is one configuration of the recipe (its one-cycle schedule spans them), run
 for every seed. A run trains on 45,000 images, validates on the 5,000 the recipe holds out after
@@ -74,7 +74,7 @@ def summary(runs: list[dict]) -> dict:
 def main(args: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks cifar")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, nargs="+", default=[10])
+    parser.add_argument("--epochs", type=int, nargs="+", default=[15])
     options = parser.parse_args(args)
     os.environ["DLAB_DATA_DIR"] = str(real_data_dir())
     rows = []
