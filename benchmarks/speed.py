@@ -167,7 +167,7 @@ def fast_recipe_by_hand(seed: int = 0, device: str = "cpu") -> dict:
     train, batch = recipe.train, recipe.data.batch_size
     sgd = train.optimizer
     optimizer = torch.optim.SGD(
-        param_groups(model, sgd.weight_decay), lr=sgd.lr, momentum=sgd.momentum, nesterov=True
+        param_groups(model, sgd), lr=sgd.lr, momentum=sgd.momentum, nesterov=True
     )
     steps_per_epoch = -(-len(x) // batch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
