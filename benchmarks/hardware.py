@@ -162,7 +162,9 @@ def utilisation_rows(
 
     Each recipe trains its steps twice: the first fit pays the one-off costs (CUDA start, cuDNN
     autotuning, compilation), the second is measured (its epoch's training time, which ends by
-    reading a value from the device, so queued GPU work is inside it; validation is not).
+    reading a value from the device, so queued GPU work is inside it; validation is not). The
+    row's peak memory is the second fit's: the process's resident peak (the data set and the
+    libraries included) and, on a GPU, the peak of allocated tensors.
     """
     os.environ["DLAB_DATA_DIR"] = str(real_data_dir())
     import torch
@@ -190,6 +192,7 @@ def utilisation_rows(
         model = build_model(recipe.model, bundle.meta)
         per_sample = runtime.count_forward_flops(model, x) / len(x)
         for _ in range(2):  # the first pays the one-off costs
+            runtime.reset_peak_memory(torch.device(device))  # so the row's peak is the second's
             history = dlab.fit(
                 model,
                 bundle,
@@ -218,6 +221,7 @@ def utilisation_rows(
                 "achieved_GFLOP_s": round(achieved / 1e9, 1),
                 "matmul_peak_GFLOP_s": round(peak / 1e9, 1),
                 "utilisation": round(achieved / peak, 3),
+                **runtime.peak_memory(torch.device(device)),  # data and model included
             }
         )
         print(markdown_table(rows[-1:], list(rows[-1])), flush=True)

@@ -4,7 +4,10 @@ python -m benchmarks inference [--repeats 200]
 
 The seed CNN (MNIST inputs; weights from a short training run so int8 calibration sees real
 activations). Engines alternate call by call (A, B, C, D, A, ...) so drift hits all alike; p50/p99
-latency and throughput (inputs/s at the median). Every torch engine runs under
+latency and throughput (inputs/s at the median). Then each engine alone runs a few calls for its
+memory: the process's peak resident memory meanwhile (every engine is loaded, so it differs little
+between rows) and `call_mib`, how far that peak rose over what the process held before the calls
+(the engine's working memory for one batch); on a GPU also `torch.cuda.max_memory_allocated`. Every torch engine runs under
 `torch.inference_mode`. torch.compile runs twice: with its defaults (dynamic shapes), and as
 inference suits it (weights frozen into the graph, static shapes); its one-off compile time is
 reported beside it, since on short CPU jobs it can cost more than it saves.
@@ -31,9 +34,9 @@ def latency_rows(
     device: str = "cpu",
     batches: tuple[int, ...] = (1, 64),
 ) -> list[dict]:
-    """p50/p99 latency and throughput of each engine at each batch size, engines alternating
-    call by call; the first engine is the baseline of `speedup_vs_eager`. On a GPU every call is
-    timed to the end of its work (synchronised)."""
+    """p50/p99 latency, throughput and memory (`call_memory`) of each engine at each batch size,
+    engines alternating call by call; the first engine is the baseline of `speedup_vs_eager`. On
+    a GPU every call is timed to the end of its work (synchronised)."""
     rows = []
     for batch in batches:
         x = images[:batch].contiguous()
@@ -62,9 +65,31 @@ def latency_rows(
                     "inputs_per_s": round(batch / p50),
                     "speedup_vs_eager": round(baseline / p50, 2),
                     "max_abs_diff_vs_eager": f"{agreement[name]:.1e}",
+                    **call_memory(engines[name], x, device),
                 }
             )
     return rows
+
+
+def call_memory(engine: Callable, x: Any, device: str = "cpu", calls: int = 5) -> dict:
+    """Peak memory in MiB while `engine(x)` runs `calls` times: the process's resident peak,
+    `call_mib` (its rise over the resident size before the calls) and, on a GPU, the peak of
+    allocated tensors."""
+    import torch
+
+    from dlab import runtime
+
+    where = torch.device(device)
+    synchronize(device)
+    runtime.reset_peak_memory(where)
+    before = runtime.resident_peak_mib()  # right after the reset the peak is the current size
+    for _ in range(calls):
+        engine(x)
+    synchronize(device)
+    peaks: dict[str, Any] = runtime.peak_memory(where)
+    if before is not None and "peak_rss_mib" in peaks:
+        peaks["call_mib"] = round(peaks["peak_rss_mib"] - before, 1)
+    return peaks
 
 
 def main(args: list[str]) -> None:

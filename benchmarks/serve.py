@@ -5,8 +5,8 @@ python -m benchmarks serve [RUN_DIR] [--requests 2000] [--concurrency 16]
 Without RUN_DIR it trains the demo MNIST CNN first (mnist_sample, offline, about a minute). Each
 configuration starts a real `dlab serve` process; a client process-local asyncio loop keeps
 `concurrency` requests in flight (one real MNIST digit each, as JSON) until `requests` are answered.
-Reports status counts (any 5xx fails the run), p50/p90/p99 latency, throughput and the mean
-micro-batch size read back from the server's /metrics.
+Reports status counts (any 5xx fails the run), p50/p90/p99 latency, throughput, and the mean
+micro-batch size and the server process's peak resident memory, read back from its /metrics.
 """
 
 from __future__ import annotations
@@ -53,9 +53,11 @@ async def load(base: str, bodies: list[bytes], requests: int, concurrency: int) 
         metrics = (await client.get("/metrics")).text
     batches = float(metrics.split("dlab_batch_size_count ")[1].split()[0])
     inputs = float(metrics.split("dlab_batch_size_sum ")[1].split()[0])
+    peak = float(metrics.split("\ndlab_peak_resident_memory_bytes ")[1].split()[0])
     return {
         **latency_summary(latencies, statuses, elapsed),
         "mean_batch": round(inputs / batches, 2),
+        "server_peak_rss_mib": round(peak / 2**20, 1),  # model loading included
     }
 
 

@@ -42,6 +42,7 @@ def test_every_gpu_section_runs_its_code_on_the_cpu(real_data_dir):
 
     (use,) = by_section["utilisation"]
     assert use["recipe"] == "mnist_fast" and use["utilisation"] > 0
+    assert use["peak_rss_mib"] > 100  # the process's, MNIST and torch included
 
     engines = {(row["engine"], row["batch"]): row for row in by_section["inference"]}
     assert set(engines) == {
@@ -49,6 +50,7 @@ def test_every_gpu_section_runs_its_code_on_the_cpu(real_data_dir):
     }
     assert engines["eager float32", 1]["speedup_vs_eager"] == 1
     assert float(engines["eager bf16 autocast", 64]["max_abs_diff_vs_eager"]) < 0.1
+    assert all(row["peak_rss_mib"] > 100 and row["call_mib"] >= 0 for row in engines.values())
 
 
 @pytest.mark.slow
@@ -93,6 +95,19 @@ def test_a_measured_run_carries_the_peak_memory_of_its_own_allocations():
     assert large["peak_rss_mib"] - small["peak_rss_mib"] > 150
     row = speed.race("x", [{**small, "target": "t"}, {**large, "target": "t"}])
     assert row["peak_rss_mib"] == large["peak_rss_mib"]
+
+
+def test_inference_rows_carry_each_engines_own_working_memory():
+    from benchmarks.inference import latency_rows
+
+    def engine(mib):  # a call that allocates `mib` MiB and touches every page
+        return lambda x: torch.ones(mib * 2**18).add_(x.sum())
+
+    engines = {"large": engine(200), "small": engine(8)}
+    rows = latency_rows(engines, torch.ones(4, 3), 3, {"large": 0.0, "small": 0.0}, batches=(2,))
+    memory = {row["engine"]: row for row in rows}
+    assert memory["large"]["call_mib"] > 150 and memory["small"]["call_mib"] < 50
+    assert memory["large"]["peak_rss_mib"] > memory["small"]["peak_rss_mib"] + 100
 
 
 def test_the_gpu_suite_refuses_a_missing_gpu_and_unknown_sections(real_data_dir):

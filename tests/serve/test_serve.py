@@ -191,6 +191,10 @@ def test_metrics_count_requests_by_route_and_status(image_run):
     assert 'dlab_requests_total{route="/predict",status="400"} 1.0' in text
     assert 'dlab_request_seconds_count{route="/predict"} 2.0' in text
     assert "dlab_batch_size_count 1.0" in text
+    # the process's memory: the peak is at least the current size, and both are real sizes
+    peak = float(text.split("\ndlab_peak_resident_memory_bytes ")[1].split()[0])
+    current = float(text.split("\nprocess_resident_memory_bytes ")[1].split()[0])
+    assert 50 * 2**20 < current <= peak + 2**20  # the peak is rounded to 0.1 MiB
 
 
 def test_a_token_guards_everything_but_the_page_and_health(image_run):

@@ -30,19 +30,14 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dlab.data.inputs import accepted_shapes, from_array, from_image_bytes, from_wav
 from dlab.errors import DlabError, InputError
 from dlab.serve import schema
 from dlab.serve.backends import describe
 from dlab.serve.batching import MicroBatcher
+from dlab.serve.meters import Meters
 from dlab.tasks import Task, task_of
 
 logger = logging.getLogger("dlab.serve")
@@ -162,29 +157,6 @@ def _routes_of(task: Task) -> str:
     return f"this {what} model answers {' and '.join(routes) if routes else 'no inference route'}"
 
 
-class _Meters:
-    """The server's Prometheus metrics, in a registry of its own (one per app)."""
-
-    def __init__(self) -> None:
-        self.registry = registry = CollectorRegistry()
-        self.requests = Counter(
-            "dlab_requests", "HTTP requests", ["route", "status"], registry=registry
-        )
-        self.latency = Histogram(
-            "dlab_request_seconds",
-            "request latency",
-            ["route"],
-            registry=registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-        )
-        self.batch_sizes = Histogram(
-            "dlab_batch_size",
-            "inputs per forward pass",
-            registry=registry,
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-        )
-
-
 def create_app(
     backend: Any,
     token: str | None = None,
@@ -197,7 +169,7 @@ def create_app(
 ) -> Any:
     """The ASGI application serving `backend` (`worker`: generation's thread and queue;
     `allowed_hosts`: the Host names accepted, against DNS rebinding)."""
-    meters = _Meters()
+    meters = Meters()
     task = task_of(backend.meta)
     batcher = _batcher(backend, task, max_batch, max_wait_ms, meters)
     worker = worker or Worker()
@@ -255,7 +227,7 @@ def _browser_rules(app: FastAPI, allowed_hosts: list[str] | None, cors: list[str
 
 
 def _batcher(
-    backend: Any, task: Task, max_batch: int, max_wait_ms: float, meters: _Meters
+    backend: Any, task: Task, max_batch: int, max_wait_ms: float, meters: Meters
 ) -> MicroBatcher | None:
     """Shared forward passes for /predict (None when the model answers no predict)."""
     if "predict" not in task.verbs or "recommend" in task.verbs:
@@ -272,7 +244,7 @@ def _pad_id(backend: Any) -> int | None:
     return tokenizer.pad_id or 0
 
 
-def _guard(app: FastAPI, meters: _Meters, token: str | None) -> None:
+def _guard(app: FastAPI, meters: Meters, token: str | None) -> None:
     """The token check (constant time), per-route counts and latency, and errors as JSON."""
     expected_token = token.encode() if token else None
 
