@@ -1,12 +1,15 @@
 """Trainer overhead: dlab's trainer vs a hand-written loop vs PyTorch Lightning, in one process.
 
-python -m benchmarks overhead [--repeats 3] [--scale 1.0]
+python -m benchmarks overhead [--repeats 7] [--scale 1.0]
 
 The same model (one initial copy), the same in-memory data, the same batch size, optimizer and
-number of steps; the three runners alternate (A, B, C, A, B, C, ...) and each figure is the median
-of the repeats, with the spread (min-max) beside it. Every runner uses the thread count dlab
-chooses for that model (`threads: auto`), so the ratio measures the loop, not the thread policy;
-`python -m benchmarks threads` measures the policy.
+number of steps. Each repeat runs every runner once, in an order shuffled per repeat (so no
+runner always follows the same one), and a ratio is the median over the repeats of that repeat's
+own ratio, with its spread (min-max): a drift of the machine's speed hits both sides of a
+repeat alike. The hand loop runs twice per repeat: `hand / hand again`, a ratio that should be
+1, is the measurement's own noise, against which dlab's ratio is read. Every runner uses the
+thread count dlab chooses for that model (`threads: auto`), so the ratio measures the loop, not
+the thread policy; `python -m benchmarks threads` measures the policy.
 
 - hand loop: what a competent engineer writes — zero_grad, forward, loss, backward, step, over
   tensor slices of a shuffled index already in memory on the device (no DataLoader, which would
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -212,6 +216,11 @@ def lightning_fit(model, x, y, batch: int, steps: int, adam: dict) -> None:
     trainer.fit(Module(model), loader)
 
 
+def paired(numerators: list[float], denominators: list[float]) -> list[float]:
+    """Each repeat's own ratio (the runs of one repeat ran minutes apart at most)."""
+    return [a / b for a, b in zip(numerators, denominators, strict=False)]  # [] without Lightning
+
+
 def measure(scale: float, repeats: int, device: str = "cpu") -> list[dict]:
     """One row per workload: samples/s of each runner (median, spread) and dlab's ratios."""
     import logging
@@ -249,6 +258,7 @@ def measure(scale: float, repeats: int, device: str = "cpu") -> list[dict]:
         adam = fastest_adam(initial, device)
         runners: dict[str, Callable] = {
             "hand loop": partial(hand_loop, **common, adam=adam),
+            "hand loop again": partial(hand_loop, **common, adam=adam),  # the noise control
             "dlab": partial(dlab_fit, **common, threads=threads),
         }
         if lightning is not None:
@@ -258,8 +268,12 @@ def measure(scale: float, repeats: int, device: str = "cpu") -> list[dict]:
         for runner in runners.values():  # warm-up: first-call costs paid before timing
             torch.set_num_threads(threads)
             runner(copy.deepcopy(initial))
+        shuffler = random.Random(0)
         for _ in range(repeats):
-            for label, runner in runners.items():
+            order = list(runners)
+            shuffler.shuffle(order)
+            for label in order:
+                runner = runners[label]
                 model = copy.deepcopy(initial)
                 torch.set_num_threads(threads)
                 runtime.reset_peak_memory()  # outside the clock, as the reading after it
@@ -281,12 +295,14 @@ def measure(scale: float, repeats: int, device: str = "cpu") -> list[dict]:
             row[f"{label} samples/s"] = round(statistics.median(values), 1)
             row[f"{label} spread"] = f"{min(values):.0f}-{max(values):.0f}"
             row[f"{label} peak_rss_mib"] = max(peaks[label])  # the process's, data included
-        hand = statistics.median(rates["hand loop"])
-        row["dlab / hand"] = round(statistics.median(rates["dlab"]) / hand, 3)
-        if "Lightning" in rates:
-            row["dlab / Lightning"] = round(
-                statistics.median(rates["dlab"]) / statistics.median(rates["Lightning"]), 3
-            )
+        for label, ratio in (
+            ("dlab / hand", paired(rates["dlab"], rates["hand loop"])),
+            ("hand / hand again", paired(rates["hand loop"], rates["hand loop again"])),
+            ("dlab / Lightning", paired(rates["dlab"], rates.get("Lightning", []))),
+        ):
+            if ratio:
+                row[label] = round(statistics.median(ratio), 3)
+                row[f"{label} spread"] = f"{min(ratio):.3f}-{max(ratio):.3f}"
         rows.append(row)
         print(markdown_table([row], list(row)), flush=True)
     return rows
@@ -294,7 +310,7 @@ def measure(scale: float, repeats: int, device: str = "cpu") -> list[dict]:
 
 def main(args: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks overhead")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     options = parser.parse_args(args)
     rows = measure(options.scale, options.repeats)

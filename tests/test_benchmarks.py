@@ -27,7 +27,9 @@ def test_every_gpu_section_runs_its_code_on_the_cpu(real_data_dir):
 
     overhead = by_section["overhead"]
     assert len(overhead) == 4 and all(row["device"] == "cpu" for row in overhead)
-    assert all(0.2 < row["dlab / hand"] < 5 for row in overhead)
+    assert all(
+        0.2 < row["dlab / hand"] < 5 and 0.2 < row["hand / hand again"] < 5 for row in overhead
+    )
 
     fast, seed = by_section["mnist"]
     assert fast["row"] == "mnist/mnist_fast.yaml, eager" and seed["row"] == "mnist/seed recipe"
