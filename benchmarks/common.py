@@ -82,23 +82,25 @@ def write_results(
 
     Every row gets the run's provenance (commit, date, torch, threads) and the file names the
     hardware. With `key`, rows of an earlier run of the same day are kept unless this run
-    measured the same key again, and only if they were measured on the same clean commit: a
-    table never mixes code versions (several invocations of one suite at one commit make one
+    measured the same key again, and only if they were measured on the same clean commit and
+    the same processor: a table never mixes code versions or machines (several invocations of one suite at one commit make one
     file; after a change, the file holds only the new run's rows).
     """
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{socket.gethostname()}-{time.strftime('%Y%m%d')}-{suite}.json"
-    stamp = provenance()
-    rows = [{**row, **stamp} for row in rows]
+    stamp, machine = provenance(), hardware(device)
+    # a row's own measurement wins: the overhead rows' `threads` is what their runners used
+    rows = [{**row, **{k: v for k, v in stamp.items() if k not in row}} for row in rows]
     if key is not None and path.is_file() and not stamp["commit"].endswith("+dirty"):
         fresh = {row[key] for row in rows}
-        earlier = json.loads(path.read_text()).get("rows", [])
+        before = json.loads(path.read_text())
+        same_machine = before.get("hardware", {}).get("cpu") == machine.get("cpu")
         rows = [
             row
-            for row in earlier
-            if row.get(key) not in fresh and row.get("commit") == stamp["commit"]
+            for row in before.get("rows", [])
+            if row.get(key) not in fresh and row.get("commit") == stamp["commit"] and same_machine
         ] + rows
-    info = {"suite": suite, "hardware": hardware(device), "rows": rows}
+    info = {"suite": suite, "hardware": machine, "rows": rows}
     path.write_text(json.dumps(info, indent=2) + "\n")
     return path
 

@@ -140,6 +140,13 @@ def test_results_rows_carry_their_provenance_and_never_mix_code_versions(tmp_pat
     # after a change to the code, the earlier rows go: the table is one code version's
     assert run("bbb", [{"model": "cnn", "value": 4}]) == [("cnn", 4, "bbb")]
     assert run("bbb+dirty", [{"model": "mlp", "value": 5}]) == [("mlp", 5, "bbb+dirty")]
+    # nor machines: a run on another processor the same day starts the file afresh
+    assert run("bbb", [{"model": "mlp", "value": 5}]) == [("mlp", 5, "bbb")]
+    monkeypatch.setattr(common, "hardware", lambda device=None: {"cpu": "Another CPU"})
+    assert run("bbb", [{"model": "cnn", "value": 6}]) == [("cnn", 6, "bbb")]
+    # and a row's own measurement is not overwritten by the stamp's
+    path = common.write_results("suite", [{"model": "x", "value": 7, "threads": 1}])
+    assert json.loads(path.read_text())["rows"][0]["threads"] == 1
 
 
 def test_the_threads_table_compares_auto_with_the_best_fixed_policy():
