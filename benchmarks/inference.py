@@ -8,9 +8,10 @@ latency and throughput (inputs/s at the median). Then each engine alone runs a f
 memory: the process's peak resident memory meanwhile (every engine is loaded, so it differs little
 between rows) and `call_mib`, how far that peak rose over what the process held before the calls
 (the engine's working memory for one batch); on a GPU also `torch.cuda.max_memory_allocated`.
-Every torch engine runs under `torch.inference_mode`. torch.compile runs twice: with its defaults (dynamic shapes), and as
-inference suits it (weights frozen into the graph, static shapes); its one-off compile time is
-reported beside it, since on short CPU jobs it can cost more than it saves.
+Every torch engine runs under `torch.inference_mode`. torch.compile runs twice: with its
+defaults (dynamic shapes), and as inference suits it (weights frozen into the graph, static
+shapes); its one-off compile time is reported beside it, since on short CPU jobs it can cost
+more than it saves.
 """
 
 from __future__ import annotations
