@@ -83,8 +83,9 @@ def write_results(
     Every row gets the run's provenance (commit, date, torch, threads) and the file names the
     hardware. With `key`, rows of an earlier run of the same day are kept unless this run
     measured the same key again, and only if they were measured on the same clean commit and
-    the same processor: a table never mixes code versions or machines (several invocations of one suite at one commit make one
-    file; after a change, the file holds only the new run's rows).
+    the same processor: a table never mixes code versions or machines (several invocations of
+    one suite at one commit make one file; after a change, the file holds only the new run's
+    rows).
     """
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{socket.gethostname()}-{time.strftime('%Y%m%d')}-{suite}.json"
